@@ -1,0 +1,138 @@
+"""Find, validate and read a Qwen3 checkpoint in Hugging Face layout.
+
+A checkpoint is `config.json` plus `model.safetensors` or a sharded set named by
+`model.safetensors.index.json`. Every problem a user can cause becomes a `UserError`
+whose message says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from runtimes.errors import UserError
+
+SUPPORTED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+CONFIG_DTYPES = {"float32", "float16", "bfloat16"}
+REQUIRED_CONFIG_KEYS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads",
+)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
+
+
+def resolve_model_dir(model: str) -> Path:
+    """`tiny` (bundled), a local directory, or a hub id downloaded through huggingface_hub."""
+    bundled = BUNDLED_MODELS_DIR / model
+    if "/" not in model and (bundled / "config.json").is_file():
+        return bundled
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"--model {model} is a file; pass the checkpoint directory that holds config.json")
+        return path
+    if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
+        return _download_from_hub(model)
+    raise UserError(f"model directory {model} does not exist; pass a Qwen3 checkpoint directory, a hub id, or 'tiny'")
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+                    "tokenizer.json", "tokenizer_config.json"]
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # network, auth, missing repo: all user-side problems
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"could not fetch {repo_id} from the Hugging Face hub ({reason}); "
+            "check the id and your network, or download it elsewhere and pass the directory"
+        ) from None
+
+
+def load_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{model_dir} has no config.json; pass a Hugging Face checkpoint directory of a Qwen3 model")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); restore the file from the original checkpoint") from None
+    validate_config(config, path)
+    return config
+
+
+def validate_config(config: dict, where: Path | str = "config.json") -> None:
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if model_type != "qwen3" or (architectures and "Qwen3ForCausalLM" not in architectures):
+        found = f"model_type={model_type!r}, architectures={architectures}"
+        raise UserError(f"{where} is not a Qwen3 checkpoint ({found}); qwen-edge exports Qwen3ForCausalLM models only")
+    missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}; restore the checkpoint's original config.json")
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    if dtype is not None and dtype not in CONFIG_DTYPES:
+        raise UserError(f"{where} declares dtype {dtype!r}; supported are float32, float16 and bfloat16 "
+                        "(for a pre-quantized checkpoint, export its full-precision original)")
+    if config.get("use_sliding_window"):
+        raise UserError(f"{where} enables sliding-window attention, which the edge module does not implement; "
+                        "set use_sliding_window to false")
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None):
+        raise UserError(f"{where} uses RoPE scaling {rope_type!r}; only default RoPE is supported, "
+                        "remove rope_scaling to export at the native context length")
+    if config.get("hidden_act", "silu") != "silu":
+        raise UserError(f"{where} uses activation {config['hidden_act']!r}; Qwen3 uses silu")
+    if config["num_attention_heads"] % config["num_key_value_heads"]:
+        raise UserError(f"{where}: num_attention_heads must be a multiple of num_key_value_heads")
+
+
+def shard_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a checkpoint, checked to exist."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{index} is unreadable ({exc}); restore it from the original checkpoint") from None
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (model_dir / n).is_file()]
+        if missing:
+            raise UserError(f"{model_dir} is missing {len(missing)} of {len(names)} shards ({', '.join(missing)}); "
+                            "download the complete checkpoint")
+        return [model_dir / n for n in names]
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    others = sorted(model_dir.glob("*.safetensors"))
+    if others:
+        return others
+    raise UserError(f"{model_dir} has no model.safetensors (nor an index of shards); "
+                    "qwen-edge reads safetensors weights only: convert .bin files with transformers' save_pretrained")
+
+
+def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint, HF names, in the dtypes stored."""
+    from safetensors import SafetensorError, safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in shard_files(model_dir):
+        try:
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    dtype = f.get_slice(name).get_dtype()
+                    if dtype not in SUPPORTED_DTYPES:
+                        raise UserError(f"{path.name}: tensor {name} is {dtype}; supported are F32, F16 and BF16 "
+                                        "(export the full-precision checkpoint, qwen-edge quantizes it itself)")
+                    tensors[name] = f.get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise UserError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}); "
+                            "download the file again") from None
+    return tensors

@@ -1,0 +1,201 @@
+"""`python -m exporter`: argument parsing only; every subcommand calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from runtimes.errors import UserError
+
+TARGETS = ("onnx", "executorch", "coreml", "all")
+QUANTS = ("fp32", "fp16", "int8", "int4", "awq-int4")
+SHAPES = ("0.6b", "1.7b", "4b")
+
+MAIN_DESCRIPTION = """\
+Export a Qwen3 checkpoint to phone-ready bundles (ONNX, ExecuTorch, Core ML), then check,
+measure and chat with them. With no subcommand, exports:
+
+  python -m exporter --model tiny --target onnx --quant int4 --out dist/tiny-onnx
+
+subcommands (python -m exporter SUBCOMMAND --help for each):
+  export      export a checkpoint to one target or all (the default command)
+  parity      compare an exported bundle, or the edge module itself, against a reference
+  bench       measure latency, memory, size, energy and accuracy of bundles
+  chat        talk to a model or bundle with a thinking budget
+  quantize    write a quantized checkpoint once, for every target to reuse
+  make-model  write a random-weight checkpoint with a real Qwen3 shape
+  deploy      copy a bundle into the Android or iOS demo app
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
+def _model_arg(p: argparse.ArgumentParser, required: bool = False, default: str | None = "tiny") -> None:
+    p.add_argument("--model", default=None if required else default, required=required, metavar="DIR|HUB_ID|tiny",
+                   help="Qwen3 checkpoint: a local Hugging Face directory (config.json + *.safetensors), "
+                        "a hub id such as Qwen/Qwen3-0.6B (needs network), or 'tiny', the bundled model "
+                        f"(default: {default})")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    _model_arg(p)
+    p.add_argument("--target", choices=TARGETS,
+                   help="onnx: ONNX Runtime (CPU, mobile, NPU EPs); executorch: .pte for XNNPACK; "
+                        "coreml: stateful .mlpackage for iOS 18 / macOS 15; all: one bundle per target")
+    p.add_argument("--quant", default="int4", choices=QUANTS,
+                   help="weight precision: fp32/fp16 unquantized, int8 per channel, int4 group-wise (RTN), "
+                        "awq-int4 activation-aware int4 (default: int4)")
+    p.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128),
+                   help="int4 group size; smaller is more accurate and larger (default: 128)")
+    p.add_argument("--calib", default="builtin", metavar="builtin|FILE",
+                   help="calibration text for awq-int4: the bundled set, or a .txt/.jsonl file (default: builtin)")
+    p.add_argument("--max-seq-len", type=int, default=1024, metavar="N",
+                   help="context length the KV cache is sized for (default: 1024)")
+    p.add_argument("--out", metavar="DIR",
+                   help="bundle directory to write; with --target all, one subdirectory per target")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def build_parser() -> tuple[Parser, dict[str, Parser]]:
+    main = Parser(prog="python -m exporter", description=MAIN_DESCRIPTION,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    _export_args(main)
+
+    subs: dict[str, Parser] = {}
+
+    def sub(name: str, help_text: str) -> Parser:
+        p = Parser(prog=f"python -m exporter {name}", description=help_text)
+        subs[name] = p
+        return p
+
+    _export_args(sub("export", "Export a checkpoint to one target or all (same as running with no subcommand)."))
+
+    p = sub("parity", "Compare logits and greedy tokens against a reference. With --model, the project's fp32 "
+                      "edge module against transformers' Qwen3ForCausalLM; with --bundle, an exported artifact "
+                      "against the full-precision and fake-quant references. Exit code 1 when parity fails.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="DIR|HUB_ID|tiny", help="checkpoint whose edge module is checked")
+    which.add_argument("--bundle", metavar="DIR", help="exported bundle to check")
+    p.add_argument("--prompts", metavar="FILE", help="text file, one prompt per line (default: built-in prompts; "
+                                                     "random token ids for a checkpoint without tokenizer)")
+    p.add_argument("--new-tokens", type=int, default=32, metavar="N", help="greedy tokens per prompt (default: 32)")
+    p.add_argument("--thinking-budget", type=int, metavar="N", help="thinking budget for chat prompts (bundles)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| allowed (default: 1e-3)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
+
+    p = sub("bench", "Measure latency, memory, size, energy and accuracy of one or more bundles.")
+    p.add_argument("--bundle", action="append", required=True, metavar="DIR", help="bundle to measure (repeatable)")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--markdown", metavar="FILE")
+    p.add_argument("--plots", metavar="DIR")
+
+    p = sub("chat", "Chat with a model or bundle, streaming reasoning (dimmed) and the answer.")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="DIR|HUB_ID|tiny")
+    which.add_argument("--bundle", metavar="DIR")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--thinking-budget", type=int, metavar="N", help="max tokens inside <think> (0: no thinking)")
+    budget.add_argument("--no-think", action="store_true", help="answer without thinking")
+    p.add_argument("prompt", metavar="PROMPT")
+
+    p = sub("quantize", "Quantize a checkpoint once (RTN int8/int4 or AWQ int4) for every target to reuse.")
+    _model_arg(p)
+    p.add_argument("--quant", required=True, choices=("int8", "int4", "awq-int4"))
+    p.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128))
+    p.add_argument("--calib", default="builtin", metavar="builtin|FILE")
+    p.add_argument("--out", required=True, metavar="QDIR")
+
+    p = sub("make-model", "Write a random-weight checkpoint with Qwen3's published config for a size "
+                          "(for export, memory and speed work; random weights say nothing about accuracy).")
+    p.add_argument("--shape", required=True, choices=SHAPES, help="which Qwen3 size to copy")
+    p.add_argument("--layers", type=int, metavar="N", help="keep only N decoder layers (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="bfloat16", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    p = sub("deploy", "Copy a bundle into a demo app's assets.")
+    p.add_argument("--bundle", required=True, metavar="DIR")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--android", metavar="APP_DIR")
+    where.add_argument("--ios", metavar="APP_DIR")
+    return main, subs
+
+
+def run_parity(args) -> int:
+    from runtimes.parity import model_parity
+
+    if args.bundle:
+        raise UserError("parity --bundle needs an exported bundle format that this version does not write yet; "
+                        "use parity --model")
+    report = model_parity(args.model, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"parity {'PASSED' if report['passed'] else 'FAILED'}: {len(report['prompts'])} prompts "
+          f"({report['prompt_source']}), greedy match {report['greedy_token_match']:.3f}, "
+          f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}, "
+          f"max |dlogit| {report['max_abs_logit_diff']:.2e}, mean KL {report['mean_kl']:.2e}, "
+          f"KV-cache vs recompute {report['kv_cache_max_abs_diff']:.2e}")
+    return 0 if report["passed"] else 1
+
+
+def run_make_model(args) -> int:
+    from exporter.make_model import SHAPES as CONFIGS, write_random_checkpoint
+
+    config = dict(CONFIGS[args.shape])
+    if args.layers is not None:
+        if not 1 <= args.layers <= config["num_hidden_layers"]:
+            raise UserError(f"--layers must be between 1 and {config['num_hidden_layers']} for {args.shape}")
+        config["num_hidden_layers"] = args.layers
+    out = write_random_checkpoint(args.out, config, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote random-weight Qwen3-{args.shape} ({config['num_hidden_layers']} layers, {args.dtype}) to {out}")
+    return 0
+
+
+def not_built(name: str):
+    def run(args) -> int:
+        raise UserError(f"'{name}' is not available in this version of qwen-edge yet")
+    return run
+
+
+def run_export(args) -> int:
+    # --target/--out are checked here, not by argparse, so a typo'd flag is reported first
+    missing = [flag for flag, value in (("--target", args.target), ("--out", args.out)) if value is None]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} required, e.g. python -m exporter --model tiny --target onnx "
+                        "--quant int4 --out dist/tiny-onnx")
+    return not_built("export")(args)
+
+
+HANDLERS = {
+    "export": run_export,
+    "parity": run_parity,
+    "bench": not_built("bench"),
+    "chat": not_built("chat"),
+    "quantize": not_built("quantize"),
+    "make-model": run_make_model,
+    "deploy": not_built("deploy"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser, subs = build_parser()
+        command = argv[0] if argv and argv[0] in subs else "export"
+        rest = argv[1:] if argv and argv[0] in subs else argv
+        args = (subs[command] if argv and argv[0] in subs else parser).parse_args(rest)
+        return HANDLERS[command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was left half-written", file=sys.stderr)
+        return 130

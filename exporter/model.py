@@ -1,0 +1,231 @@
+"""The Qwen3 edge module: the whole model in one file, written for export.
+
+A static KV cache of `max_seq_len` positions is updated in place at `input_pos`, so one
+graph serves prefill (a chunk of tokens) and decode (one token). RoPE tables and the causal
+mask are precomputed buffers. Numerics follow Hugging Face's Qwen3 (rotate-half RoPE,
+RMSNorm in fp32, per-head q/k RMSNorm before RoPE) so fp32 logits match `transformers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    max_position_embeddings: int = 40960
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelArgs":
+        """Build from a (validated) HF `config.json` dict; see exporter.checkpoint.validate_config."""
+        values = {f.name: config[f.name] for f in fields(cls) if f.name in config}
+        values.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
+        rope = config.get("rope_parameters") or {}
+        if "rope_theta" not in config and "rope_theta" in rope:
+            values["rope_theta"] = rope["rope_theta"]
+        return cls(**values)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class KVCache(nn.Module):
+    """Fixed buffers [1, kv_heads, max_seq_len, head_dim]; `update` writes in place."""
+
+    def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
+        super().__init__()
+        shape = (1, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        self.k_cache.index_copy_(2, input_pos, k.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(2, input_pos, v.to(self.v_cache.dtype))
+        return self.k_cache, self.v_cache
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads = args.num_attention_heads
+        self.n_kv_heads = args.num_key_value_heads
+        self.head_dim = args.head_dim
+        bias = args.attention_bias
+        self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim, args.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, cos, sin, mask, input_pos):
+        bsz, seq_len, _ = x.shape
+        q = self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        q = self.q_norm(q).transpose(1, 2)
+        k = self.k_norm(k).transpose(1, 2)
+        v = v.transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = self.kv_cache.update(input_pos, k, v)
+        groups = self.n_heads // self.n_kv_heads
+        k = k.repeat_interleave(groups, dim=1).to(q.dtype)
+        v = v.repeat_interleave(groups, dim=1).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(bsz, seq_len, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.self_attn = Attention(args)
+        self.mlp = MLP(args)
+        self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, input_pos):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3(nn.Module):
+    """Parameter names mirror the HF checkpoint without its `model.` prefix."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.num_hidden_layers))
+        self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+        if args.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.max_seq_len = 0
+
+    def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None) -> None:
+        """Allocate the KV cache, RoPE tables and causal mask for `max_seq_len` positions."""
+        dtype = dtype or self.embed_tokens.weight.dtype
+        self.max_seq_len = max_seq_len
+        for layer in self.layers:
+            layer.self_attn.kv_cache = KVCache(max_seq_len, self.args.num_key_value_heads, self.args.head_dim, dtype)
+        cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
+        self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
+        self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
+        causal = torch.tril(torch.ones(max_seq_len, max_seq_len, dtype=torch.bool))
+        self.register_buffer("causal_mask", causal, persistent=False)
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """tokens [1, T] at positions input_pos [T] → logits [1, T, vocab]; writes the KV cache."""
+        cos = self.rope_cos[input_pos].unsqueeze(0).unsqueeze(0)
+        sin = self.rope_sin[input_pos].unsqueeze(0).unsqueeze(0)
+        mask = self.causal_mask[input_pos].unsqueeze(0).unsqueeze(0)
+        x = self.embed_tokens(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, input_pos)
+        return self.lm_head(self.norm(x))
+
+    def prefill(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        input_pos = torch.arange(start_pos, start_pos + tokens.shape[-1])
+        return self.forward(tokens.view(1, -1), input_pos)
+
+    def decode(self, token: int, pos: int) -> torch.Tensor:
+        return self.forward(torch.tensor([[token]]), torch.tensor([pos]))[0, -1]
+
+
+def sanitize(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
+    """Map HF checkpoint names to this module's names and check that nothing is missing or extra."""
+    from runtimes.errors import UserError
+
+    out = {}
+    for name, tensor in weights.items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue  # recomputed from rope_theta
+        out[name.removeprefix("model.")] = tensor
+    if args.tie_word_embeddings:
+        out.pop("lm_head.weight", None)
+    with torch.device("meta"):
+        expected = {name: tuple(p.shape) for name, p in Qwen3(args).named_parameters()}
+    missing = sorted(expected.keys() - out.keys())
+    extra = sorted(out.keys() - expected.keys())
+    if missing:
+        hint = " (an untied checkpoint without lm_head.weight?)" if missing == ["lm_head.weight"] else ""
+        raise UserError(f"checkpoint lacks {len(missing)} weights, e.g. {missing[0]}{hint}; "
+                        "it does not match its config.json")
+    if extra:
+        raise UserError(f"checkpoint has {len(extra)} weights the config does not describe, e.g. {extra[0]}; "
+                        "check num_hidden_layers and tie_word_embeddings in config.json")
+    for name, tensor in out.items():
+        if tuple(tensor.shape) != expected[name]:
+            raise UserError(f"weight {name} has shape {tuple(tensor.shape)} but config.json implies {expected[name]}")
+    return out
+
+
+def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32):
+    """Load a Qwen3 checkpoint (dir, hub id or 'tiny') into the edge module → (module, config dict)."""
+    from exporter import checkpoint
+
+    model_dir = checkpoint.resolve_model_dir(str(model))
+    config = checkpoint.load_config(model_dir)
+    args = ModelArgs.from_config(config)
+    weights = sanitize(checkpoint.load_state_dict(model_dir), args)
+    with torch.device("meta"):
+        module = Qwen3(args)
+    weights = {k: v.to(dtype) for k, v in weights.items()}
+    if args.tie_word_embeddings:
+        weights["lm_head.weight"] = weights["embed_tokens.weight"]
+    module.load_state_dict(weights, assign=True, strict=True)
+    if args.tie_word_embeddings:
+        module.lm_head.weight = module.embed_tokens.weight
+    module.setup_caches(max_seq_len, dtype)
+    return module.eval(), config

@@ -1,0 +1,28 @@
+"""Backends: one small file each, all behind the same protocol.
+
+    backend.prefill(token_ids) -> logits of the last position (float32 [vocab])
+    backend.decode(token_id)   -> logits of that position
+    backend.reset()            -> forget the KV cache
+    backend.position           -> how many positions the cache holds
+    backend.max_seq_len        -> the context the backend was built for
+
+Generation, sampling, chat template and the thinking budget live above this, once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class Backend(Protocol):
+    name: str
+    position: int
+    max_seq_len: int
+
+    def prefill(self, token_ids: Sequence[int]) -> np.ndarray: ...
+
+    def decode(self, token_id: int) -> np.ndarray: ...
+
+    def reset(self) -> None: ...

@@ -1,0 +1,166 @@
+"""Parity: compare logits and greedy tokens of a backend against a reference.
+
+`model_parity` checks the project's fp32 edge module (reference backend) against
+`transformers`' Qwen3ForCausalLM, the independent implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from runtimes.errors import UserError
+
+DEFAULT_PROMPTS = (
+    "What is 123 + 456?",
+    "Write a haiku about the sea.",
+    "Explain why the sky is blue in one sentence.",
+    "def fibonacci(n):",
+    "Translate to French: good morning, how are you?",
+    "List three prime numbers greater than 100.",
+)
+RANDOM_PROMPT_LENGTHS = (7, 16, 33, 64)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def logit_metrics(ours: np.ndarray, reference: np.ndarray) -> dict:
+    """Per-position comparison of two [T, vocab] logit arrays."""
+    ref_logp, our_logp = log_softmax(reference), log_softmax(ours)
+    kl = (np.exp(ref_logp) * (ref_logp - our_logp)).sum(axis=-1)
+    return {
+        "positions": int(ours.shape[0]),
+        "top1_agreement": float((ours.argmax(-1) == reference.argmax(-1)).mean()),
+        "max_abs_logit_diff": float(np.abs(ours.astype(np.float64) - reference).max()),
+        "mean_kl": float(kl.mean()),
+    }
+
+
+def greedy(prefill: Callable, decode: Callable, prompt: Sequence[int], n: int) -> tuple[list[int], np.ndarray]:
+    """n greedy tokens through prefill + one-token decode steps → (tokens, logits [n, vocab])."""
+    logits = [prefill(prompt)]
+    tokens = [int(logits[-1].argmax())]
+    while len(tokens) < n:
+        logits.append(decode(tokens[-1]))
+        tokens.append(int(logits[-1].argmax()))
+    return tokens, np.stack(logits)
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    text: str | None = None
+
+
+def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int, seed: int = 0) -> tuple[list[Prompt], str]:
+    """Prompts as token ids: tokenized text when a tokenizer exists, else seeded random ids."""
+    texts = DEFAULT_PROMPTS
+    if path:
+        try:
+            texts = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise UserError(f"cannot read --prompts {path} ({exc.strerror}); pass a text file, one prompt per line") from None
+        if not texts:
+            raise UserError(f"--prompts {path} has no prompts; write one prompt per line")
+    if tokenizer_path is not None and tokenizer_path.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        return [Prompt(tokenizer.encode(t, add_special_tokens=False).ids, t) for t in texts], "tokenizer"
+    if path:
+        raise UserError(f"--prompts needs a tokenizer, and {tokenizer_path.parent if tokenizer_path else 'the model'} "
+                        "has no tokenizer.json; drop --prompts to compare on random token ids")
+    rng = np.random.default_rng(seed)
+    return [Prompt(rng.integers(0, vocab_size, n).tolist()) for n in RANDOM_PROMPT_LENGTHS], "random_token_ids"
+
+
+def _hf_reference(model_dir: Path):
+    try:
+        import torch
+        from transformers import Qwen3ForCausalLM
+    except ImportError:
+        raise UserError("parity --model compares against transformers, which is not installed; "
+                        "pip install 'qwen-edge[parity]'") from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+
+    @torch.inference_mode()
+    def forward(ids: Sequence[int]) -> np.ndarray:
+        return hf(torch.tensor([list(ids)])).logits[0].float().numpy()
+
+    def greedy_hf(prompt: Sequence[int], n: int) -> list[int]:
+        with torch.inference_mode():
+            out = hf(torch.tensor([list(prompt)]), use_cache=True)
+            tokens = [int(out.logits[0, -1].argmax())]
+            while len(tokens) < n:
+                out = hf(torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+                tokens.append(int(out.logits[0, -1].argmax()))
+        return tokens
+
+    return forward, greedy_hf
+
+
+def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 32,
+                 tolerance: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+    """The fp32 edge module against transformers: teacher-forced logits, greedy tokens, KV-cache path."""
+    from tqdm import tqdm
+
+    from exporter.checkpoint import resolve_model_dir
+    from exporter.model import from_pretrained
+    from runtimes.backends.reference import ReferenceBackend
+
+    model_dir = resolve_model_dir(model)
+    module, config = from_pretrained(model_dir, max_seq_len=8)  # caches re-made per prompt below
+    prompts, source = read_prompts(prompts_file, model_dir / "tokenizer.json", config["vocab_size"], seed)
+    hf_forward, hf_greedy = _hf_reference(model_dir)
+
+    records, tf_metrics = [], []
+    for prompt in tqdm(prompts, desc="parity", unit="prompt", disable=not progress):
+        module.setup_caches(len(prompt.ids) + new_tokens)
+        backend = ReferenceBackend(module)
+        our_tokens, step_logits = greedy(backend.prefill, backend.decode, prompt.ids, new_tokens)
+        hf_tokens = hf_greedy(prompt.ids, new_tokens)
+        # teacher-forced on the reference's own continuation: the same sequence for both sides
+        sequence = prompt.ids + hf_tokens
+        backend.reset()
+        ours_full = backend.prefill(sequence[:-1], all_logits=True)
+        tf = logit_metrics(ours_full, hf_forward(sequence[:-1]))
+        # KV-cache decode steps against a full recompute of our own continuation
+        backend.reset()
+        recompute = backend.prefill(prompt.ids + our_tokens[:-1], all_logits=True)[len(prompt.ids) - 1:]
+        kv_diff = float(np.abs(step_logits - recompute).max())
+        mismatch = next((i for i, (a, b) in enumerate(zip(our_tokens, hf_tokens)) if a != b), None)
+        tf_metrics.append(tf)
+        records.append({
+            "text": prompt.text, "prompt_tokens": len(prompt.ids), "new_tokens": new_tokens,
+            "greedy_match": mismatch is None, "first_mismatch": mismatch,
+            "teacher_forced": tf, "kv_cache_max_abs_diff": kv_diff,
+        })
+
+    positions = sum(m["positions"] for m in tf_metrics)
+    report = {
+        "model": str(model),
+        "backend": "reference",
+        "reference": "transformers.Qwen3ForCausalLM fp32 eager",
+        "prompt_source": source,
+        "prompts": records,
+        "greedy_token_match": sum(r["greedy_match"] for r in records) / len(records),
+        "teacher_forced_top1_agreement": sum(m["top1_agreement"] * m["positions"] for m in tf_metrics) / positions,
+        "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in tf_metrics),
+        "mean_kl": sum(m["mean_kl"] * m["positions"] for m in tf_metrics) / positions,
+        "kv_cache_max_abs_diff": max(r["kv_cache_max_abs_diff"] for r in records),
+        "tolerance": tolerance,
+    }
+    report["passed"] = (report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= tolerance
+                        and report["kv_cache_max_abs_diff"] <= tolerance)
+    return report

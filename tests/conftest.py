@@ -1,0 +1,49 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main
+from exporter.make_model import SHAPES, write_random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = {**SHAPES["0.6b"], "vocab_size": 512, "hidden_size": 64, "intermediate_size": 160,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 checkpoint (fp32, one file, tied head)."""
+    out = tmp_path_factory.mktemp("ckpt") / "small"
+    return write_random_checkpoint(out, SMALL, seed=1, dtype="float32")
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def edit_config(model_dir: Path, **changes) -> None:
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run the CLI in-process → (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def run_module(*argv, env=None) -> subprocess.CompletedProcess:
+    """Run `python -m exporter` as a user would, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "exporter", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=600)
