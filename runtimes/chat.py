@@ -1,0 +1,84 @@
+"""Qwen3's chat template, rendered by our own code (tested against the jinja template), and the
+/think and /no_think soft switches."""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+from runtimes.errors import UserError
+
+Message = Mapping[str, str]
+SOFT_SWITCH = re.compile(r"/(no_think|think)\b")
+
+
+def _is_tool_response(content: str) -> bool:
+    return content.startswith("<tool_response>") and content.endswith("</tool_response>")
+
+
+def split_reasoning(content: str) -> tuple[str, str]:
+    """(reasoning, answer) of an assistant message that carries its <think> block inline."""
+    if "</think>" not in content:
+        return "", content
+    answer = content.split("</think>")[-1].lstrip("\n")
+    reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+    return reasoning, answer
+
+
+def render(messages: Sequence[Message], add_generation_prompt: bool = True, enable_thinking: bool = True) -> str:
+    """The prompt text Qwen3's template renders (without tool definitions).
+
+    Assistant turns before the last user query lose their reasoning, as in Qwen3.
+    """
+    if not messages:
+        raise UserError("a conversation needs at least one message")
+    for m in messages:
+        if m.get("role") not in ("system", "user", "assistant", "tool") or not isinstance(m.get("content"), str):
+            raise UserError(f"bad chat message {dict(m)!r}: needs role system|user|assistant|tool and text content")
+        if m.get("tool_calls"):
+            raise UserError("assistant tool_calls are not supported by this runtime's template")
+    out = []
+    if messages[0]["role"] == "system":
+        out.append(f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n")
+    last_query = len(messages) - 1
+    for index in range(len(messages) - 1, -1, -1):
+        m = messages[index]
+        if m["role"] == "user" and not _is_tool_response(m["content"]):
+            last_query = index
+            break
+    for index, m in enumerate(messages):
+        role, content = m["role"], m["content"]
+        if role == "user" or (role == "system" and index > 0):
+            out.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+        elif role == "assistant":
+            if m.get("reasoning_content") is not None:
+                reasoning = m["reasoning_content"]
+            else:
+                reasoning, content = split_reasoning(content)
+            if index > last_query and (index == len(messages) - 1 or reasoning):
+                out.append(f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n"
+                           f"{content.lstrip(chr(10))}")
+            else:
+                out.append(f"<|im_start|>assistant\n{content}")
+            out.append("<|im_end|>\n")
+        elif role == "tool":
+            if index == 0 or messages[index - 1]["role"] != "tool":
+                out.append("<|im_start|>user")
+            out.append(f"\n<tool_response>\n{content}\n</tool_response>")
+            if index == len(messages) - 1 or messages[index + 1]["role"] != "tool":
+                out.append("<|im_end|>\n")
+    if add_generation_prompt:
+        out.append("<|im_start|>assistant\n")
+        if not enable_thinking:
+            out.append("<think>\n\n</think>\n\n")
+    return "".join(out)
+
+
+def thinking_requested(messages: Sequence[Message], default: bool = True) -> bool:
+    """Apply Qwen3's soft switches: the last /think or /no_think in the user turns wins."""
+    mode = default
+    for m in messages:
+        if m["role"] == "user":
+            for match in SOFT_SWITCH.finditer(m["content"]):
+                mode = match.group(1) == "think"
+    return mode

@@ -1,0 +1,75 @@
+"""The terminal side of `python -m exporter chat`: open a model or bundle, stream one reply."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from runtimes.errors import UserError
+from runtimes.generate import GenerationResult, generate
+from runtimes.sampling import SamplingParams
+from runtimes.tokenizer import QwenTokenizer
+
+DIM, RESET = "\033[2m", "\033[0m"
+
+
+def open_session(model: str | None, bundle: str | None, max_seq_len: int):
+    """→ (backend, tokenizer, generation_config dict)."""
+    if bundle:
+        directory = Path(bundle)
+        if not directory.is_dir():
+            raise UserError(f"bundle {bundle} does not exist; pass a directory written by python -m exporter")
+        tokenizer = QwenTokenizer(directory)
+        from runtimes.bundle import load_backend
+
+        backend = load_backend(directory)
+    else:
+        from exporter.checkpoint import resolve_model_dir
+        from runtimes.backends.reference import ReferenceBackend
+
+        if max_seq_len < 16:
+            raise UserError("--max-seq-len must be at least 16")
+        directory = resolve_model_dir(model or "tiny")
+        tokenizer = QwenTokenizer(directory)
+        backend = ReferenceBackend.from_model(str(directory), max_seq_len=max_seq_len)
+    config_path = directory / "generation_config.json"
+    generation_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return backend, tokenizer, generation_config
+
+
+def stream_chat(backend, tokenizer: QwenTokenizer, generation_config: dict, prompt: str, budget: int | None,
+                system: str | None, max_new_tokens: int, overrides: dict, stream: bool) -> GenerationResult:
+    if not prompt.strip():
+        raise UserError("the prompt is empty; pass the message to send, e.g. chat 'What is 12 + 30?'")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    sampling = SamplingParams.from_generation_config(generation_config, thinking=budget != 0)
+    sampling = replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
+    tty = sys.stdout.isatty()
+    channel = None
+    for event in generate(backend, tokenizer, messages, budget=budget, max_new_tokens=max_new_tokens,
+                          sampling=sampling):
+        if event.kind == "done":
+            result = event.result
+            break
+        if not stream:
+            continue
+        if event.kind != channel:
+            if channel == "reasoning":
+                sys.stdout.write(RESET if tty else "\n</think>\n")
+            if event.kind == "reasoning" and not tty:
+                sys.stdout.write("<think>\n")
+            channel = event.kind
+        text = event.text.lstrip("\n") if event.kind == "content" else event.text
+        sys.stdout.write(f"{DIM}{text}" if tty and event.kind == "reasoning" else text)
+        sys.stdout.flush()
+    if stream:
+        if tty and channel == "reasoning":
+            sys.stdout.write(RESET)
+        sys.stdout.write("\n")
+        cut = " (cut by budget)" if result.stopped_by_budget else ""
+        print(f"[{result.reasoning_tokens} reasoning tokens{cut}, {result.content_tokens} answer tokens, "
+              f"finish: {result.finish_reason}, TTFT {result.ttft_ms:.0f} ms, "
+              f"decode {result.decode_tokens_per_s:.1f} tok/s]", file=sys.stderr)
+    return result

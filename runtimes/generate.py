@@ -1,0 +1,141 @@
+"""Generation over any backend: chat template, thinking budget, sampling, streamed events and stats.
+
+    for event in generate(backend, tokenizer, [{"role": "user", "content": "What is 2 + 2?"}], budget=32):
+        print(event.kind, event.text)
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from runtimes.backends import Backend
+from runtimes.chat import Message, render, thinking_requested
+from runtimes.errors import UserError
+from runtimes.sampling import Sampler, SamplingParams
+from runtimes.thinking import STOP_THINKING_TEXT, ThinkingBudget
+from runtimes.tokenizer import QwenTokenizer, StreamDecoder
+
+
+@dataclass
+class GenerationResult:
+    reasoning: str
+    content: str
+    prompt_tokens: int
+    reasoning_tokens: int  # generated inside <think>, the forced stop text not counted
+    forced_tokens: int  # stop-thinking tokens fed by the budget
+    content_tokens: int
+    stopped_by_budget: bool
+    thinking: bool
+    finish_reason: str  # "stop" (<|im_end|>/eos), "length" (max_new_tokens), "context" (cache full)
+    ttft_ms: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    peak_memory_mb: float
+    token_ids: list[int] = field(default_factory=list)  # every token after the prompt, forced ones included
+
+
+@dataclass
+class Event:
+    kind: str  # "reasoning" | "content" | "done"
+    text: str = ""
+    token_id: int | None = None
+    forced: bool = False
+    result: GenerationResult | None = None
+
+
+def peak_memory_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def prepare_prompt(tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None,
+                   enable_thinking: bool = True) -> tuple[list[int], bool]:
+    """(prompt ids, thinking?) — budget 0 or a /no_think switch means non-thinking mode."""
+    if budget is not None and budget < 0:
+        raise UserError(f"thinking budget must be >= 0 (0 turns thinking off), got {budget}")
+    thinking = thinking_requested(messages, enable_thinking) and budget != 0
+    return tokenizer.encode(render(messages, enable_thinking=thinking)), thinking
+
+
+def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None = None,
+             max_new_tokens: int = 256, sampling: SamplingParams | None = None,
+             enable_thinking: bool = True) -> Iterator[Event]:
+    """Stream reasoning and content events, then a `done` event with the result and stats.
+
+    `budget`: tokens allowed inside <think> (None: unlimited, 0: no thinking). `max_new_tokens`
+    limits the answer after </think>; the thinking is limited by its budget and the context.
+    """
+    if max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be >= 1")
+    special = tokenizer.special
+    prompt, thinking = prepare_prompt(tokenizer, messages, budget, enable_thinking)
+    if len(prompt) >= backend.max_seq_len:
+        raise UserError(f"the prompt is {len(prompt)} tokens but the context holds {backend.max_seq_len}; "
+                        "shorten it or export with a larger --max-seq-len")
+    sample = Sampler(sampling or SamplingParams())
+    controller = ThinkingBudget(budget if thinking else None, special.think_open, special.think_close,
+                                tokenizer.encode(STOP_THINKING_TEXT))
+    if not thinking:
+        controller.done = True  # the prompt already holds the empty think block
+    decoders = {"reasoning": StreamDecoder(tokenizer), "content": StreamDecoder(tokenizer)}
+    texts = {"reasoning": [], "content": []}
+    counts = {"reasoning": 0, "content": 0, "forced": 0}
+    generated: list[int] = []
+
+    backend.reset()
+    start = time.perf_counter()
+    logits = backend.prefill(prompt)
+    prefill_s = time.perf_counter() - start
+    first_token_at = None
+    finish = "context"
+    while backend.position < backend.max_seq_len:
+        forced = controller.forced_token()
+        token = forced if forced is not None else sample(logits, prompt + generated)
+        if first_token_at is None:
+            first_token_at = time.perf_counter()
+        generated.append(token)
+        was_inside = controller.inside
+        controller.observe(token, forced is not None)
+        if forced is None and token in special.stop:
+            finish = "stop"
+            break
+        if token not in (special.think_open, special.think_close):
+            channel = "reasoning" if was_inside else "content"
+            if forced is not None:
+                counts["forced"] += 1
+            else:
+                counts[channel] += 1
+            piece = decoders[channel].push(token)
+            texts[channel].append(piece)
+            yield Event(channel, piece, token, forced is not None)
+        if counts["content"] >= max_new_tokens:
+            finish = "length"
+            break
+        logits = backend.decode(token)
+    end = time.perf_counter()
+    for channel, decoder in decoders.items():
+        texts[channel].append(decoder.flush())
+    decode_steps = max(len(generated) - 1, 0)
+    result = GenerationResult(
+        reasoning="".join(texts["reasoning"]).strip("\n"),
+        content="".join(texts["content"]).lstrip("\n").rstrip(),
+        prompt_tokens=len(prompt), reasoning_tokens=controller.generated, forced_tokens=counts["forced"],
+        content_tokens=counts["content"], stopped_by_budget=controller.stopped_by_budget, thinking=thinking,
+        finish_reason=finish, ttft_ms=1000 * ((first_token_at or end) - start),
+        prefill_tokens_per_s=len(prompt) / prefill_s if prefill_s else 0.0,
+        decode_tokens_per_s=decode_steps / (end - first_token_at) if first_token_at and end > first_token_at else 0.0,
+        peak_memory_mb=peak_memory_mb(), token_ids=generated,
+    )
+    yield Event("done", result=result)
+
+
+def run(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Message], **kwargs) -> GenerationResult:
+    """generate() to completion → the result."""
+    for event in generate(backend, tokenizer, messages, **kwargs):
+        if event.kind == "done":
+            return event.result
+    raise AssertionError("generate() ended without a done event")

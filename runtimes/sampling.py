@@ -1,0 +1,80 @@
+"""Choosing the next token from logits: greedy, or seeded sampling with the usual filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtimes.errors import UserError
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0  # 0 means greedy
+    top_k: int = 0  # 0 means off
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise UserError("--temperature must be >= 0 (0 is greedy)")
+        if self.top_k < 0:
+            raise UserError("--top-k must be >= 0 (0 turns it off)")
+        if not 0 < self.top_p <= 1:
+            raise UserError("--top-p must be in (0, 1]")
+        if not 0 <= self.min_p < 1:
+            raise UserError("--min-p must be in [0, 1)")
+        if self.repetition_penalty <= 0:
+            raise UserError("--repetition-penalty must be > 0 (1 turns it off)")
+
+    @classmethod
+    def from_generation_config(cls, config: dict, thinking: bool) -> "SamplingParams":
+        """The checkpoint's `generation_config.json`; greedy where it does not ask to sample.
+
+        Qwen3 ships its thinking-mode defaults there (temperature 0.6, top_p 0.95, top_k 20); its
+        recommended non-thinking defaults (0.7, 0.8, 20) are used when thinking is off.
+        """
+        if not config.get("do_sample"):
+            return cls()
+        if not thinking:
+            return cls(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0)
+        return cls(temperature=config.get("temperature") or 1.0, top_p=config.get("top_p") or 1.0,
+                   top_k=config.get("top_k") or 0, min_p=config.get("min_p") or 0.0,
+                   repetition_penalty=config.get("repetition_penalty") or 1.0)
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray, history: list[int]) -> int:
+        p = self.params
+        logits = logits.astype(np.float64)
+        if history and (p.repetition_penalty != 1.0 or p.presence_penalty):
+            seen = np.unique(np.asarray(history))
+            values = logits[seen]
+            if p.repetition_penalty != 1.0:
+                values = np.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
+            logits[seen] = values - p.presence_penalty
+        if p.temperature == 0:
+            return int(logits.argmax())
+        logits = logits / p.temperature
+        if p.top_k:
+            kth = np.partition(logits, -min(p.top_k, logits.size))[-min(p.top_k, logits.size)]
+            logits[logits < kth] = -np.inf
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        if p.min_p:
+            probs[probs < p.min_p * probs.max()] = 0.0
+        if p.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            cut = np.searchsorted(cumulative, p.top_p) + 1  # keep the smallest set reaching top_p
+            probs[order[cut:]] = 0.0
+        probs /= probs.sum()
+        return int(self.rng.choice(probs.size, p=probs))
