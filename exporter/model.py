@@ -107,7 +107,8 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k, v = self.kv_cache.update(input_pos, k, v)
+        if self.kv_cache is not None:  # without a cache (calibration), attend within the chunk
+            k, v = self.kv_cache.update(input_pos, k, v)
         groups = self.n_heads // self.n_kv_heads
         k = k.repeat_interleave(groups, dim=1).to(q.dtype)
         v = v.repeat_interleave(groups, dim=1).to(q.dtype)
@@ -216,6 +217,11 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
     from exporter import checkpoint
 
     model_dir = checkpoint.resolve_model_dir(str(model))
+    if (model_dir / "quant_recipe.json").is_file():  # a quantized checkpoint: its fake-quant module
+        from exporter.quantize import load_quantized
+
+        module, _, _, config = load_quantized(model_dir, max_seq_len)
+        return module, config
     config = checkpoint.load_config(model_dir)
     args = ModelArgs.from_config(config)
     weights = sanitize(checkpoint.load_state_dict(model_dir), args)

@@ -1,0 +1,191 @@
+"""Quantize a checkpoint: recipe → QuantizedTensor per weight, the fake-quant module, QDIR files.
+
+A quantized checkpoint (QDIR) is the source's HF layout with `model.safetensors` holding the
+full-precision tensors that stay so (norms, after AWQ's folding) and, per quantized weight NAME,
+NAME.qweight (int8 codes, or int4 packed two per byte), NAME.scales (fp32) and NAME.zeros
+(asymmetric only), plus `quant_recipe.json`. Every target takes it as --model QDIR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from exporter.quant.packing import pack_int4, unpack_int4
+from exporter.quant.rtn import QuantizedTensor, dequantize, quantize
+from runtimes.errors import UserError
+
+RECIPE_FILE = "quant_recipe.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
+
+
+@dataclass
+class QuantRecipe:
+    method: str  # "rtn" | "awq"
+    bits: int  # of the block linears: 8 or 4
+    group_size: int | None  # None: per output channel
+    symmetric: bool
+    embedding: str  # "int8" (per row) | "int4" (group-wise) | "none"
+    calibration: dict | None = None  # source, samples, seq_len, sha256 (AWQ)
+    source_model: str | None = None
+    source_config_sha256: str | None = None
+    awq_alphas: dict | None = None
+
+    @classmethod
+    def for_quant(cls, quant: str, group_size: int = 128, symmetric: bool = True, embedding: str = "int8"):
+        if quant == "int8":
+            return cls("rtn", 8, None, True, embedding)
+        if quant in ("int4", "awq-int4"):
+            return cls("awq" if quant == "awq-int4" else "rtn", 4, group_size, symmetric, embedding)
+        raise UserError(f"--quant {quant} is not a weight quantization (choose int8, int4 or awq-int4)")
+
+
+def config_sha256(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def block_linear_names(module) -> list[str]:
+    return [f"{name}.weight" for name, m in module.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.startswith("layers.")]
+
+
+def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | None = None,
+                    progress: bool = True) -> dict[str, QuantizedTensor]:
+    """QuantizedTensor per weight name; AWQ also folds its scales into `module` (exact in fp32)."""
+    weights: dict[str, QuantizedTensor] = {}
+    if recipe.method == "awq":
+        from exporter.quant.awq import AWQConfig, awq_quantize
+
+        if calib_tokens is None:
+            raise ValueError("AWQ needs calibration tokens")
+        weights, report = awq_quantize(module, calib_tokens, AWQConfig(bits=recipe.bits, group_size=recipe.group_size,
+                                                                       symmetric=recipe.symmetric), progress)
+        recipe.awq_alphas = report.alphas
+    else:
+        params = dict(module.named_parameters())
+        for name in block_linear_names(module):
+            weights[name] = quantize(params[name], recipe.bits, recipe.group_size, recipe.symmetric)
+    tables = ["embed_tokens.weight"] + ([] if module.args.tie_word_embeddings else ["lm_head.weight"])
+    for name in tables:
+        table = module.get_parameter(name)
+        if recipe.embedding == "int8":
+            weights[name] = quantize(table, 8, None, True)
+        elif recipe.embedding == "int4":
+            weights[name] = quantize(table, 4, recipe.group_size or 128, recipe.symmetric)
+    return weights
+
+
+@torch.no_grad()
+def apply_fake_quant(module, weights: dict[str, QuantizedTensor]) -> None:
+    """Replace each quantized weight by its dequantized value: the parity reference for artifacts."""
+    for name, qt in weights.items():
+        module.get_parameter(name).copy_(dequantize(qt))
+
+
+def save_quantized(out: Path, module, config: dict, weights: dict[str, QuantizedTensor], recipe: QuantRecipe,
+                   source_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, param in module.state_dict().items():
+        if name in weights or (name == "lm_head.weight" and module.args.tie_word_embeddings):
+            continue
+        tensors[_hf_name(name)] = param.detach().float().contiguous()
+    for name, qt in weights.items():
+        base = _hf_name(name)
+        tensors[f"{base}.qweight"] = pack_int4(qt.q, qt.symmetric) if qt.bits == 4 else qt.q.contiguous()
+        tensors[f"{base}.scales"] = qt.scales.float().contiguous()
+        if qt.zeros is not None:
+            tensors[f"{base}.zeros"] = qt.zeros.contiguous()
+    save_file(tensors, out / "model.safetensors", metadata={"format": "qwen-edge-quantized"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    layout = {name: {"bits": qt.bits, "group_size": qt.group_size, "symmetric": qt.symmetric}
+              for name, qt in weights.items()}
+    (out / RECIPE_FILE).write_text(json.dumps({"recipe": asdict(recipe), "weights": layout}, indent=2))
+    for fname in TOKENIZER_FILES:
+        if (source_dir / fname).is_file():
+            shutil.copy2(source_dir / fname, out / fname)
+
+
+def _hf_name(name: str) -> str:
+    return name if name == "lm_head.weight" else f"model.{name}"
+
+
+def is_quantized_checkpoint(model_dir: Path) -> bool:
+    return (model_dir / RECIPE_FILE).is_file()
+
+
+def load_quantized(model_dir: Path, max_seq_len: int = 1024):
+    """QDIR → (fake-quant fp32 module, QuantizedTensor per name, QuantRecipe, config)."""
+    from safetensors.torch import load_file
+
+    from exporter.checkpoint import load_config
+    from exporter.model import ModelArgs, Qwen3
+
+    config = load_config(model_dir)
+    meta = json.loads((model_dir / RECIPE_FILE).read_text())
+    recipe = QuantRecipe(**meta["recipe"])
+    try:
+        tensors = load_file(model_dir / "model.safetensors")
+    except Exception as exc:
+        raise UserError(f"{model_dir}/model.safetensors is corrupt or truncated ({str(exc).splitlines()[0]}); "
+                        "quantize again") from None
+    weights = {}
+    for name, layout in meta["weights"].items():
+        base = _hf_name(name)
+        signed = layout["symmetric"]
+        q = tensors.pop(f"{base}.qweight")
+        q = unpack_int4(q, signed) if layout["bits"] == 4 else q
+        zeros = tensors.pop(f"{base}.zeros", None)
+        weights[name] = QuantizedTensor(q, tensors.pop(f"{base}.scales"), zeros, layout["bits"], layout["group_size"])
+    state = {k.removeprefix("model."): v for k, v in tensors.items()}
+    for name, qt in weights.items():
+        state[name] = dequantize(qt)
+    args = ModelArgs.from_config(config)
+    if args.tie_word_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    with torch.device("meta"):
+        module = Qwen3(args)
+    module.load_state_dict(state, assign=True, strict=True)
+    if args.tie_word_embeddings:
+        module.lm_head.weight = module.embed_tokens.weight
+    module.setup_caches(max_seq_len, torch.float32)
+    return module.eval(), weights, recipe, config
+
+
+def quantize_checkpoint(model: str, quant: str, out: str, group_size: int = 128, symmetric: bool = True,
+                        embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
+                        overwrite: bool = False, progress: bool = True) -> dict:
+    """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
+    from calibration.datasets import calibration_set
+    from exporter.bundle import atomic_output_dir
+    from exporter.checkpoint import resolve_model_dir
+    from exporter.model import from_pretrained
+    from runtimes.tokenizer import QwenTokenizer
+
+    start = time.perf_counter()
+    model_dir = resolve_model_dir(model)
+    if is_quantized_checkpoint(model_dir):
+        raise UserError(f"{model_dir} is already quantized; quantize its full-precision source instead")
+    module, config = from_pretrained(model_dir, max_seq_len=8)
+    recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
+    recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
+    if recipe.group_size and config["hidden_size"] % recipe.group_size:
+        raise UserError(f"--group-size {recipe.group_size} does not divide hidden size {config['hidden_size']}")
+    calib_tokens = None
+    if recipe.method == "awq":
+        tokenizer = QwenTokenizer(model_dir)
+        calib_set = calibration_set(calib, tokenizer.encode, samples, seq_len)
+        calib_tokens = calib_set.tokens
+        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        weights = quantize_module(module, recipe, calib_tokens, progress)
+        save_quantized(tmp, module, config, weights, recipe, model_dir)
+    return {"out": str(out), "recipe": asdict(recipe), "seconds": time.perf_counter() - start,
+            "quantized_weights": len(weights)}
