@@ -44,6 +44,20 @@ def _model_arg(p: argparse.ArgumentParser, required: bool = False, default: str 
                         f"(default: {default})")
 
 
+def _quant_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128),
+                   help="int4 group size; smaller is more accurate and larger (default: 128)")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="int4 with a zero point per group (default: symmetric, which every target runs)")
+    p.add_argument("--embedding", default="int8", choices=("int8", "int4", "none"),
+                   help="embedding / LM head table: int8 per row, int4 group-wise, or none (default: int8)")
+    p.add_argument("--calib", default="builtin", metavar="builtin|arithmetic|FILE",
+                   help="AWQ calibration data: builtin (bundled docs + chat arithmetic), arithmetic (the tiny "
+                        "model's problems), or a .txt / .jsonl file (default: builtin)")
+    p.add_argument("--samples", type=int, default=128, metavar="N", help="calibration windows (default: 128)")
+    p.add_argument("--seq-len", type=int, default=512, metavar="N", help="tokens per window (default: 512)")
+
+
 def _export_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--target", choices=TARGETS,
@@ -52,10 +66,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quant", default="int4", choices=QUANTS,
                    help="weight precision: fp32/fp16 unquantized, int8 per channel, int4 group-wise (RTN), "
                         "awq-int4 activation-aware int4 (default: int4)")
-    p.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128),
-                   help="int4 group size; smaller is more accurate and larger (default: 128)")
-    p.add_argument("--calib", default="builtin", metavar="builtin|FILE",
-                   help="calibration text for awq-int4: the bundled set, or a .txt/.jsonl file (default: builtin)")
+    _quant_options(p)
     p.add_argument("--max-seq-len", type=int, default=1024, metavar="N",
                    help="context length the KV cache is sized for (default: 1024)")
     p.add_argument("--out", metavar="DIR",
@@ -96,21 +107,37 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     p.add_argument("--markdown", metavar="FILE")
     p.add_argument("--plots", metavar="DIR")
 
-    p = sub("chat", "Chat with a model or bundle, streaming reasoning (dimmed) and the answer.")
+    p = sub("chat", "Chat with a model or bundle: reasoning streams dimmed, then the answer. Sampling defaults "
+                    "come from the checkpoint's generation_config.json; --temperature 0 is greedy and deterministic.")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="DIR|HUB_ID|tiny")
-    which.add_argument("--bundle", metavar="DIR")
+    which.add_argument("--model", metavar="DIR|HUB_ID|tiny", help="checkpoint to run on the reference backend "
+                                                                  "(default: tiny)")
+    which.add_argument("--bundle", metavar="DIR", help="exported bundle to run on its own backend")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--thinking-budget", type=int, metavar="N", help="max tokens inside <think> (0: no thinking)")
-    budget.add_argument("--no-think", action="store_true", help="answer without thinking")
-    p.add_argument("prompt", metavar="PROMPT")
+    budget.add_argument("--thinking-budget", type=int, metavar="N",
+                        help="max tokens inside <think>; past it the model is told to answer (0: no thinking; "
+                             "default: unlimited)")
+    budget.add_argument("--no-think", action="store_true", help="answer without thinking (same as budget 0)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="max answer tokens (default: 256)")
+    p.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="context for --model (default: 2048)")
+    p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy")
+    p.add_argument("--top-p", type=float, metavar="P")
+    p.add_argument("--top-k", type=int, metavar="K")
+    p.add_argument("--min-p", type=float, metavar="P")
+    p.add_argument("--seed", type=int, metavar="S", help="seed for sampling")
+    p.add_argument("--system", metavar="TEXT", help="system message")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    p.add_argument("prompt", metavar="PROMPT", help="the user message (/think and /no_think switches work)")
 
-    p = sub("quantize", "Quantize a checkpoint once (RTN int8/int4 or AWQ int4) for every target to reuse.")
+    p = sub("quantize", "Quantize a checkpoint once (RTN int8/int4 or AWQ int4) and write a quantized checkpoint "
+                        "(QDIR) that every target and command accepts as --model QDIR, so a slow AWQ run is done once.")
     _model_arg(p)
-    p.add_argument("--quant", required=True, choices=("int8", "int4", "awq-int4"))
-    p.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128))
-    p.add_argument("--calib", default="builtin", metavar="builtin|FILE")
-    p.add_argument("--out", required=True, metavar="QDIR")
+    p.add_argument("--quant", required=True, choices=("int8", "int4", "awq-int4"),
+                   help="int8: per output channel; int4: group-wise round-to-nearest; awq-int4: activation-aware "
+                        "scaling and clipping searched on calibration data, then int4")
+    _quant_options(p)
+    p.add_argument("--out", required=True, metavar="QDIR", help="directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     p = sub("make-model", "Write a random-weight checkpoint with Qwen3's published config for a size "
                           "(for export, memory and speed work; random weights say nothing about accuracy).")
@@ -146,6 +173,19 @@ def run_parity(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def run_quantize(args) -> int:
+    from exporter.quantize import quantize_checkpoint
+
+    summary = quantize_checkpoint(args.model, args.quant, args.out, group_size=args.group_size,
+                                  symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib,
+                                  samples=args.samples, seq_len=args.seq_len, overwrite=args.overwrite)
+    recipe = summary["recipe"]
+    group = f", group {recipe['group_size']}" if recipe["group_size"] else ""
+    print(f"wrote {recipe['method']} int{recipe['bits']}{group} checkpoint ({summary['quantized_weights']} weights "
+          f"quantized, embedding {recipe['embedding']}) to {summary['out']} in {summary['seconds']:.1f}s")
+    return 0
+
+
 def run_make_model(args) -> int:
     from exporter.make_model import SHAPES as CONFIGS, write_random_checkpoint
 
@@ -154,8 +194,28 @@ def run_make_model(args) -> int:
         if not 1 <= args.layers <= config["num_hidden_layers"]:
             raise UserError(f"--layers must be between 1 and {config['num_hidden_layers']} for {args.shape}")
         config["num_hidden_layers"] = args.layers
-    out = write_random_checkpoint(args.out, config, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite)
-    print(f"wrote random-weight Qwen3-{args.shape} ({config['num_hidden_layers']} layers, {args.dtype}) to {out}")
+    out = write_random_checkpoint(args.out, config, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite,
+                                  with_tokenizer=True)
+    print(f"wrote random-weight Qwen3-{args.shape} ({config['num_hidden_layers']} layers, {args.dtype}, "
+          f"real Qwen3 tokenizer) to {out}; random weights: no accuracy claims")
+    return 0
+
+
+def run_chat(args) -> int:
+    from dataclasses import asdict
+
+    from runtimes.chat_cli import open_session, stream_chat
+
+    backend, tokenizer, generation_config = open_session(args.model, args.bundle, args.max_seq_len)
+    budget = 0 if args.no_think else args.thinking_budget
+    result = stream_chat(backend, tokenizer, generation_config, args.prompt, budget=budget, system=args.system,
+                         max_new_tokens=args.max_new_tokens, overrides={
+                             "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+                             "min_p": args.min_p, "seed": args.seed}, stream=not args.json)
+    if args.json:
+        fields = asdict(result)
+        fields.pop("token_ids")
+        print(json.dumps(fields, indent=2))
     return 0
 
 
@@ -178,8 +238,8 @@ HANDLERS = {
     "export": run_export,
     "parity": run_parity,
     "bench": not_built("bench"),
-    "chat": not_built("chat"),
-    "quantize": not_built("quantize"),
+    "chat": run_chat,
+    "quantize": run_quantize,
     "make-model": run_make_model,
     "deploy": not_built("deploy"),
 }

@@ -53,9 +53,15 @@ def random_weights(config: dict, seed: int = 0, dtype: torch.dtype = torch.bfloa
         yield hf_name, tensor.to(dtype)
 
 
+# Qwen3's published generation_config.json (thinking-mode sampling defaults)
+QWEN3_GENERATION_CONFIG = {"bos_token_id": 151643, "do_sample": True, "eos_token_id": [151645, 151643],
+                           "pad_token_id": 151643, "temperature": 0.6, "top_k": 20, "top_p": 0.95}
+
+
 def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype: str = "bfloat16",
-                            shard_bytes: int = 2 << 30, overwrite: bool = False) -> Path:
-    """Write config.json + safetensors (sharded past `shard_bytes`) to `out`, atomically."""
+                            shard_bytes: int = 2 << 30, overwrite: bool = False, with_tokenizer: bool = False) -> Path:
+    """Write config.json + safetensors (sharded past `shard_bytes`) to `out`, atomically; with_tokenizer
+    adds the real Qwen3 tokenizer and generation config (the vocab must be Qwen3's)."""
     from safetensors.torch import save_file
 
     config = {**config, "torch_dtype": dtype}
@@ -90,6 +96,12 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
             (tmp / "model.safetensors.index.json").write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / "generation_config.json").write_text(json.dumps(
-            {"bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id")}, indent=2))
+        generation = {"bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id")}
+        if with_tokenizer:
+            from exporter.qwen_tokenizer import QWEN3_ADDED_TOKENS, real_qwen3_tokenizer, write_tokenizer_files
+
+            write_tokenizer_files(real_qwen3_tokenizer(), tmp, config["max_position_embeddings"],
+                                  special=dict(QWEN3_ADDED_TOKENS))
+            generation = QWEN3_GENERATION_CONFIG
+        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
     return Path(out)

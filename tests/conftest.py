@@ -47,3 +47,11 @@ def run_module(*argv, env=None) -> subprocess.CompletedProcess:
     """Run `python -m exporter` as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "exporter", *argv], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from exporter.checkpoint import resolve_model_dir
+    from runtimes.tokenizer import QwenTokenizer
+
+    return QwenTokenizer(resolve_model_dir("tiny"))
