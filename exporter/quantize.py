@@ -165,7 +165,8 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int = 128,
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
     from calibration.datasets import calibration_set
     from exporter.bundle import atomic_output_dir
-    from exporter.checkpoint import resolve_model_dir
+    from exporter.checkpoint import load_config, resolve_model_dir
+    from exporter.make_model import DTYPES
     from exporter.model import from_pretrained
     from runtimes.tokenizer import QwenTokenizer
 
@@ -173,7 +174,11 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int = 128,
     model_dir = resolve_model_dir(model)
     if is_quantized_checkpoint(model_dir):
         raise UserError(f"{model_dir} is already quantized; quantize its full-precision source instead")
-    module, config = from_pretrained(model_dir, max_seq_len=8)
+    # keep the checkpoint's own dtype (bf16 for Qwen: half the memory of fp32); quantization math is fp32
+    # per tensor, and AWQ upcasts one block at a time
+    config = load_config(model_dir)
+    dtype = DTYPES.get(config.get("torch_dtype") or config.get("dtype"), torch.float32)
+    module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
     recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
     recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
     if recipe.group_size and config["hidden_size"] % recipe.group_size:

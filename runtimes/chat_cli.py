@@ -47,7 +47,7 @@ def stream_chat(backend, tokenizer: QwenTokenizer, generation_config: dict, prom
     sampling = SamplingParams.from_generation_config(generation_config, thinking=budget != 0)
     sampling = replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
     tty = sys.stdout.isatty()
-    channel = None
+    channel, started, held = None, False, ""  # newlines at the edges of each channel are not printed
     for event in generate(backend, tokenizer, messages, budget=budget, max_new_tokens=max_new_tokens,
                           sampling=sampling):
         if event.kind == "done":
@@ -57,12 +57,16 @@ def stream_chat(backend, tokenizer: QwenTokenizer, generation_config: dict, prom
             continue
         if event.kind != channel:
             if channel == "reasoning":
-                sys.stdout.write(RESET if tty else "\n</think>\n")
-            if event.kind == "reasoning" and not tty:
-                sys.stdout.write("<think>\n")
-            channel = event.kind
-        text = event.text.lstrip("\n") if event.kind == "content" else event.text
-        sys.stdout.write(f"{DIM}{text}" if tty and event.kind == "reasoning" else text)
+                sys.stdout.write(RESET + "\n" if tty else "\n</think>\n")
+            if event.kind == "reasoning":
+                sys.stdout.write(DIM if tty else "<think>\n")
+            channel, started, held = event.kind, False, ""
+        text = held + event.text
+        if not started:
+            text = text.lstrip("\n")
+            started = bool(text)
+        held = text[len(text.rstrip("\n")):]
+        sys.stdout.write(text[:len(text) - len(held)])
         sys.stdout.flush()
     if stream:
         if tty and channel == "reasoning":

@@ -13,7 +13,6 @@ standard HF layout) on three kinds of examples, as in Qwen3's thinking-mode fusi
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import random
@@ -21,14 +20,19 @@ import time
 from pathlib import Path
 
 import torch
-from jinja2 import Environment
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from calibration.arithmetic import Problem, heldout_problems, problems
-from exporter.qwen_tokenizer import CHAT_TEMPLATE, CHAT_TOKENS, configure_qwen_pipeline, write_tokenizer_files
+from exporter.qwen_tokenizer import CHAT_TOKENS, configure_qwen_pipeline, write_tokenizer_files
+from runtimes.chat import render
 from runtimes.thinking import STOP_THINKING_TEXT
 
 MIX = {"thinking": 0.5, "non_thinking": 0.2, "truncated": 0.3}
+# Stage 2 teaches answering from short partial workings: with stage 1's uniform cut points, few
+# examples are cut early, and accuracy at budgets 8-16 fell below answering without thinking.
+STAGE2_MIX = {"thinking": 0.3, "non_thinking": 0.15, "truncated": 0.55}
+STAGE2_EARLY_CUT = 0.8  # share of stage-2 truncated examples cut within the first EARLY_CUT_TOKENS
+EARLY_CUT_TOKENS = 48
 MODEL_CONFIG = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 192,
     "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2,
@@ -40,15 +44,8 @@ VOCAB_SIZE = 512
 TOKENIZER_SEED = 7
 
 
-@functools.lru_cache(maxsize=None)
-def _template():
-    return Environment().from_string(CHAT_TEMPLATE)
-
-
 def render_prompt(question: str, thinking: bool) -> str:
-    template = _template()
-    kwargs = {} if thinking else {"enable_thinking": False}
-    return template.render(messages=[{"role": "user", "content": question}], add_generation_prompt=True, **kwargs)
+    return render([{"role": "user", "content": question}], enable_thinking=thinking)
 
 
 def example_texts(problem: Problem) -> dict[str, str]:
@@ -74,8 +71,9 @@ def train_tokenizer(seed: int = TOKENIZER_SEED) -> Tokenizer:
 class Encoder:
     """Turns a problem into (token ids, loss mask): loss on the assistant's own tokens only."""
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, early_cut: float = 0.0):
         self.tok = tokenizer
+        self.early_cut = early_cut  # share of truncated examples cut within the first EARLY_CUT_TOKENS
         self.think_open = [tokenizer.token_to_id("<think>")]
         self.think_close = [tokenizer.token_to_id("</think>")]
         self.im_end = [tokenizer.token_to_id("<|im_end|>")]
@@ -96,17 +94,19 @@ class Encoder:
                 reply = self.think_open + working + self.think_close + self.encode("\n\n") + answer
                 mask = [1] * len(reply)
             else:  # cut where a budget would: after k tokens inside <think>; the forced text is not learned
-                k = rng.randrange(0, len(working))
+                early = rng.random() < self.early_cut
+                k = rng.randrange(0, min(len(working), EARLY_CUT_TOKENS) if early else len(working))
                 reply = self.think_open + working[:k] + self.stop + answer
                 mask = [1] * (1 + k) + [0] * len(self.stop) + [1] * len(answer)
         return prompt + reply, [0] * len(prompt) + mask
 
 
-def batches(encoder: Encoder, n_examples: int, batch_size: int, seed: int, exclude: set[Problem]):
+def batches(encoder: Encoder, n_examples: int, batch_size: int, seed: int, exclude: set[Problem],
+            mix: dict[str, float] = MIX):
     """Length-bucketed, shuffled batches of padded (input_ids, labels)."""
     rng = random.Random(seed)
-    kinds = list(MIX)
-    weights = [MIX[k] for k in kinds]
+    kinds = list(mix)
+    weights = [mix[k] for k in kinds]
     pad = encoder.tok.token_to_id("<|endoftext|>")
     pool = problems(n_examples, seed=seed, exclude=exclude)
     examples = [encoder.example(p, rng.choices(kinds, weights)[0], rng) for p in pool]
@@ -123,53 +123,69 @@ def batches(encoder: Encoder, n_examples: int, batch_size: int, seed: int, exclu
         yield ids, labels
 
 
-def train(out: Path, examples: int, epochs: int, batch_size: int, lr: float, seed: int, log_every: int = 50) -> None:
+def run_stage(model, encoder: Encoder, examples: int, batch_size: int, lr: float, min_lr_ratio: float,
+              seed: int, mix: dict[str, float], name: str, log_every: int = 50) -> dict:
+    """One pass over `examples` fresh problems with AdamW, warm-up and cosine decay; a fresh optimizer."""
+    torch.manual_seed(seed)
+    exclude = set(heldout_problems())
+    total = math.ceil(examples / batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = max(1, min(300, total // 10))
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
+    start, step, seen_tokens = time.time(), 0, 0
+    model.train()
+    for ids, labels in batches(encoder, examples, batch_size, seed + 1000, exclude, mix):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        schedule.step()
+        step += 1
+        seen_tokens += ids.numel()
+        if step % log_every == 0 or step == total:
+            print(f"{name} step {step}/{total} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} "
+                  f"tokens {seen_tokens / 1e6:.1f}M {time.time() - start:.0f}s", flush=True)
+    model.eval()
+    return {"examples": examples, "batch_size": batch_size, "lr": lr, "mix": mix, "steps": step, "seed": seed,
+            "tokens_seen_incl_padding": seen_tokens, "seconds": round(time.time() - start)}
+
+
+def train(out: Path, examples: int, stage2_examples: int, batch_size: int, lr: float, seed: int,
+          stage1_from: Path | None = None) -> None:
+    """Stage 1 from scratch (or loaded from `stage1_from`, a saved stage-1 result), then stage 2; save."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = train_tokenizer()
-    encoder = Encoder(tokenizer)
     special_ids = {name: tokenizer.token_to_id(name) for name in CHAT_TOKENS}
     config = Qwen3Config(**MODEL_CONFIG, vocab_size=tokenizer.get_vocab_size(),
                          bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
                          pad_token_id=special_ids["<|endoftext|>"])
-    model = Qwen3ForCausalLM(config)
+    stages = {}
+    if stage1_from:
+        model = Qwen3ForCausalLM.from_pretrained(stage1_from, dtype=torch.float32)
+        stages["stage1"] = json.loads((stage1_from / "training.json").read_text()).get("stage1", "loaded")
+    else:
+        model = Qwen3ForCausalLM(config)
     model.config._attn_implementation = "sdpa"
-    exclude = set(heldout_problems())
-    steps_per_epoch = math.ceil(examples / batch_size)
-    total = steps_per_epoch * epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = min(300, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
-    print(f"tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, vocab {config.vocab_size}, "
-          f"{total} steps", flush=True)
-    start, step, seen_tokens = time.time(), 0, 0
-    model.train()
-    for epoch in range(epochs):
-        for ids, labels in batches(encoder, examples, batch_size, seed + 1000 * (epoch + 1), exclude):
-            loss = model(input_ids=ids, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            schedule.step()
-            step += 1
-            seen_tokens += ids.numel()
-            if step % log_every == 0 or step == total:
-                print(f"step {step}/{total} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} "
-                      f"tokens {seen_tokens / 1e6:.1f}M {time.time() - start:.0f}s", flush=True)
+    print(f"tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, vocab {config.vocab_size}",
+          flush=True)
+    if not stage1_from:
+        stages["stage1"] = run_stage(model, Encoder(tokenizer), examples, batch_size, lr, 0.1, seed, MIX, "stage1")
+    if stage2_examples:
+        stages["stage2"] = run_stage(model, Encoder(tokenizer, early_cut=STAGE2_EARLY_CUT), stage2_examples,
+                                     batch_size, lr / 4, 0.2, seed + 1, STAGE2_MIX, "stage2")
+        stages["stage2"]["early_cut"] = STAGE2_EARLY_CUT
     out.mkdir(parents=True, exist_ok=True)
-    model.eval()
     model.generation_config.update(eos_token_id=[special_ids["<|im_end|>"], special_ids["<|endoftext|>"]],
                                    pad_token_id=special_ids["<|endoftext|>"], bos_token_id=special_ids["<|endoftext|>"],
                                    do_sample=False, temperature=None, top_p=None, top_k=None)
     model.save_pretrained(out, safe_serialization=True)
     write_tokenizer_files(tokenizer, out, model_max_length=MODEL_CONFIG["max_position_embeddings"])
     (out / "training.json").write_text(json.dumps({
-        "script": "python -m exporter.models.train_tiny", "seed": seed, "examples_per_epoch": examples,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "mix": MIX, "steps": step,
-        "tokens_seen_incl_padding": seen_tokens, "train_seconds": round(time.time() - start),
+        "script": "python -m exporter.models.train_tiny", "seed": seed, **stages,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }, indent=2))
 
@@ -196,8 +212,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to write the trained checkpoint")
     parser.add_argument("--evaluate", type=Path, metavar="DIR", help="only measure DIR's accuracy per budget")
     parser.add_argument("--problems", type=int, default=500, help="held-out problems for --evaluate")
-    parser.add_argument("--examples", type=int, default=200_000, help="distinct problems per epoch")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--examples", type=int, default=240_000, help="problems in stage 1")
+    parser.add_argument("--stage2-examples", type=int, default=96_000, help="problems in stage 2 (0: skip)")
+    parser.add_argument("--stage1-from", type=Path, metavar="DIR",
+                        help="skip stage 1 and load its saved result (a checkpoint this script wrote)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -207,7 +225,7 @@ def main() -> None:
         return
     if not args.out:
         parser.error("--out is required to train")
-    train(args.out, args.examples, args.epochs, args.batch_size, args.lr, args.seed)
+    train(args.out, args.examples, args.stage2_examples, args.batch_size, args.lr, args.seed, args.stage1_from)
     evaluate(args.out)
 
 

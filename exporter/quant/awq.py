@@ -126,6 +126,8 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
     for index, block in enumerate(tqdm(model.layers, desc="AWQ", unit="block", disable=not progress)):
         attn, mlp = block.self_attn, block.mlp
         cache, attn.kv_cache = attn.kv_cache, None
+        stored_dtype = attn.q_proj.weight.dtype
+        block.float()  # search and fold in fp32, one block at a time
         forward = lambda part: block(part, cos, sin, mask, input_pos)  # noqa: E731
         _, inputs = _run_block(block, x, forward, cfg.max_tokens)
         groups = [
@@ -152,5 +154,6 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
                     search_clip(module.weight.float(), inputs[name], cfg)
                 quantized[f"layers.{index}.{name}.weight"] = quantize(module.weight, cfg.bits, cfg.group_size,
                                                                       cfg.symmetric, clip)
+                module.to(stored_dtype)  # its quantized copy is what counts now; the norms stay fp32
         attn.kv_cache = cache
     return quantized, report
