@@ -11,6 +11,15 @@ from pathlib import Path
 from runtimes.errors import UserError
 
 
+def _apply_umask(root: Path) -> None:
+    """mkdtemp makes 0700 dirs and some writers 0600 files; give the result the user's usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for path in root.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = False):
     """Yield a temp dir beside `out`; on success it replaces `out`, on any failure it is removed.
@@ -29,6 +38,7 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False):
         raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out") from None
     try:
         yield tmp
+        _apply_umask(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -18,7 +18,9 @@ from runtimes.parity import log_softmax
 
 
 def teacher_forced(candidate, reference, windows: Sequence[Sequence[int]]) -> dict:
-    """Both backends need prefill(ids, all_logits=True)."""
+    """Both backends need prefill(ids, all_logits=True); they must be distinct objects."""
+    if candidate is reference:
+        raise ValueError("teacher_forced needs two backend objects (one cache each)")
     nll_ref, nll_cand, kl, agree, positions = 0.0, 0.0, 0.0, 0, 0
     for window in windows:
         ids = list(window)
@@ -74,7 +76,7 @@ def main() -> None:
     budgets = [None if b == "none" else int(b) for b in args.budgets.split(",")]
     rows = []
     for name in [args.reference] + args.candidate:
-        backend = reference if name == args.reference else ReferenceBackend.from_model(name, max_seq_len=512)
+        backend = ReferenceBackend.from_model(name, max_seq_len=512)  # never the reference object itself
         row = {"model": name, **teacher_forced(backend, reference, windows)}
         if args.tasks:
             row["tasks"] = budget_curve(backend, tokenizer, heldout_problems(args.tasks), budgets, progress=False)

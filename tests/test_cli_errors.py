@@ -167,3 +167,15 @@ def test_help_for_every_subcommand(capsys, command):
     out = capsys.readouterr().out
     assert out.startswith("usage: python -m exporter")
     assert len(out.splitlines()) > 5
+
+
+def test_written_directories_get_the_users_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        out = write_random_checkpoint(tmp_path / "m", SMALL)
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())
