@@ -156,15 +156,36 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     return main, subs
 
 
+def check_writable(path: str | None) -> None:
+    """Fail before the work, not after it, when a report file cannot be written."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+    if Path(path).is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
+
+
+def write_json(path: str, obj) -> None:
+    try:
+        Path(path).write_text(json.dumps(obj, indent=2))
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror}); check that its directory exists") from None
+
+
 def run_parity(args) -> int:
     from runtimes.parity import model_parity
 
     if args.bundle:
         raise UserError("parity --bundle needs an exported bundle format that this version does not write yet; "
                         "use parity --model")
+    if args.new_tokens < 1:
+        raise UserError("--new-tokens must be >= 1")
+    check_writable(args.json)
     report = model_parity(args.model, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     print(f"parity {'PASSED' if report['passed'] else 'FAILED'}: {len(report['prompts'])} prompts "
           f"({report['prompt_source']}), greedy match {report['greedy_token_match']:.3f}, "
           f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}, "

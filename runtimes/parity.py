@@ -120,6 +120,9 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
     from runtimes.backends.reference import ReferenceBackend
 
     model_dir = resolve_model_dir(model)
+    if (model_dir / "quant_recipe.json").is_file():
+        raise UserError(f"{model} is a quantized checkpoint, which transformers cannot load; parity --model checks "
+                        "full-precision checkpoints (measure a quantized one with python -m runtimes.quality)")
     module, config = from_pretrained(model_dir, max_seq_len=8)  # caches re-made per prompt below
     prompts, source = read_prompts(prompts_file, model_dir / "tokenizer.json", config["vocab_size"], seed)
     hf_forward, hf_greedy = _hf_reference(model_dir)

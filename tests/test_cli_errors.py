@@ -179,3 +179,13 @@ def test_written_directories_get_the_users_usual_permissions(tmp_path):
         os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o755
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())
+
+
+def test_parity_refuses_a_quantized_checkpoint_and_bad_json_path(capsys, tmp_path, small_checkpoint):
+    qdir = tmp_path / "q"
+    assert run_cli(capsys, "quantize", "--model", str(small_checkpoint), "--quant", "int8", "--out", str(qdir))[0] == 0
+    assert_user_error(*run_cli(capsys, "parity", "--model", str(qdir))[::2], "quantized checkpoint")
+    assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--new-tokens", "4", "--json",
+                               str(tmp_path / "no" / "such" / "dir" / "r.json"))[::2], "cannot write", "does not exist")
+    assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--new-tokens", "0")[::2],
+                      "--new-tokens must be >= 1")
