@@ -181,8 +181,14 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int = 128,
     module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
     recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
     recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
-    if recipe.group_size and config["hidden_size"] % recipe.group_size:
-        raise UserError(f"--group-size {recipe.group_size} does not divide hidden size {config['hidden_size']}")
+    if recipe.group_size:
+        args = module.args
+        widths = {"hidden_size": args.hidden_size, "intermediate_size": args.intermediate_size,
+                  "heads x head_dim": args.num_attention_heads * args.head_dim}
+        bad = [f"{name} {width}" for name, width in widths.items() if width % recipe.group_size]
+        if bad:
+            raise UserError(f"--group-size {recipe.group_size} does not divide the linears' input width "
+                            f"({', '.join(bad)}); choose a group size that does, e.g. 32")
     calib_tokens = None
     if recipe.method == "awq":
         tokenizer = QwenTokenizer(model_dir)

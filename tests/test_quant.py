@@ -118,3 +118,10 @@ def test_calibration_sources_and_errors(tmp_path, tiny_tokenizer):
             calibration_set(str(path), encode, samples=2, seq_len=64)
     with pytest.raises(UserError, match="no such file"):
         calibration_set(str(tmp_path / "missing.txt"), encode)
+
+
+def test_group_size_must_divide_every_linear_input(capsys, tmp_path):
+    model_dir = write_random_checkpoint(tmp_path / "hd", {**SMALL, "head_dim": 24}, dtype="float32")  # 4 x 24 = 96
+    code, _, err = run_cli(capsys, "quantize", "--model", str(model_dir), "--quant", "int4", "--group-size", "64",
+                           "--out", str(tmp_path / "q"))
+    assert code == 2 and "heads x head_dim 96" in err and not (tmp_path / "q").exists()
