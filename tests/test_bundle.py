@@ -1,0 +1,73 @@
+"""The bundle manifest: written by the exporter, checked against the JSON Schema, read by runtimes."""
+
+import json
+
+import pytest
+
+from exporter.bundle import copy_tokenizer_files, write_manifest
+from exporter.checkpoint import load_config, resolve_model_dir
+from exporter.model import ModelArgs
+from exporter.quantize import config_sha256
+from runtimes.bundle import load_backend, read_manifest, schema_errors, verify_files
+from runtimes.errors import UserError
+from runtimes.thinking import STOP_THINKING_TEXT
+from runtimes.tokenizer import QwenTokenizer
+
+TINY = resolve_model_dir("tiny")
+ENTRY = [{"name": "forward", "file": "model.bin",
+          "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "sequence"]}],
+          "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "sequence", 394]}]}]
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"\x00" * 1000)
+    copy_tokenizer_files(TINY, tmp_path)
+    config = load_config(TINY)
+    manifest = write_manifest(tmp_path, source_id="tiny", config_sha256=config_sha256(config),
+                              args=ModelArgs.from_config(config), target="onnx", backend="onnxruntime",
+                              quant={"name": "fp32", "method": "none", "bits": 32}, max_seq_len=256,
+                              kv_dtype="float32", kv_bytes_per_value=4, entry_points=ENTRY,
+                              tokenizer=QwenTokenizer(tmp_path))
+    return tmp_path, manifest
+
+
+def test_manifest_is_complete_and_valid(bundle):
+    directory, written = bundle
+    manifest = read_manifest(directory)
+    assert manifest == written and schema_errors(manifest) == []
+    assert set(manifest["files"]) == {"model.bin", "tokenizer.json", "tokenizer_config.json", "generation_config.json"}
+    assert manifest["thinking"]["stop_text"] == STOP_THINKING_TEXT
+    tok = QwenTokenizer(directory)
+    assert manifest["thinking"]["stop_token_ids"] == tok.encode(STOP_THINKING_TEXT)
+    assert manifest["special_tokens"]["think_close"] == tok.special.think_close
+    # 4 layers x (k, v) x 2 kv heads x 256 positions x head_dim 32 x 4 bytes
+    assert manifest["kv_cache"]["bytes_at_max_context"] == 4 * 2 * 2 * 256 * 32 * 4
+    assert verify_files(directory, manifest) == []
+
+
+def test_tampered_or_missing_files_are_reported(bundle):
+    directory, manifest = bundle
+    (directory / "model.bin").write_bytes(b"\x01" * 1000)
+    (directory / "tokenizer_config.json").unlink()
+    assert verify_files(directory, manifest) == ["model.bin does not match its sha256", "tokenizer_config.json is missing"]
+
+
+def test_invalid_manifest_is_a_user_error(bundle):
+    directory, manifest = bundle
+    broken = {k: v for k, v in manifest.items() if k != "thinking"}
+    broken["max_seq_len"] = 0
+    (directory / "manifest.json").write_text(json.dumps(broken))
+    errors = schema_errors(broken)
+    assert any("thinking" in e for e in errors) and any(e.startswith("max_seq_len") for e in errors)
+    with pytest.raises(UserError, match="not a valid manifest"):
+        read_manifest(directory)
+    (directory / "manifest.json").write_text("{oops")
+    with pytest.raises(UserError, match="not valid JSON"):
+        read_manifest(directory)
+
+
+def test_unknown_backend(bundle):
+    directory, manifest = bundle
+    with pytest.raises(UserError, match="needs backend 'onnxruntime'"):
+        load_backend(directory)
