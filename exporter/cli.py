@@ -63,12 +63,12 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=TARGETS,
                    help="onnx: ONNX Runtime (CPU, mobile, NPU EPs); executorch: .pte for XNNPACK; "
                         "coreml: stateful .mlpackage for iOS 18 / macOS 15; all: one bundle per target")
-    p.add_argument("--quant", default="int4", choices=QUANTS,
+    p.add_argument("--quant", choices=QUANTS,
                    help="weight precision: fp32/fp16 unquantized, int8 per channel, int4 group-wise (RTN), "
-                        "awq-int4 activation-aware int4 (default: int4)")
+                        "awq-int4 activation-aware int4 (default: int4, or the recipe of a quantized --model)")
     _quant_options(p)
-    p.add_argument("--max-seq-len", type=int, default=1024, metavar="N",
-                   help="context length the KV cache is sized for (default: 1024)")
+    p.add_argument("--max-seq-len", type=int, metavar="N",
+                   help="context length the bundle supports (default: 1024, or the model's maximum if smaller)")
     p.add_argument("--out", metavar="DIR",
                    help="bundle directory to write; with --target all, one subdirectory per target")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -97,7 +97,10 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     p.add_argument("--prompts", metavar="FILE", help="text file, one prompt per line (default: built-in prompts; "
                                                      "random token ids for a checkpoint without tokenizer)")
     p.add_argument("--new-tokens", type=int, default=32, metavar="N", help="greedy tokens per prompt (default: 32)")
-    p.add_argument("--thinking-budget", type=int, metavar="N", help="thinking budget for chat prompts (bundles)")
+    p.add_argument("--thinking-budget", type=int, metavar="N",
+                   help="thinking budget of the chat generations compared for a bundle (default: 32)")
+    p.add_argument("--reference", metavar="DIR|HUB_ID|tiny",
+                   help="the model a bundle was exported from (default: the source its manifest names)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| allowed (default: 1e-3)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
 
@@ -177,20 +180,27 @@ def write_json(path: str, obj) -> None:
 def run_parity(args) -> int:
     from runtimes.parity import model_parity
 
-    if args.bundle:
-        raise UserError("parity --bundle needs an exported bundle format that this version does not write yet; "
-                        "use parity --model")
     if args.new_tokens < 1:
         raise UserError("--new-tokens must be >= 1")
+    if args.thinking_budget is not None and args.thinking_budget < 0:
+        raise UserError("--thinking-budget must be >= 0 (0 turns thinking off)")
     check_writable(args.json)
-    report = model_parity(args.model, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance)
+    if args.bundle:
+        from runtimes.parity import bundle_parity
+
+        budget = 32 if args.thinking_budget is None else args.thinking_budget
+        report = bundle_parity(args.bundle, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance,
+                               thinking_budget=budget, reference_model=args.reference)
+    else:
+        report = model_parity(args.model, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance)
     if args.json:
         write_json(args.json, report)
-    print(f"parity {'PASSED' if report['passed'] else 'FAILED'}: {len(report['prompts'])} prompts "
+    against = f" against {report['reference']}" if args.bundle else ""
+    kv = f", KV-cache vs recompute {report['kv_cache_max_abs_diff']:.2e}" if "kv_cache_max_abs_diff" in report else ""
+    print(f"parity {'PASSED' if report['passed'] else 'FAILED'}{against}: {len(report['prompts'])} prompts "
           f"({report['prompt_source']}), greedy match {report['greedy_token_match']:.3f}, "
           f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}, "
-          f"max |dlogit| {report['max_abs_logit_diff']:.2e}, mean KL {report['mean_kl']:.2e}, "
-          f"KV-cache vs recompute {report['kv_cache_max_abs_diff']:.2e}")
+          f"max |dlogit| {report['max_abs_logit_diff']:.2e}, mean KL {report['mean_kl']:.2e}{kv}")
     return 0 if report["passed"] else 1
 
 
@@ -252,7 +262,14 @@ def run_export(args) -> int:
     if missing:
         raise UserError(f"{' and '.join(missing)} required, e.g. python -m exporter --model tiny --target onnx "
                         "--quant int4 --out dist/tiny-onnx")
-    return not_built("export")(args)
+    from exporter.export import export
+
+    summary = export(args.model, args.target, args.quant, args.out, group_size=args.group_size,
+                     symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
+                     seq_len=args.seq_len, max_seq_len=args.max_seq_len, overwrite=args.overwrite)
+    print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
+          f"{summary['out']} in {summary['seconds']:.1f}s")
+    return 0
 
 
 HANDLERS = {

@@ -167,3 +167,85 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
     report["passed"] = (report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= tolerance
                         and report["kv_cache_max_abs_diff"] <= tolerance)
     return report
+
+
+CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?", "What is 90210 + 12345?",
+                "Write a haiku about the sea.", "def fibonacci(n):")
+
+
+def _bundle_reference(manifest: dict, reference_model: str | None):
+    """The parity reference of a bundle: its source model in fp32, fake-quantized exactly as recorded."""
+    from exporter.export import prepare
+    from exporter.quantize import apply_fake_quant
+    from runtimes.backends.reference import ReferenceBackend
+
+    quant = manifest["quant"]
+    source = reference_model or manifest["source_model"]["id"]
+    calib = quant.get("calibration") or {}
+    module, weights, fields, config, _ = prepare(
+        source, quant["name"], quant.get("group_size") or 128, quant.get("symmetric", True),
+        quant.get("embedding", "int8"), calib.get("source", "builtin"), calib.get("samples", 128),
+        calib.get("seq_len", 512), manifest["max_seq_len"], progress=False)
+    from exporter.quantize import config_sha256
+
+    if config_sha256(config) != manifest["source_model"]["config_sha256"]:
+        raise UserError(f"{source} is not the model this bundle was exported from (config differs); "
+                        "pass the right one with --reference")
+    if calib and (fields.get("calibration") or {}).get("sha256") != calib.get("sha256"):
+        raise UserError("AWQ calibration data differs from what the bundle recorded; pass the same --calib file")
+    apply_fake_quant(module, weights)
+    return ReferenceBackend(module), ("fp32" if not weights else f"fake-quant {quant['name']}")
+
+
+def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int = 32, tolerance: float = 1e-3,
+                  thinking_budget: int | None = 32, reference_model: str | None = None, progress: bool = True) -> dict:
+    """An exported artifact against its reference: teacher-forced logits over chat prompts run through
+    prefill and decode, and greedy generation with the thinking budget."""
+    from tqdm import tqdm
+
+    from runtimes.bundle import load_backend, read_manifest
+    from runtimes.generate import prepare_prompt, run
+    from runtimes.tokenizer import QwenTokenizer
+
+    manifest = read_manifest(bundle)
+    tokenizer = QwenTokenizer(bundle)
+    backend = load_backend(bundle)
+    reference, reference_name = _bundle_reference(manifest, reference_model)
+    texts = CHAT_PROMPTS
+    if prompts_file:
+        texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json", 0)[0]]
+    records, tf_metrics = [], []
+    for text in tqdm(texts, desc="parity", unit="prompt", disable=not progress):
+        messages = [{"role": "user", "content": text}]
+        ours = run(backend, tokenizer, messages, budget=thinking_budget, max_new_tokens=new_tokens)
+        ref = run(reference, tokenizer, messages, budget=thinking_budget, max_new_tokens=new_tokens)
+        prompt, _ = prepare_prompt(tokenizer, messages, thinking_budget)
+        # teacher-forced over prompt + the reference's continuation, chunked prefill then decode steps
+        sequence = (prompt + ref.token_ids)[:-1]
+        split = len(prompt)
+        logits = {}
+        for name, b in (("ours", backend), ("ref", reference)):
+            b.reset()
+            rows = [b.prefill(sequence[:split], all_logits=True)] + [b.decode(t)[None] for t in sequence[split:]]
+            logits[name] = np.concatenate(rows)
+        tf = logit_metrics(logits["ours"], logits["ref"])
+        mismatch = next((i for i, (a, b) in enumerate(zip(ours.token_ids, ref.token_ids)) if a != b), None)
+        if mismatch is None and len(ours.token_ids) != len(ref.token_ids):
+            mismatch = min(len(ours.token_ids), len(ref.token_ids))
+        tf_metrics.append(tf)
+        records.append({"text": text, "prompt_tokens": len(prompt), "new_tokens": len(ref.token_ids),
+                        "greedy_match": mismatch is None, "first_mismatch": mismatch, "teacher_forced": tf,
+                        "stopped_by_budget": ref.stopped_by_budget})
+    positions = sum(m["positions"] for m in tf_metrics)
+    report = {
+        "bundle": str(bundle), "target": manifest["target"], "quant": manifest["quant"]["name"],
+        "backend": manifest["backend"], "reference": reference_name, "thinking_budget": thinking_budget,
+        "prompt_source": "tokenizer", "prompts": records,
+        "greedy_token_match": sum(r["greedy_match"] for r in records) / len(records),
+        "teacher_forced_top1_agreement": sum(m["top1_agreement"] * m["positions"] for m in tf_metrics) / positions,
+        "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in tf_metrics),
+        "mean_kl": sum(m["mean_kl"] * m["positions"] for m in tf_metrics) / positions,
+        "tolerance": tolerance,
+    }
+    report["passed"] = report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= tolerance
+    return report

@@ -1,0 +1,85 @@
+"""`python -m exporter --target ...`: checkpoint → (quantize) → target files + tokenizer + manifest."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from runtimes.errors import UserError
+
+DEFAULT_MAX_SEQ_LEN = 1024
+NOT_YET = {"executorch": "the ExecuTorch target", "coreml": "the Core ML target"}
+
+
+def prepare(model: str, quant: str | None, group_size: int, symmetric: bool, embedding: str, calib: str,
+            samples: int, seq_len: int, max_seq_len: int, progress: bool = True):
+    """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir)."""
+    from calibration.datasets import calibration_set
+    from exporter.checkpoint import resolve_model_dir
+    from exporter.model import from_pretrained
+    from exporter.quantize import QuantRecipe, is_quantized_checkpoint, load_quantized, quantize_module
+    from runtimes.tokenizer import QwenTokenizer
+
+    model_dir = resolve_model_dir(model)
+    if is_quantized_checkpoint(model_dir):
+        module, weights, recipe, config = load_quantized(model_dir, max_seq_len)
+        name = "awq-int4" if recipe.method == "awq" else f"int{recipe.bits}"
+        if quant not in (None, name):
+            raise UserError(f"{model} is already quantized as {name}; drop --quant or pass its full-precision source")
+        return module, weights, {"name": name, **_recipe_fields(recipe)}, config, model_dir
+    quant = quant or "int4"
+    module, config = from_pretrained(model_dir, max_seq_len=max_seq_len)
+    if quant == "fp32":
+        return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
+    if quant == "fp16":
+        raise UserError("--quant fp16 is not built for this target yet; use fp32, int8, int4 or awq-int4")
+    recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
+    calib_tokens = None
+    if recipe.method == "awq":
+        calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
+        calib_tokens = calib_set.tokens
+        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
+    weights = quantize_module(module, recipe, calib_tokens, progress)
+    return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
+
+
+def _recipe_fields(recipe) -> dict:
+    fields = asdict(recipe)
+    return {k: fields[k] for k in ("method", "bits", "group_size", "symmetric", "embedding", "calibration")}
+
+
+def export(model: str, target: str, quant: str | None, out: str, group_size: int = 128, symmetric: bool = True,
+           embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
+           max_seq_len: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    from exporter.bundle import atomic_output_dir, copy_tokenizer_files, write_manifest
+    from exporter.quantize import config_sha256
+    from runtimes.tokenizer import QwenTokenizer
+
+    if target in NOT_YET or target == "all":
+        missing = NOT_YET.get(target, " and ".join(NOT_YET.values()))
+        raise UserError(f"{missing} is not built in this version yet; --target onnx works")
+    from exporter.checkpoint import load_config, resolve_model_dir
+
+    start = time.perf_counter()
+    limit = load_config(resolve_model_dir(model)).get("max_position_embeddings", 131072)
+    max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
+    if not 16 <= max_seq_len <= limit:
+        raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
+    module, weights, quant_fields, config, model_dir = prepare(model, quant, group_size, symmetric, embedding, calib,
+                                                               samples, seq_len, max_seq_len, progress)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        copy_tokenizer_files(model_dir, tmp)
+        with torch.no_grad():
+            from exporter.targets.onnx import export_onnx
+
+            entry_points = export_onnx(module, weights, tmp, max_seq_len)
+        manifest = write_manifest(tmp, source_id=str(model), config_sha256=config_sha256(config), args=module.args,
+                                  target=target, backend="onnxruntime", profile="cpu", quant=quant_fields,
+                                  max_seq_len=max_seq_len, kv_dtype="float32", kv_bytes_per_value=4,
+                                  entry_points=entry_points, tokenizer=QwenTokenizer(tmp))
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    return {"out": str(Path(out)), "target": target, "quant": quant_fields["name"], "bytes": size,
+            "seconds": time.perf_counter() - start}

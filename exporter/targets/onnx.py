@@ -1,0 +1,208 @@
+"""ONNX target: one graph for prefill and decode, built node by node from the edge module's weights.
+
+    inputs   input_ids int64 [1, S], position_ids int64 [1, S] (absolute positions P..P+S-1),
+             past_key_{i} / past_value_{i} float32 [1, kv_heads, P, head_dim]
+    outputs  logits float32 [1, S, vocab], present_key_{i} / present_value_{i} [1, kv_heads, P+S, head_dim]
+
+Numerics follow exporter/model.py (rotate-half RoPE, RMSNorm, per-head q/k norm, GQA). Quantized
+linears carry our quantizer's exact codes and scales: int4 group-wise as MatMulNBits (ONNX Runtime's
+block-quantized matmul), int8 per channel and the int8 embedding / LM head table as DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from exporter.quant.packing import pack_int4
+from exporter.quant.rtn import QuantizedTensor
+
+OPSET = 21
+MODEL_FILE = "model.onnx"
+WEIGHTS_FILE = "model.onnx.data"
+
+
+class Graph:
+    """A tiny node builder: every op gets a fresh output name."""
+
+    def __init__(self):
+        self.nodes, self.initializers, self.count = [], [], 0
+        self.names: set[str] = set()
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.names.add(name)
+        return name
+
+    def const(self, values, dtype=np.int64) -> str:
+        self.count += 1
+        return self.init(f"const_{self.count}", np.asarray(values, dtype=dtype))
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, domain: str = "", name: str | None = None, **attrs):
+        self.count += 1
+        base = name or f"{op_type.lower()}_{self.count}"
+        outs = [base] if outputs == 1 else [f"{base}_{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=f"node_{self.count}", domain=domain,
+                                           **attrs))
+        return outs[0] if outputs == 1 else outs
+
+
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().numpy()
+
+
+class Builder:
+    def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int):
+        self.m, self.q, self.g = module, quantized, Graph()
+        self.args = module.args
+        self.max_seq_len = max_seq_len
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def rms_norm(self, x: str, weight_name: str) -> str:
+        g = self.g
+        w = g.init(weight_name, _f32(self.m.get_parameter(weight_name)))
+        mean_square = g.op("ReduceMean", g.op("Mul", x, x), g.const([-1]), keepdims=1)
+        inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, g.const(self.args.rms_norm_eps, np.float32))))
+        return g.op("Mul", g.op("Mul", x, inv), w)
+
+    def linear(self, x: str, name: str) -> str:
+        """x [..., in] @ W^T for the module's Linear `name` (a `...weight` parameter name)."""
+        g = self.g
+        weight = self.m.get_parameter(name)
+        out_features, in_features = weight.shape
+        qt = self.q.get(name)
+        if qt is None:
+            return g.op("MatMul", x, g.init(name, _f32(weight).T))
+        if qt.bits == 4:
+            blocks = in_features // qt.group_size
+            packed = pack_int4(qt.q, qt.symmetric).numpy().reshape(out_features, blocks, qt.group_size // 2)
+            inputs = [x, g.init(f"{name}.qweight", packed), g.init(f"{name}.scales", qt.scales.numpy().reshape(-1))]
+            if not qt.symmetric:  # two 4-bit zero points per byte along the blocks
+                zeros = qt.zeros.to(torch.int16)
+                if blocks % 2:
+                    zeros = torch.nn.functional.pad(zeros, (0, 1))
+                zp = (zeros[:, 0::2] | (zeros[:, 1::2] << 4)).to(torch.uint8).numpy().reshape(-1)
+                inputs.append(g.init(f"{name}.zeros", zp))
+            return g.op("MatMulNBits", *inputs, domain="com.microsoft", K=in_features, N=out_features, bits=4,
+                        block_size=qt.group_size, accuracy_level=0)
+        # int8 per output channel: DequantizeLinear on the transposed codes, scale per column
+        codes = g.init(f"{name}.qweight", qt.q.numpy().T)
+        w = g.op("DequantizeLinear", codes, g.init(f"{name}.scales", qt.scales.numpy().reshape(-1)), axis=1)
+        return g.op("MatMul", x, w)
+
+    def table(self) -> tuple[str, str | None]:
+        """The embedding table as a float tensor name [vocab, hidden], plus per-row int8 parts if quantized."""
+        g = self.g
+        qt = self.q.get("embed_tokens.weight")
+        if qt is None:
+            return g.init("embed_tokens.weight", _f32(self.m.embed_tokens.weight)), None
+        if qt.bits != 8 or qt.group_size != qt.shape[1]:
+            raise NotImplementedError("the ONNX target stores the embedding as int8 per row")
+        codes = g.init("embed_tokens.weight.qweight", qt.q.numpy())
+        scales = g.init("embed_tokens.weight.scales", qt.scales.numpy().reshape(-1))
+        return codes, scales
+
+    # -- the graph ------------------------------------------------------------------------------
+    def build(self) -> onnx.ModelProto:
+        g, a = self.g, self.args
+        nh, nkv, hd = a.num_attention_heads, a.num_key_value_heads, a.head_dim
+        groups = nh // nkv
+        cos, sin = self.m.rope_cos[: self.max_seq_len], self.m.rope_sin[: self.max_seq_len]
+        cos = g.op("Unsqueeze", g.op("Gather", g.init("rope_cos", _f32(cos)), "position_ids"), g.const([1]))
+        sin = g.op("Unsqueeze", g.op("Gather", g.init("rope_sin", _f32(sin)), "position_ids"), g.const([1]))
+        # additive causal mask [1, 1, 1, S, P+S]: key j is visible to the query at absolute position p if j <= p
+        total = g.op("Add", g.op("Shape", "past_key_0", start=2, end=3), g.op("Shape", "input_ids", start=1, end=2))
+        key_pos = g.op("Range", g.const(0), g.op("Squeeze", total, g.const([0])), g.const(1))
+        visible = g.op("LessOrEqual", g.op("Unsqueeze", key_pos, g.const([0])),
+                       g.op("Unsqueeze", g.op("Squeeze", "position_ids", g.const([0])), g.const([1])))
+        mask = g.op("Where", visible, g.const(0.0, np.float32), g.const(-np.inf, np.float32))
+        mask = g.op("Unsqueeze", mask, g.const([0, 1, 2]))
+
+        codes, scales = self.table()
+        x = g.op("Gather", codes, "input_ids")
+        if scales is not None:
+            x = g.op("Mul", g.op("Cast", x, to=TensorProto.FLOAT),
+                     g.op("Unsqueeze", g.op("Gather", scales, "input_ids"), g.const([-1])))
+        seq_shape = g.op("Shape", "input_ids")  # [1, S]
+        heads_shape = lambda n: g.op("Concat", seq_shape, g.const([n, hd]), axis=0)  # noqa: E731
+
+        def rope(t: str) -> str:
+            first, second = g.op("Split", t, g.const([hd // 2, hd // 2]), outputs=2, axis=-1)
+            rotated = g.op("Concat", g.op("Neg", second), first, axis=-1)
+            return g.op("Add", g.op("Mul", t, cos), g.op("Mul", rotated, sin))
+
+        for i in range(a.num_hidden_layers):
+            p = f"layers.{i}."
+            h = self.rms_norm(x, p + "input_layernorm.weight")
+            q = g.op("Reshape", self.linear(h, p + "self_attn.q_proj.weight"), heads_shape(nh))
+            k = g.op("Reshape", self.linear(h, p + "self_attn.k_proj.weight"), heads_shape(nkv))
+            v = g.op("Reshape", self.linear(h, p + "self_attn.v_proj.weight"), heads_shape(nkv))
+            q = rope(g.op("Transpose", self.rms_norm(q, p + "self_attn.q_norm.weight"), perm=[0, 2, 1, 3]))
+            k = rope(g.op("Transpose", self.rms_norm(k, p + "self_attn.k_norm.weight"), perm=[0, 2, 1, 3]))
+            v = g.op("Transpose", v, perm=[0, 2, 1, 3])
+            k_all = g.op("Concat", f"past_key_{i}", k, axis=2, name=f"present_key_{i}")
+            v_all = g.op("Concat", f"past_value_{i}", v, axis=2, name=f"present_value_{i}")
+            # GQA without copying K/V: queries grouped per KV head, broadcast over the group axis
+            q5 = g.op("Reshape", q, g.const([1, nkv, groups, -1, hd]))
+            k5 = g.op("Unsqueeze", k_all, g.const([2]))
+            v5 = g.op("Unsqueeze", v_all, g.const([2]))
+            scores = g.op("Mul", g.op("MatMul", q5, g.op("Transpose", k5, perm=[0, 1, 2, 4, 3])),
+                          g.const(1.0 / np.sqrt(hd), np.float32))
+            probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
+            attn = g.op("Reshape", g.op("MatMul", probs, v5), g.const([1, nh, -1, hd]))
+            attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]), g.const([1, -1, nh * hd]))
+            x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
+            h = self.rms_norm(x, p + "post_attention_layernorm.weight")
+            gate = self.linear(h, p + "mlp.gate_proj.weight")
+            act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, p + "mlp.up_proj.weight"))
+            x = g.op("Add", x, self.linear(act, p + "mlp.down_proj.weight"))
+        x = self.rms_norm(x, "norm.weight")
+        # LM head as Gemm(x [S, hidden], W [vocab, hidden], transB): no transposed copy of the table
+        head = "embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
+        qt = self.q.get(head)
+        if qt is None:
+            w = head if head in g.names else g.init(head, _f32(self.m.get_parameter(head)))
+        elif qt.bits == 8 and qt.group_size == qt.shape[1]:
+            codes = f"{head}.qweight"
+            if codes not in g.names:
+                g.init(codes, qt.q.numpy())
+                g.init(f"{head}.scales", qt.scales.numpy().reshape(-1))
+            w = g.op("DequantizeLinear", codes, f"{head}.scales", axis=0)
+        else:
+            raise NotImplementedError("the ONNX target stores the LM head as int8 per row or unquantized")
+        flat = g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1)
+        g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
+
+        inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence"]),
+                  helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "sequence"])]
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "sequence", a.vocab_size])]
+        for i in range(a.num_hidden_layers):
+            inputs += [helper.make_tensor_value_info(f"past_{kind}_{i}", TensorProto.FLOAT, [1, nkv, "past", hd])
+                       for kind in ("key", "value")]
+            outputs += [helper.make_tensor_value_info(f"present_{kind}_{i}", TensorProto.FLOAT, [1, nkv, "total", hd])
+                        for kind in ("key", "value")]
+        graph = helper.make_graph(g.nodes, "qwen3", inputs, outputs, g.initializers)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                       helper.make_opsetid("com.microsoft", 1)],
+                                 producer_name="qwen-edge")
+
+
+def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int) -> list[dict]:
+    """Write model.onnx (+ external weights) into out_dir → the manifest's entry points."""
+    model = Builder(module, quantized, max_seq_len).build()
+    onnx.save_model(model, out_dir / MODEL_FILE, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=WEIGHTS_FILE, size_threshold=1024)
+    onnx.checker.check_model(str(out_dir / MODEL_FILE))
+    a = module.args
+    kv = lambda prefix, dim: [{"name": f"{prefix}_{kind}_{i}", "dtype": "float32",  # noqa: E731
+                               "shape": [1, a.num_key_value_heads, dim, a.head_dim]}
+                              for i in range(a.num_hidden_layers) for kind in ("key", "value")]
+    return [{"name": "forward", "file": MODEL_FILE,
+             "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "sequence"]},
+                        {"name": "position_ids", "dtype": "int64", "shape": [1, "sequence"]}] + kv("past", "past"),
+             "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "sequence", a.vocab_size]}]
+             + kv("present", "total")}]

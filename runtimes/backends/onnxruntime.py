@@ -1,0 +1,80 @@
+"""The onnxruntime backend: runs a bundle's model.onnx, keeping the KV cache as ONNX Runtime values.
+
+The present K/V outputs of one call are bound as the past inputs of the next through IO binding,
+so the cache never round-trips through numpy between steps.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtimes.errors import UserError
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, model_path: Path, manifest: dict, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("this bundle runs on ONNX Runtime, which is not installed; "
+                            "pip install 'qwen-edge[onnx]'") from None
+        self.ort = ort
+        options = ort.SessionOptions()
+        # decode is latency-bound on phones and laptops alike: one thread per physical core, no spinning
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT fuses DequantizeLinear+MatMul (our int8 linears) into MatMulNBits with int8 activations
+        # (accuracy level 4) unless told otherwise; keep activations in fp32, as the fake-quant reference has them
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        arch = manifest["architecture"]
+        self.layers, self.kv_heads, self.head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
+        self.max_seq_len = manifest["max_seq_len"]
+        self.position = 0
+        self.past: list = []
+        self.reset()
+
+    @classmethod
+    def from_bundle(cls, bundle: Path, manifest: dict):
+        return cls(bundle / manifest["entry_points"][0]["file"], manifest)
+
+    def reset(self) -> None:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty) for _ in range(2 * self.layers)]
+        self.position = 0
+
+    def _run(self, token_ids: Sequence[int]) -> np.ndarray:
+        n = len(token_ids)
+        if self.position + n > self.max_seq_len:
+            raise UserError(f"{self.position + n} positions exceed the bundle's context of {self.max_seq_len}; "
+                            "shorten the prompt or export with a larger --max-seq-len")
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.asarray([token_ids], dtype=np.int64))
+        binding.bind_cpu_input("position_ids", np.arange(self.position, self.position + n, dtype=np.int64)[None])
+        for i in range(self.layers):
+            binding.bind_ortvalue_input(f"past_key_{i}", self.past[2 * i])
+            binding.bind_ortvalue_input(f"past_value_{i}", self.past[2 * i + 1])
+        binding.bind_output("logits")
+        for i in range(self.layers):
+            binding.bind_output(f"present_key_{i}")
+            binding.bind_output(f"present_value_{i}")
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        self.past = outputs[1:]
+        self.position += n
+        return outputs[0].numpy()[0]
+
+    def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        if len(token_ids) == 0:
+            raise UserError("cannot prefill an empty prompt")
+        logits = self._run(list(token_ids))
+        return logits if all_logits else logits[-1]
+
+    def decode(self, token_id: int) -> np.ndarray:
+        return self._run([int(token_id)])[-1]

@@ -1,0 +1,95 @@
+"""The ONNX target: bundles of every precision run on ONNX Runtime and match their reference."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from exporter.make_model import SHAPES
+from exporter.quant.packing import unpack_int4
+from exporter.quantize import QuantRecipe, quantize_module
+from exporter.model import from_pretrained
+from runtimes.bundle import load_backend, read_manifest, verify_files
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    base = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for quant in ("fp32", "int8", "int4", "awq-int4"):
+        argv = ["--model", "tiny", "--target", "onnx", "--quant", quant, "--group-size", "64", "--calib", "arithmetic",
+                "--samples", "16", "--seq-len", "128", "--out", str(base / quant)]
+        from exporter.cli import main
+
+        assert main(argv) == 0
+        out[quant] = base / quant
+    return out
+
+
+@pytest.mark.parametrize("quant", ["fp32", "int8", "int4", "awq-int4"])
+def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
+    report_path = tmp_path / "p.json"
+    code, out, err = run_cli(capsys, "parity", "--bundle", str(bundles[quant]), "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    assert code == 0, out
+    assert report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= 1e-3
+    assert report["teacher_forced_top1_agreement"] >= 0.99
+    assert (report["target"], report["quant"]) == ("onnx", quant)
+    assert report["reference"] == ("fp32" if quant == "fp32" else f"fake-quant {quant}")
+
+
+def test_bundle_files_and_manifest(bundles):
+    manifest = read_manifest(bundles["int4"])
+    assert verify_files(bundles["int4"], manifest) == []
+    assert manifest["quant"] == {**manifest["quant"], "name": "int4", "method": "rtn", "bits": 4, "group_size": 64}
+    assert manifest["max_seq_len"] == 512  # tiny's own maximum, below the 1024 default
+    names = {i["name"] for i in manifest["entry_points"][0]["inputs"]}
+    assert {"input_ids", "position_ids", "past_key_0", "past_value_3"} <= names
+
+
+def test_int4_weights_are_exactly_our_quantizers(bundles):
+    """The MatMulNBits blobs hold the codes and scales exporter/quant chose: read back and compare."""
+    model = onnx.load(str(bundles["int4"] / "model.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    module, _ = from_pretrained("tiny", max_seq_len=16)
+    ours = quantize_module(module, QuantRecipe.for_quant("int4", 64))
+    name = "layers.2.mlp.down_proj.weight"
+    blob = inits[f"{name}.qweight"]
+    import torch
+
+    codes = unpack_int4(torch.from_numpy(blob.reshape(blob.shape[0], -1).copy()), signed=True)
+    assert torch.equal(codes, ours[name].q)
+    assert np.array_equal(inits[f"{name}.scales"], ours[name].scales.numpy().reshape(-1))
+    ops = {n.op_type for n in model.graph.node}
+    assert "MatMulNBits" in ops
+
+
+def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
+    """Qwen3-0.6B's shape with 2 layers: int4 bundle within 15% of params x 4 bits + scales (+ int8 table)."""
+    model_dir = tmp_path / "m"
+    assert run_cli(capsys, "make-model", "--shape", "0.6b", "--layers", "2", "--out", str(model_dir))[0] == 0
+    bundle = tmp_path / "b"
+    code, out, err = run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", "int4",
+                             "--max-seq-len", "256", "--out", str(bundle))
+    assert code == 0, err
+    c = SHAPES["0.6b"]
+    h, i, heads, kv, hd, v = (c["hidden_size"], c["intermediate_size"], c["num_attention_heads"],
+                              c["num_key_value_heads"], c["head_dim"], c["vocab_size"])
+    linear = 2 * (h * heads * hd * 2 + 2 * h * kv * hd + 3 * h * i)
+    expected = linear / 2 + linear / 128 * 4 + v * h + v * 4  # int4 + fp32 scales per 128, int8 table + scales
+    size = sum(p.stat().st_size for p in bundle.iterdir() if p.name.startswith("model.onnx"))
+    assert abs(size - expected) / expected < 0.15, (size, expected)
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--new-tokens", "8", "--thinking-budget", "4")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "executorch"], "ExecuTorch target is not built"),
+    (["--target", "onnx", "--quant", "fp16"], "fp16 is not built"),
+    (["--target", "onnx", "--max-seq-len", "4096"], "max_position_embeddings (512)"),
+])
+def test_export_refusals(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err and not (tmp_path / "o").exists()
