@@ -14,7 +14,7 @@ from runtimes.thinking import STOP_THINKING_TEXT
 from runtimes.tokenizer import QwenTokenizer
 
 TINY = resolve_model_dir("tiny")
-ENTRY = [{"name": "forward", "file": "model.bin",
+ENTRY = [{"name": "forward", "file": "model.bin",  # not a real model: loading it must fail cleanly
           "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "sequence"]}],
           "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "sequence", 394]}]}]
 
@@ -69,5 +69,14 @@ def test_invalid_manifest_is_a_user_error(bundle):
 
 def test_unknown_backend(bundle):
     directory, manifest = bundle
-    with pytest.raises(UserError, match="needs backend 'onnxruntime'"):
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "target": "coreml", "backend": "coreml"}))
+    with pytest.raises(UserError, match="needs backend 'coreml'"):
         load_backend(directory)
+
+
+def test_corrupt_artifact_is_a_user_error(bundle, capsys):
+    from tests.conftest import run_cli
+
+    directory, _ = bundle  # its "model" is 1000 zero bytes
+    code, _, err = run_cli(capsys, "chat", "--bundle", str(directory), "hi")
+    assert code == 2 and "ONNX Runtime cannot load" in err and len(err.strip().splitlines()) == 1

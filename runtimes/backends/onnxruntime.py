@@ -32,7 +32,11 @@ class OnnxRuntimeBackend:
         # ORT fuses DequantizeLinear+MatMul (our int8 linears) into MatMulNBits with int8 activations
         # (accuracy level 4) unless told otherwise; keep activations in fp32, as the fake-quant reference has them
         options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own types for missing, truncated or foreign files
+            reason = str(exc).strip().splitlines()[0][:200]
+            raise UserError(f"ONNX Runtime cannot load {model_path} ({reason}); export the bundle again") from None
         arch = manifest["architecture"]
         self.layers, self.kv_heads, self.head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
         self.max_seq_len = manifest["max_seq_len"]
