@@ -63,7 +63,7 @@ def _load_manifest(bundle: str | Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({exc}); export the bundle again") from None
 
 
-def load_backend(bundle: str | Path):
+def load_backend(bundle: str | Path, **options):
     manifest = read_manifest(bundle)
     name = manifest.get("backend")
     if name not in BACKENDS:
@@ -72,4 +72,4 @@ def load_backend(bundle: str | Path):
     import importlib
 
     module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls).from_bundle(Path(bundle), manifest)
+    return getattr(importlib.import_module(module), cls).from_bundle(Path(bundle), manifest, **options)

@@ -45,8 +45,8 @@ class OnnxRuntimeBackend:
         self.reset()
 
     @classmethod
-    def from_bundle(cls, bundle: Path, manifest: dict):
-        return cls(bundle / manifest["entry_points"][0]["file"], manifest)
+    def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
+        return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
 
     def reset(self) -> None:
         empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
