@@ -63,6 +63,9 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         raise UserError(f"{missing} is not built in this version yet; --target onnx works")
     from exporter.checkpoint import load_config, resolve_model_dir
 
+    if embedding == "int4" and quant not in ("fp32", "fp16"):
+        raise UserError("the ONNX target stores the embedding / LM head as int8 per row or unquantized; "
+                        "use --embedding int8 (default) or none")
     start = time.perf_counter()
     limit = load_config(resolve_model_dir(model)).get("max_position_embeddings", 131072)
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)

@@ -89,6 +89,7 @@ def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
     (["--target", "executorch"], "ExecuTorch target is not built"),
     (["--target", "onnx", "--quant", "fp16"], "fp16 is not built"),
     (["--target", "onnx", "--max-seq-len", "4096"], "max_position_embeddings (512)"),
+    (["--target", "onnx", "--embedding", "int4"], "use --embedding int8"),
 ])
 def test_export_refusals(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "o"))

@@ -101,7 +101,7 @@ class Builder:
         if qt is None:
             return g.init("embed_tokens.weight", _f32(self.m.embed_tokens.weight)), None
         if qt.bits != 8 or qt.group_size != qt.shape[1]:
-            raise NotImplementedError("the ONNX target stores the embedding as int8 per row")
+            raise ValueError("the ONNX target stores the embedding as int8 per row")
         codes = g.init("embed_tokens.weight.qweight", qt.q.numpy())
         scales = g.init("embed_tokens.weight.scales", qt.scales.numpy().reshape(-1))
         return codes, scales
@@ -173,7 +173,7 @@ class Builder:
                 g.init(f"{head}.scales", qt.scales.numpy().reshape(-1))
             w = g.op("DequantizeLinear", codes, f"{head}.scales", axis=0)
         else:
-            raise NotImplementedError("the ONNX target stores the LM head as int8 per row or unquantized")
+            raise ValueError("the ONNX target stores the LM head as int8 per row or unquantized")
         flat = g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1)
         g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
 
