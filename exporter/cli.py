@@ -69,6 +69,12 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     _quant_options(p)
     p.add_argument("--max-seq-len", type=int, metavar="N",
                    help="context length the bundle supports (default: 1024, or the model's maximum if smaller)")
+    p.add_argument("--profile", default="cpu", choices=("cpu", "npu"),
+                   help="onnx only. cpu: one dynamic graph with ONNX Runtime's MatMulNBits (CPU, mobile); npu: "
+                        "static-shape prefill and decode graphs with standard QDQ ops, as NPU execution providers "
+                        "such as QNN require (default: cpu)")
+    p.add_argument("--npu-chunk", type=int, default=32, metavar="N",
+                   help="tokens per prefill call of the npu profile (default: 32)")
     p.add_argument("--out", metavar="DIR",
                    help="bundle directory to write; with --target all, one subdirectory per target")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -266,7 +272,8 @@ def run_export(args) -> int:
 
     summary = export(args.model, args.target, args.quant, args.out, group_size=args.group_size,
                      symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
-                     seq_len=args.seq_len, max_seq_len=args.max_seq_len, overwrite=args.overwrite)
+                     seq_len=args.seq_len, max_seq_len=args.max_seq_len, profile=args.profile,
+                     npu_chunk=args.npu_chunk, overwrite=args.overwrite)
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
     return 0

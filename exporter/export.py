@@ -53,7 +53,8 @@ def _recipe_fields(recipe) -> dict:
 
 def export(model: str, target: str, quant: str | None, out: str, group_size: int = 128, symmetric: bool = True,
            embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
-           max_seq_len: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+           max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, overwrite: bool = False,
+           progress: bool = True) -> dict:
     from exporter.bundle import atomic_output_dir, copy_tokenizer_files, write_manifest
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
@@ -63,6 +64,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         raise UserError(f"{missing} is not built in this version yet; --target onnx works")
     from exporter.checkpoint import load_config, resolve_model_dir
 
+    if profile == "npu" and not 1 <= npu_chunk <= 512:
+        raise UserError("--npu-chunk must be between 1 and 512")
     if embedding == "int4" and quant not in ("fp32", "fp16"):
         raise UserError("the ONNX target stores the embedding / LM head as int8 per row or unquantized; "
                         "use --embedding int8 (default) or none")
@@ -78,11 +81,11 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         with torch.no_grad():
             from exporter.targets.onnx import export_onnx
 
-            entry_points = export_onnx(module, weights, tmp, max_seq_len)
+            entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None)
         manifest = write_manifest(tmp, source_id=str(model), config_sha256=config_sha256(config), args=module.args,
-                                  target=target, backend="onnxruntime", profile="cpu", quant=quant_fields,
+                                  target=target, backend="onnxruntime", profile=profile, quant=quant_fields,
                                   max_seq_len=max_seq_len, kv_dtype="float32", kv_bytes_per_value=4,
                                   entry_points=entry_points, tokenizer=QwenTokenizer(tmp))
     size = sum(entry["bytes"] for entry in manifest["files"].values())
-    return {"out": str(Path(out)), "target": target, "quant": quant_fields["name"], "bytes": size,
+    return {"out": str(Path(out)), "target": f"{target} ({profile})", "quant": quant_fields["name"], "bytes": size,
             "seconds": time.perf_counter() - start}

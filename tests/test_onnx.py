@@ -83,6 +83,37 @@ def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
     assert abs(size - expected) / expected < 0.15, (size, expected)
     code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--new-tokens", "8", "--thinking-budget", "4")
     assert code == 0, out
+    npu = tmp_path / "npu"
+    assert run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", "int4", "--profile", "npu",
+                   "--max-seq-len", "128", "--out", str(npu))[0] == 0
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(npu), "--new-tokens", "8", "--thinking-budget", "4")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_npu_profile_static_standard_ops_and_parity(quant, tmp_path, capsys, bundles):
+    bundle = tmp_path / quant
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--profile", "npu", "--npu-chunk", "16",
+                           "--quant", quant, "--group-size", "64", "--out", str(bundle))
+    assert code == 0, err
+    manifest = read_manifest(bundle)
+    assert manifest["profile"] == "npu" and [e["name"] for e in manifest["entry_points"]] == ["prefill", "decode"]
+    for entry in manifest["entry_points"]:
+        model = onnx.load(str(bundle / entry["file"]), load_external_data=False)
+        onnx.checker.check_model(str(bundle / entry["file"]), full_check=True)
+        assert {o.domain for o in model.opset_import} == {""} and max(o.version for o in model.opset_import) >= 21
+        assert all(n.domain == "" for n in model.graph.node)
+        dims = [d for t in list(model.graph.input) + list(model.graph.output) for d in t.type.tensor_type.shape.dim]
+        assert all(d.HasField("dim_value") for d in dims), "static shapes only"
+        if quant == "int4":
+            blocked = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                       and any(a.name == "block_size" for a in n.attribute)]
+            assert blocked
+    # both graphs read one weights file: about the size of the CPU bundle, not twice it
+    size = lambda d: sum(p.stat().st_size for p in d.iterdir())  # noqa: E731
+    assert size(bundle) < 1.1 * size(bundles[quant])
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle))
+    assert code == 0, out
 
 
 @pytest.mark.parametrize("argv, message", [

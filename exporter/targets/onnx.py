@@ -51,15 +51,28 @@ class Graph:
         return outs[0] if outputs == 1 else outs
 
 
+def _pack_nibbles(values: torch.Tensor) -> bytes:
+    """ONNX (U)INT4 raw data: values in 0..15 (two's complement nibbles for INT4), low nibble first."""
+    flat = values.reshape(-1).to(torch.uint8)
+    if flat.numel() % 2:
+        flat = torch.cat([flat, flat.new_zeros(1)])
+    return (flat[0::2] | (flat[1::2] << 4)).numpy().tobytes()
+
+
 def _f32(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().numpy()
 
 
 class Builder:
-    def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int):
+    """`chunk=None`: the CPU graph (dynamic lengths, past/present KV, MatMulNBits). `chunk=C`: an NPU graph
+    with static shapes: C new tokens against a fixed [max_seq_len] cache, standard ONNX ops only (blocked
+    int4 as DequantizeLinear), returning the new K/V for the host to write into its cache."""
+
+    def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int, chunk: int | None = None):
         self.m, self.q, self.g = module, quantized, Graph()
         self.args = module.args
         self.max_seq_len = max_seq_len
+        self.chunk = chunk
 
     # -- pieces ---------------------------------------------------------------------------------
     def rms_norm(self, x: str, weight_name: str) -> str:
@@ -77,6 +90,8 @@ class Builder:
         qt = self.q.get(name)
         if qt is None:
             return g.op("MatMul", x, g.init(name, _f32(weight).T))
+        if qt.bits == 4 and self.chunk is not None:
+            return g.op("MatMul", x, self.blocked_dequantize(name, qt))
         if qt.bits == 4:
             blocks = in_features // qt.group_size
             packed = pack_int4(qt.q, qt.symmetric).numpy().reshape(out_features, blocks, qt.group_size // 2)
@@ -93,6 +108,22 @@ class Builder:
         codes = g.init(f"{name}.qweight", qt.q.numpy().T)
         w = g.op("DequantizeLinear", codes, g.init(f"{name}.scales", qt.scales.numpy().reshape(-1)), axis=1)
         return g.op("MatMul", x, w)
+
+    def blocked_dequantize(self, name: str, qt: QuantizedTensor) -> str:
+        """Standard DequantizeLinear (opset 21, block_size) of int4 codes stored [in, out] → float [in, out]."""
+        g = self.g
+        codes = qt.q.T.contiguous().to(torch.int16)  # [in, out]
+        dtype = TensorProto.INT4 if qt.symmetric else TensorProto.UINT4
+        g.initializers.append(helper.make_tensor(f"{name}.qweight", dtype, list(codes.shape),
+                                                 _pack_nibbles(codes & 0x0F), raw=True))
+        g.names.add(f"{name}.qweight")
+        inputs = [f"{name}.qweight", g.init(f"{name}.scales", qt.scales.numpy().T.copy())]
+        if not qt.symmetric:
+            zeros = qt.zeros.T.contiguous().to(torch.int16)
+            g.initializers.append(helper.make_tensor(f"{name}.zeros", TensorProto.UINT4, list(zeros.shape),
+                                                     _pack_nibbles(zeros), raw=True))
+            inputs.append(f"{name}.zeros")
+        return g.op("DequantizeLinear", *inputs, axis=0, block_size=qt.group_size)
 
     def table(self) -> tuple[str, str | None]:
         """The embedding table as a float tensor name [vocab, hidden], plus per-row int8 parts if quantized."""
@@ -114,11 +145,18 @@ class Builder:
         cos, sin = self.m.rope_cos[: self.max_seq_len], self.m.rope_sin[: self.max_seq_len]
         cos = g.op("Unsqueeze", g.op("Gather", g.init("rope_cos", _f32(cos)), "position_ids"), g.const([1]))
         sin = g.op("Unsqueeze", g.op("Gather", g.init("rope_sin", _f32(sin)), "position_ids"), g.const([1]))
-        # additive causal mask [1, 1, 1, S, P+S]: key j is visible to the query at absolute position p if j <= p
-        total = g.op("Add", g.op("Shape", "past_key_0", start=2, end=3), g.op("Shape", "input_ids", start=1, end=2))
-        key_pos = g.op("Range", g.const(0), g.op("Squeeze", total, g.const([0])), g.const(1))
-        visible = g.op("LessOrEqual", g.op("Unsqueeze", key_pos, g.const([0])),
-                       g.op("Unsqueeze", g.op("Squeeze", "position_ids", g.const([0])), g.const([1])))
+        if self.chunk is None:
+            # additive causal mask [1, 1, 1, S, P+S]: key j is visible to the query at absolute position p if j <= p
+            total = g.op("Add", g.op("Shape", "past_key_0", start=2, end=3), g.op("Shape", "input_ids", start=1, end=2))
+            key_pos = g.op("Range", g.const(0), g.op("Squeeze", total, g.const([0])), g.const(1))
+            visible = g.op("LessOrEqual", g.op("Unsqueeze", key_pos, g.const([0])),
+                           g.op("Unsqueeze", g.op("Squeeze", "position_ids", g.const([0])), g.const([1])))
+        else:
+            # static: cache slots [0, L) are valid below the chunk's first position; the chunk is causal in itself
+            c, length = self.chunk, self.max_seq_len
+            first = g.op("Slice", "position_ids", g.const([0, 0]), g.const([1, 1]))  # [1, 1]
+            cached = g.op("Expand", g.op("Less", g.const(np.arange(length)[None]), first), g.const([c, length]))
+            visible = g.op("Concat", cached, g.const(np.tril(np.ones((c, c), dtype=bool)), np.bool_), axis=1)
         mask = g.op("Where", visible, g.const(0.0, np.float32), g.const(-np.inf, np.float32))
         mask = g.op("Unsqueeze", mask, g.const([0, 1, 2]))
 
@@ -144,8 +182,12 @@ class Builder:
             q = rope(g.op("Transpose", self.rms_norm(q, p + "self_attn.q_norm.weight"), perm=[0, 2, 1, 3]))
             k = rope(g.op("Transpose", self.rms_norm(k, p + "self_attn.k_norm.weight"), perm=[0, 2, 1, 3]))
             v = g.op("Transpose", v, perm=[0, 2, 1, 3])
-            k_all = g.op("Concat", f"past_key_{i}", k, axis=2, name=f"present_key_{i}")
-            v_all = g.op("Concat", f"past_value_{i}", v, axis=2, name=f"present_value_{i}")
+            if self.chunk is None:
+                k_all = g.op("Concat", f"past_key_{i}", k, axis=2, name=f"present_key_{i}")
+                v_all = g.op("Concat", f"past_value_{i}", v, axis=2, name=f"present_value_{i}")
+            else:  # the host writes the new entries into its fixed cache
+                k_all = g.op("Concat", f"past_key_{i}", g.op("Identity", k, name=f"new_key_{i}"), axis=2)
+                v_all = g.op("Concat", f"past_value_{i}", g.op("Identity", v, name=f"new_value_{i}"), axis=2)
             # GQA without copying K/V: queries grouped per KV head, broadcast over the group axis
             q5 = g.op("Reshape", q, g.const([1, nkv, groups, -1, hd]))
             k5 = g.op("Unsqueeze", k_all, g.const([2]))
@@ -177,32 +219,59 @@ class Builder:
         flat = g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1)
         g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
 
-        inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence"]),
-                  helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "sequence"])]
-        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "sequence", a.vocab_size])]
-        for i in range(a.num_hidden_layers):
-            inputs += [helper.make_tensor_value_info(f"past_{kind}_{i}", TensorProto.FLOAT, [1, nkv, "past", hd])
-                       for kind in ("key", "value")]
-            outputs += [helper.make_tensor_value_info(f"present_{kind}_{i}", TensorProto.FLOAT, [1, nkv, "total", hd])
-                        for kind in ("key", "value")]
+        io = entry_point(a, self.chunk, self.max_seq_len)
+        value_info = lambda t: helper.make_tensor_value_info(  # noqa: E731
+            t["name"], TensorProto.INT64 if t["dtype"] == "int64" else TensorProto.FLOAT, t["shape"])
+        inputs, outputs = [value_info(t) for t in io["inputs"]], [value_info(t) for t in io["outputs"]]
         graph = helper.make_graph(g.nodes, "qwen3", inputs, outputs, g.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                       helper.make_opsetid("com.microsoft", 1)],
-                                 producer_name="qwen-edge")
+        domains = [helper.make_opsetid("", OPSET)]
+        if any(node.domain == "com.microsoft" for node in g.nodes):
+            domains.append(helper.make_opsetid("com.microsoft", 1))
+        return helper.make_model(graph, opset_imports=domains, producer_name="qwen-edge")
 
 
-def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int) -> list[dict]:
-    """Write model.onnx (+ external weights) into out_dir → the manifest's entry points."""
-    model = Builder(module, quantized, max_seq_len).build()
-    onnx.save_model(model, out_dir / MODEL_FILE, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=WEIGHTS_FILE, size_threshold=1024)
-    onnx.checker.check_model(str(out_dir / MODEL_FILE))
-    a = module.args
+def entry_point(a, chunk: int | None, max_seq_len: int) -> dict:
+    """Names, dtypes and shapes of a graph's inputs and outputs (strings are dynamic dimensions)."""
+    seq = "sequence" if chunk is None else chunk
+    past = "past" if chunk is None else max_seq_len
     kv = lambda prefix, dim: [{"name": f"{prefix}_{kind}_{i}", "dtype": "float32",  # noqa: E731
                                "shape": [1, a.num_key_value_heads, dim, a.head_dim]}
                               for i in range(a.num_hidden_layers) for kind in ("key", "value")]
-    return [{"name": "forward", "file": MODEL_FILE,
-             "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "sequence"]},
-                        {"name": "position_ids", "dtype": "int64", "shape": [1, "sequence"]}] + kv("past", "past"),
-             "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "sequence", a.vocab_size]}]
-             + kv("present", "total")}]
+    return {"inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, seq]},
+                       {"name": "position_ids", "dtype": "int64", "shape": [1, seq]}] + kv("past", past),
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, seq, a.vocab_size]}]
+            + (kv("present", "total") if chunk is None else kv("new", chunk))}
+
+
+def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
+                npu_chunk: int | None = None) -> list[dict]:
+    """Write the graph(s) into out_dir → the manifest's entry points.
+
+    CPU profile: model.onnx. NPU profile: prefill.onnx (npu_chunk tokens) and decode.onnx (1 token), static
+    shapes, sharing one external weights file.
+    """
+    if npu_chunk is None:
+        model = Builder(module, quantized, max_seq_len).build()
+        onnx.save_model(model, out_dir / MODEL_FILE, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=WEIGHTS_FILE, size_threshold=1024)
+        onnx.checker.check_model(str(out_dir / MODEL_FILE))
+        return [{"name": "forward", "file": MODEL_FILE, **entry_point(module.args, None, max_seq_len)}]
+    entries, stored = [], {}
+    for name, chunk in (("prefill", npu_chunk), ("decode", 1)):
+        model = Builder(module, quantized, max_seq_len, chunk).build()
+        path = out_dir / f"{name}.onnx"
+        if not stored:
+            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=WEIGHTS_FILE, size_threshold=1024)
+            saved = onnx.load(str(path), load_external_data=False)
+            stored = {t.name: t for t in saved.graph.initializer if t.data_location == TensorProto.EXTERNAL}
+        else:  # point the same weights at the bytes the first graph already wrote
+            # generated constants are named by build order (const_N) and differ between the graphs: never share them
+            kept = [stored[t.name] if t.name in stored and not t.name.startswith("const_") else t
+                    for t in model.graph.initializer]
+            del model.graph.initializer[:]
+            model.graph.initializer.extend(kept)
+            onnx.save_model(model, path)
+        onnx.checker.check_model(str(path))
+        entries.append({"name": name, "file": path.name, **entry_point(module.args, chunk, max_seq_len)})
+    return entries
