@@ -34,8 +34,8 @@ def prepare(model: str, quant: str | None, group_size: int, symmetric: bool, emb
     module, config = from_pretrained(model_dir, max_seq_len=max_seq_len)
     if quant == "fp32":
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
-    if quant == "fp16":
-        raise UserError("--quant fp16 is not built for this target yet; use fp32, int8, int4 or awq-int4")
+    if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
+        return module, {}, {"name": "fp16", "method": "none", "bits": 16}, config, model_dir
     recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
     calib_tokens = None
     if recipe.method == "awq":
@@ -81,10 +81,13 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         with torch.no_grad():
             from exporter.targets.onnx import export_onnx
 
-            entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None)
+            fp16 = quant_fields["name"] == "fp16"
+            entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
+                                       fp16=fp16)
         manifest = write_manifest(tmp, source_id=str(model), config_sha256=config_sha256(config), args=module.args,
                                   target=target, backend="onnxruntime", profile=profile, quant=quant_fields,
-                                  max_seq_len=max_seq_len, kv_dtype="float32", kv_bytes_per_value=4,
+                                  max_seq_len=max_seq_len, kv_dtype="float16" if fp16 else "float32",
+                                  kv_bytes_per_value=2 if fp16 else 4,
                                   entry_points=entry_points, tokenizer=QwenTokenizer(tmp))
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     return {"out": str(Path(out)), "target": f"{target} ({profile})", "quant": quant_fields["name"], "bytes": size,

@@ -169,6 +169,7 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
     return report
 
 
+FP16_MIN_TOP1 = 0.99
 CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?", "What is 90210 + 12345?",
                 "Write a haiku about the sea.", "def fibonacci(n):")
 
@@ -247,5 +248,11 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         "mean_kl": sum(m["mean_kl"] * m["positions"] for m in tf_metrics) / positions,
         "tolerance": tolerance,
     }
-    report["passed"] = report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= tolerance
+    if manifest["quant"]["name"] == "fp16":
+        # fp16 rounds every weight and activation: judged by agreement with fp32, not by a logit bound
+        report["criterion"] = f"teacher_forced_top1_agreement >= {FP16_MIN_TOP1}"
+        report["passed"] = report["teacher_forced_top1_agreement"] >= FP16_MIN_TOP1
+    else:  # same weights on both sides: the graph must compute what the reference computes
+        report["criterion"] = f"greedy_token_match == 1 and max_abs_logit_diff <= {tolerance}"
+        report["passed"] = report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= tolerance
     return report

@@ -68,19 +68,34 @@ class Builder:
     with static shapes: C new tokens against a fixed [max_seq_len] cache, standard ONNX ops only (blocked
     int4 as DequantizeLinear), returning the new K/V for the host to write into its cache."""
 
-    def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int, chunk: int | None = None):
+    def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int, chunk: int | None = None,
+                 fp16: bool = False):
         self.m, self.q, self.g = module, quantized, Graph()
         self.args = module.args
         self.max_seq_len = max_seq_len
         self.chunk = chunk
+        # fp16: weights, activations and KV cache in float16; RMSNorm and softmax computed in float32
+        self.fp16 = fp16
+        self.np_float = np.float16 if fp16 else np.float32
+        self.onnx_float = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        return self.g.init(name, array.astype(self.np_float))
+
+    def to_fp32(self, x: str) -> str:
+        return self.g.op("Cast", x, to=TensorProto.FLOAT) if self.fp16 else x
+
+    def from_fp32(self, x: str) -> str:
+        return self.g.op("Cast", x, to=TensorProto.FLOAT16) if self.fp16 else x
 
     # -- pieces ---------------------------------------------------------------------------------
     def rms_norm(self, x: str, weight_name: str) -> str:
         g = self.g
         w = g.init(weight_name, _f32(self.m.get_parameter(weight_name)))
+        x = self.to_fp32(x)
         mean_square = g.op("ReduceMean", g.op("Mul", x, x), g.const([-1]), keepdims=1)
         inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, g.const(self.args.rms_norm_eps, np.float32))))
-        return g.op("Mul", g.op("Mul", x, inv), w)
+        return self.from_fp32(g.op("Mul", g.op("Mul", x, inv), w))
 
     def linear(self, x: str, name: str) -> str:
         """x [..., in] @ W^T for the module's Linear `name` (a `...weight` parameter name)."""
@@ -89,7 +104,7 @@ class Builder:
         out_features, in_features = weight.shape
         qt = self.q.get(name)
         if qt is None:
-            return g.op("MatMul", x, g.init(name, _f32(weight).T))
+            return g.op("MatMul", x, self.weight(name, _f32(weight).T))
         if qt.bits == 4 and self.chunk is not None:
             return g.op("MatMul", x, self.blocked_dequantize(name, qt))
         if qt.bits == 4:
@@ -130,7 +145,7 @@ class Builder:
         g = self.g
         qt = self.q.get("embed_tokens.weight")
         if qt is None:
-            return g.init("embed_tokens.weight", _f32(self.m.embed_tokens.weight)), None
+            return self.weight("embed_tokens.weight", _f32(self.m.embed_tokens.weight)), None
         if qt.bits != 8 or qt.group_size != qt.shape[1]:
             raise ValueError("the ONNX target stores the embedding as int8 per row")
         codes = g.init("embed_tokens.weight.qweight", qt.q.numpy())
@@ -143,8 +158,8 @@ class Builder:
         nh, nkv, hd = a.num_attention_heads, a.num_key_value_heads, a.head_dim
         groups = nh // nkv
         cos, sin = self.m.rope_cos[: self.max_seq_len], self.m.rope_sin[: self.max_seq_len]
-        cos = g.op("Unsqueeze", g.op("Gather", g.init("rope_cos", _f32(cos)), "position_ids"), g.const([1]))
-        sin = g.op("Unsqueeze", g.op("Gather", g.init("rope_sin", _f32(sin)), "position_ids"), g.const([1]))
+        cos = g.op("Unsqueeze", g.op("Gather", self.weight("rope_cos", _f32(cos)), "position_ids"), g.const([1]))
+        sin = g.op("Unsqueeze", g.op("Gather", self.weight("rope_sin", _f32(sin)), "position_ids"), g.const([1]))
         if self.chunk is None:
             # additive causal mask [1, 1, 1, S, P+S]: key j is visible to the query at absolute position p if j <= p
             total = g.op("Add", g.op("Shape", "past_key_0", start=2, end=3), g.op("Shape", "input_ids", start=1, end=2))
@@ -193,8 +208,8 @@ class Builder:
             k5 = g.op("Unsqueeze", k_all, g.const([2]))
             v5 = g.op("Unsqueeze", v_all, g.const([2]))
             scores = g.op("Mul", g.op("MatMul", q5, g.op("Transpose", k5, perm=[0, 1, 2, 4, 3])),
-                          g.const(1.0 / np.sqrt(hd), np.float32))
-            probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
+                          g.const(1.0 / np.sqrt(hd), self.np_float))
+            probs = self.from_fp32(g.op("Softmax", g.op("Add", self.to_fp32(scores), mask), axis=-1))
             attn = g.op("Reshape", g.op("MatMul", probs, v5), g.const([1, nh, -1, hd]))
             attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]), g.const([1, -1, nh * hd]))
             x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
@@ -207,7 +222,7 @@ class Builder:
         head = "embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
         qt = self.q.get(head)
         if qt is None:
-            w = head if head in g.names else g.init(head, _f32(self.m.get_parameter(head)))
+            w = head if head in g.names else self.weight(head, _f32(self.m.get_parameter(head)))
         elif qt.bits == 8 and qt.group_size == qt.shape[1]:
             codes = f"{head}.qweight"
             if codes not in g.names:
@@ -216,12 +231,13 @@ class Builder:
             w = g.op("DequantizeLinear", codes, f"{head}.scales", axis=0)
         else:
             raise ValueError("the ONNX target stores the LM head as int8 per row or unquantized")
-        flat = g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1)
+        flat = self.to_fp32(g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1))
         g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
 
-        io = entry_point(a, self.chunk, self.max_seq_len)
+        io = entry_point(a, self.chunk, self.max_seq_len, "float16" if self.fp16 else "float32")
         value_info = lambda t: helper.make_tensor_value_info(  # noqa: E731
-            t["name"], TensorProto.INT64 if t["dtype"] == "int64" else TensorProto.FLOAT, t["shape"])
+            t["name"], {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[t["dtype"]],
+            t["shape"])
         inputs, outputs = [value_info(t) for t in io["inputs"]], [value_info(t) for t in io["outputs"]]
         graph = helper.make_graph(g.nodes, "qwen3", inputs, outputs, g.initializers)
         domains = [helper.make_opsetid("", OPSET)]
@@ -230,11 +246,11 @@ class Builder:
         return helper.make_model(graph, opset_imports=domains, producer_name="qwen-edge")
 
 
-def entry_point(a, chunk: int | None, max_seq_len: int) -> dict:
+def entry_point(a, chunk: int | None, max_seq_len: int, kv_dtype: str = "float32") -> dict:
     """Names, dtypes and shapes of a graph's inputs and outputs (strings are dynamic dimensions)."""
     seq = "sequence" if chunk is None else chunk
     past = "past" if chunk is None else max_seq_len
-    kv = lambda prefix, dim: [{"name": f"{prefix}_{kind}_{i}", "dtype": "float32",  # noqa: E731
+    kv = lambda prefix, dim: [{"name": f"{prefix}_{kind}_{i}", "dtype": kv_dtype,  # noqa: E731
                                "shape": [1, a.num_key_value_heads, dim, a.head_dim]}
                               for i in range(a.num_hidden_layers) for kind in ("key", "value")]
     return {"inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, seq]},
@@ -244,21 +260,22 @@ def entry_point(a, chunk: int | None, max_seq_len: int) -> dict:
 
 
 def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
-                npu_chunk: int | None = None) -> list[dict]:
+                npu_chunk: int | None = None, fp16: bool = False) -> list[dict]:
     """Write the graph(s) into out_dir → the manifest's entry points.
 
     CPU profile: model.onnx. NPU profile: prefill.onnx (npu_chunk tokens) and decode.onnx (1 token), static
     shapes, sharing one external weights file.
     """
+    kv_dtype = "float16" if fp16 else "float32"
     if npu_chunk is None:
-        model = Builder(module, quantized, max_seq_len).build()
+        model = Builder(module, quantized, max_seq_len, fp16=fp16).build()
         onnx.save_model(model, out_dir / MODEL_FILE, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=WEIGHTS_FILE, size_threshold=1024)
         onnx.checker.check_model(str(out_dir / MODEL_FILE))
-        return [{"name": "forward", "file": MODEL_FILE, **entry_point(module.args, None, max_seq_len)}]
+        return [{"name": "forward", "file": MODEL_FILE, **entry_point(module.args, None, max_seq_len, kv_dtype)}]
     entries, stored = [], {}
     for name, chunk in (("prefill", npu_chunk), ("decode", 1)):
-        model = Builder(module, quantized, max_seq_len, chunk).build()
+        model = Builder(module, quantized, max_seq_len, chunk, fp16).build()
         path = out_dir / f"{name}.onnx"
         if not stored:
             onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
@@ -273,5 +290,5 @@ def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, ma
             model.graph.initializer.extend(kept)
             onnx.save_model(model, path)
         onnx.checker.check_model(str(path))
-        entries.append({"name": name, "file": path.name, **entry_point(module.args, chunk, max_seq_len)})
+        entries.append({"name": name, "file": path.name, **entry_point(module.args, chunk, max_seq_len, kv_dtype)})
     return entries

@@ -42,6 +42,7 @@ class OnnxRuntimeBackend:
         self.ort, self.session = _session(model_path, threads)
         arch = manifest["architecture"]
         self.layers, self.kv_heads, self.head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
+        self.kv_dtype = np.dtype(manifest["kv_cache"]["dtype"])
         self.max_seq_len = manifest["max_seq_len"]
         self.position = 0
         self.past: list = []
@@ -54,7 +55,7 @@ class OnnxRuntimeBackend:
         return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
 
     def reset(self) -> None:
-        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
         self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty) for _ in range(2 * self.layers)]
         self.position = 0
 
@@ -77,7 +78,7 @@ class OnnxRuntimeBackend:
         outputs = binding.get_outputs()
         self.past = outputs[1:]
         self.position += n
-        return outputs[0].numpy()[0]
+        return outputs[0].numpy()[0].astype(np.float32, copy=False)
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         if len(token_ids) == 0:
@@ -103,7 +104,7 @@ class StaticOnnxBackend:
         self.layers = arch["num_hidden_layers"]
         self.max_seq_len = manifest["max_seq_len"]
         shape = (1, arch["num_key_value_heads"], self.max_seq_len, arch["head_dim"])
-        self.cache = {f"past_{kind}_{i}": np.zeros(shape, np.float32)
+        self.cache = {f"past_{kind}_{i}": np.zeros(shape, np.dtype(manifest["kv_cache"]["dtype"]))
                       for i in range(self.layers) for kind in ("key", "value")}
         self.position = 0
 
