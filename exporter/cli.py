@@ -45,8 +45,9 @@ def _model_arg(p: argparse.ArgumentParser, required: bool = False, default: str 
 
 
 def _quant_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128),
-                   help="int4 group size; smaller is more accurate and larger (default: 128)")
+    p.add_argument("--group-size", type=int, choices=(32, 64, 128),
+                   help="int4 group size; smaller is more accurate and larger (default: the largest of 128, 64, "
+                        "32 that divides every linear's input width: 128 for Qwen3 0.6B-4B, 64 for tiny)")
     p.add_argument("--asymmetric", action="store_true",
                    help="int4 with a zero point per group (default: symmetric, which every target runs)")
     p.add_argument("--embedding", default="int8", choices=("int8", "int4", "none"),

@@ -14,13 +14,14 @@ DEFAULT_MAX_SEQ_LEN = 1024
 NOT_YET = {"executorch": "the ExecuTorch target", "coreml": "the Core ML target"}
 
 
-def prepare(model: str, quant: str | None, group_size: int, symmetric: bool, embedding: str, calib: str,
+def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
             samples: int, seq_len: int, max_seq_len: int, progress: bool = True):
     """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir)."""
     from calibration.datasets import calibration_set
     from exporter.checkpoint import resolve_model_dir
     from exporter.model import from_pretrained
-    from exporter.quantize import QuantRecipe, is_quantized_checkpoint, load_quantized, quantize_module
+    from exporter.quantize import (QuantRecipe, choose_group_size, is_quantized_checkpoint, load_quantized,
+                                   quantize_module)
     from runtimes.tokenizer import QwenTokenizer
 
     model_dir = resolve_model_dir(model)
@@ -36,7 +37,7 @@ def prepare(model: str, quant: str | None, group_size: int, symmetric: bool, emb
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
         return module, {}, {"name": "fp16", "method": "none", "bits": 16}, config, model_dir
-    recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
+    recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
     calib_tokens = None
     if recipe.method == "awq":
         calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
@@ -51,7 +52,7 @@ def _recipe_fields(recipe) -> dict:
     return {k: fields[k] for k in ("method", "bits", "group_size", "symmetric", "embedding", "calibration")}
 
 
-def export(model: str, target: str, quant: str | None, out: str, group_size: int = 128, symmetric: bool = True,
+def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
            embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, overwrite: bool = False,
            progress: bool = True) -> dict:

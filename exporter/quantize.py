@@ -159,7 +159,25 @@ def load_quantized(model_dir: Path, max_seq_len: int = 1024):
     return module.eval(), weights, recipe, config
 
 
-def quantize_checkpoint(model: str, quant: str, out: str, group_size: int = 128, symmetric: bool = True,
+GROUP_SIZES = (128, 64, 32)
+
+
+def choose_group_size(args, requested: int | None) -> int:
+    """The requested int4 group size, checked against every linear's input width; or, when none was
+    requested, the largest of 128/64/32 that divides them all."""
+    widths = {"hidden_size": args.hidden_size, "intermediate_size": args.intermediate_size,
+              "heads x head_dim": args.num_attention_heads * args.head_dim}
+    for size in [requested] if requested else GROUP_SIZES:
+        bad = [f"{name} {width}" for name, width in widths.items() if width % size]
+        if not bad:
+            return size
+    if requested:
+        raise UserError(f"--group-size {requested} does not divide the linears' input width ({', '.join(bad)}); "
+                        "choose one that does, or leave --group-size out to pick one")
+    raise UserError(f"none of the group sizes {GROUP_SIZES} divides the linears' input widths {widths}")
+
+
+def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None = None, symmetric: bool = True,
                         embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
                         overwrite: bool = False, progress: bool = True) -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
@@ -179,16 +197,8 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int = 128,
     config = load_config(model_dir)
     dtype = DTYPES.get(config.get("torch_dtype") or config.get("dtype"), torch.float32)
     module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
-    recipe = QuantRecipe.for_quant(quant, group_size, symmetric, embedding)
+    recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
     recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
-    if recipe.group_size:
-        args = module.args
-        widths = {"hidden_size": args.hidden_size, "intermediate_size": args.intermediate_size,
-                  "heads x head_dim": args.num_attention_heads * args.head_dim}
-        bad = [f"{name} {width}" for name, width in widths.items() if width % recipe.group_size]
-        if bad:
-            raise UserError(f"--group-size {recipe.group_size} does not divide the linears' input width "
-                            f"({', '.join(bad)}); choose a group size that does, e.g. 32")
     calib_tokens = None
     if recipe.method == "awq":
         tokenizer = QwenTokenizer(model_dir)

@@ -184,7 +184,7 @@ def _bundle_reference(manifest: dict, reference_model: str | None):
     source = reference_model or manifest["source_model"]["id"]
     calib = quant.get("calibration") or {}
     module, weights, fields, config, _ = prepare(
-        source, quant["name"], quant.get("group_size") or 128, quant.get("symmetric", True),
+        source, quant["name"], quant.get("group_size"), quant.get("symmetric", True),
         quant.get("embedding", "int8"), calib.get("source", "builtin"), calib.get("samples", 128),
         calib.get("seq_len", 512), manifest["max_seq_len"], progress=False)
     from exporter.quantize import config_sha256

@@ -125,3 +125,6 @@ def test_group_size_must_divide_every_linear_input(capsys, tmp_path):
     code, _, err = run_cli(capsys, "quantize", "--model", str(model_dir), "--quant", "int4", "--group-size", "64",
                            "--out", str(tmp_path / "q"))
     assert code == 2 and "heads x head_dim 96" in err and not (tmp_path / "q").exists()
+    # without --group-size, the largest that fits is chosen: 32 divides 64, 160 and 96
+    assert run_cli(capsys, "quantize", "--model", str(model_dir), "--quant", "int4", "--out", str(tmp_path / "q"))[0] == 0
+    assert json.loads((tmp_path / "q" / "quant_recipe.json").read_text())["recipe"]["group_size"] == 32
