@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from exporter.bundle import atomic_output_dir
+from exporter.checkpoint import CONFIG_DTYPES
 
 # Qwen3's published config.json values for each size (Qwen/Qwen3-0.6B, -1.7B, -4B).
 _COMMON = {
@@ -30,7 +31,6 @@ SHAPES = {
     "4b": {**_COMMON, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
            "num_attention_heads": 32, "max_window_layers": 36},
 }
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def random_weights(config: dict, seed: int = 0, dtype: torch.dtype = torch.bfloat16):
@@ -76,7 +76,7 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
             save_file(shard, path, metadata={"format": "pt"})
             written.append((path, list(shard)))
 
-        for name, tensor in random_weights(config, seed, DTYPES[dtype]):
+        for name, tensor in random_weights(config, seed, CONFIG_DTYPES[dtype]):
             nbytes = tensor.numel() * tensor.element_size()
             if shard and size + nbytes > shard_bytes:
                 flush()

@@ -225,6 +225,12 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
     config = checkpoint.load_config(model_dir)
     args = ModelArgs.from_config(config)
     weights = sanitize(checkpoint.load_state_dict(model_dir), args)
+    return module_from_weights(args, weights, max_seq_len, dtype), config
+
+
+def module_from_weights(args: ModelArgs, weights: dict[str, torch.Tensor], max_seq_len: int,
+                        dtype: torch.dtype = torch.float32) -> Qwen3:
+    """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them."""
     with torch.device("meta"):
         module = Qwen3(args)
     weights = {k: v.to(dtype) for k, v in weights.items()}
@@ -234,4 +240,4 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
     if args.tie_word_embeddings:
         module.lm_head.weight = module.embed_tokens.weight
     module.setup_caches(max_seq_len, dtype)
-    return module.eval(), config
+    return module.eval()

@@ -22,7 +22,6 @@ from exporter.quant.rtn import QuantizedTensor, dequantize, quantize
 from runtimes.errors import UserError
 
 RECIPE_FILE = "quant_recipe.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
 @dataclass
@@ -92,6 +91,8 @@ def save_quantized(out: Path, module, config: dict, weights: dict[str, Quantized
                    source_dir: Path) -> None:
     from safetensors.torch import save_file
 
+    from exporter.bundle import TOKENIZER_FILES
+
     tensors = {}
     for name, param in module.state_dict().items():
         if name in weights or (name == "lm_head.weight" and module.args.tie_word_embeddings):
@@ -126,7 +127,7 @@ def load_quantized(model_dir: Path, max_seq_len: int = 1024):
     from safetensors.torch import load_file
 
     from exporter.checkpoint import load_config
-    from exporter.model import ModelArgs, Qwen3
+    from exporter.model import ModelArgs, module_from_weights
 
     config = load_config(model_dir)
     meta = json.loads((model_dir / RECIPE_FILE).read_text())
@@ -147,16 +148,8 @@ def load_quantized(model_dir: Path, max_seq_len: int = 1024):
     state = {k.removeprefix("model."): v for k, v in tensors.items()}
     for name, qt in weights.items():
         state[name] = dequantize(qt)
-    args = ModelArgs.from_config(config)
-    if args.tie_word_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    with torch.device("meta"):
-        module = Qwen3(args)
-    module.load_state_dict(state, assign=True, strict=True)
-    if args.tie_word_embeddings:
-        module.lm_head.weight = module.embed_tokens.weight
-    module.setup_caches(max_seq_len, torch.float32)
-    return module.eval(), weights, recipe, config
+    module = module_from_weights(ModelArgs.from_config(config), state, max_seq_len)
+    return module, weights, recipe, config
 
 
 GROUP_SIZES = (128, 64, 32)
@@ -183,8 +176,7 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
     from calibration.datasets import calibration_set
     from exporter.bundle import atomic_output_dir
-    from exporter.checkpoint import load_config, resolve_model_dir
-    from exporter.make_model import DTYPES
+    from exporter.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
     from exporter.model import from_pretrained
     from runtimes.tokenizer import QwenTokenizer
 
@@ -195,7 +187,7 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
     # keep the checkpoint's own dtype (bf16 for Qwen: half the memory of fp32); quantization math is fp32
     # per tensor, and AWQ upcasts one block at a time
     config = load_config(model_dir)
-    dtype = DTYPES.get(config.get("torch_dtype") or config.get("dtype"), torch.float32)
+    dtype = CONFIG_DTYPES.get(config.get("torch_dtype") or config.get("dtype"), torch.float32)
     module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
     recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
     recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)

@@ -85,6 +85,7 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
     texts = {"reasoning": [], "content": []}
     counts = {"reasoning": 0, "content": 0, "forced": 0}
     generated: list[int] = []
+    history = list(prompt)  # what repetition/presence penalties look at
 
     backend.reset()
     start = time.perf_counter()
@@ -94,10 +95,11 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
     finish = "context"
     while backend.position < backend.max_seq_len:
         forced = controller.forced_token()
-        token = forced if forced is not None else sample(logits, prompt + generated)
+        token = forced if forced is not None else sample(logits, history)
         if first_token_at is None:
             first_token_at = time.perf_counter()
         generated.append(token)
+        history.append(token)
         was_inside = controller.inside
         controller.observe(token, forced is not None)
         if forced is None and token in special.stop:

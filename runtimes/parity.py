@@ -53,6 +53,19 @@ def greedy(prefill: Callable, decode: Callable, prompt: Sequence[int], n: int) -
     return tokens, np.stack(logits)
 
 
+def summarize(records: list[dict]) -> dict:
+    """The report's headline numbers from per-prompt records (teacher-forced metrics weighted by positions)."""
+    metrics = [r["teacher_forced"] for r in records]
+    positions = sum(m["positions"] for m in metrics)
+    return {
+        "prompts": records,
+        "greedy_token_match": sum(r["greedy_match"] for r in records) / len(records),
+        "teacher_forced_top1_agreement": sum(m["top1_agreement"] * m["positions"] for m in metrics) / positions,
+        "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in metrics),
+        "mean_kl": sum(m["mean_kl"] * m["positions"] for m in metrics) / positions,
+    }
+
+
 @dataclass
 class Prompt:
     ids: list[int]
@@ -127,7 +140,7 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
     prompts, source = read_prompts(prompts_file, model_dir / "tokenizer.json", config["vocab_size"], seed)
     hf_forward, hf_greedy = _hf_reference(model_dir)
 
-    records, tf_metrics = [], []
+    records = []
     for prompt in tqdm(prompts, desc="parity", unit="prompt", disable=not progress):
         module.setup_caches(len(prompt.ids) + new_tokens)
         backend = ReferenceBackend(module)
@@ -143,24 +156,18 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
         recompute = backend.prefill(prompt.ids + our_tokens[:-1], all_logits=True)[len(prompt.ids) - 1:]
         kv_diff = float(np.abs(step_logits - recompute).max())
         mismatch = next((i for i, (a, b) in enumerate(zip(our_tokens, hf_tokens)) if a != b), None)
-        tf_metrics.append(tf)
         records.append({
             "text": prompt.text, "prompt_tokens": len(prompt.ids), "new_tokens": new_tokens,
             "greedy_match": mismatch is None, "first_mismatch": mismatch,
             "teacher_forced": tf, "kv_cache_max_abs_diff": kv_diff,
         })
 
-    positions = sum(m["positions"] for m in tf_metrics)
     report = {
         "model": str(model),
         "backend": "reference",
         "reference": "transformers.Qwen3ForCausalLM fp32 eager",
         "prompt_source": source,
-        "prompts": records,
-        "greedy_token_match": sum(r["greedy_match"] for r in records) / len(records),
-        "teacher_forced_top1_agreement": sum(m["top1_agreement"] * m["positions"] for m in tf_metrics) / positions,
-        "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in tf_metrics),
-        "mean_kl": sum(m["mean_kl"] * m["positions"] for m in tf_metrics) / positions,
+        **summarize(records),
         "kv_cache_max_abs_diff": max(r["kv_cache_max_abs_diff"] for r in records),
         "tolerance": tolerance,
     }
@@ -215,7 +222,7 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
     texts = CHAT_PROMPTS
     if prompts_file:
         texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json", 0)[0]]
-    records, tf_metrics = [], []
+    records = []
     for text in tqdm(texts, desc="parity", unit="prompt", disable=not progress):
         messages = [{"role": "user", "content": text}]
         ours = run(backend, tokenizer, messages, budget=thinking_budget, max_new_tokens=new_tokens)
@@ -233,20 +240,13 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         mismatch = next((i for i, (a, b) in enumerate(zip(ours.token_ids, ref.token_ids)) if a != b), None)
         if mismatch is None and len(ours.token_ids) != len(ref.token_ids):
             mismatch = min(len(ours.token_ids), len(ref.token_ids))
-        tf_metrics.append(tf)
         records.append({"text": text, "prompt_tokens": len(prompt), "new_tokens": len(ref.token_ids),
                         "greedy_match": mismatch is None, "first_mismatch": mismatch, "teacher_forced": tf,
                         "stopped_by_budget": ref.stopped_by_budget})
-    positions = sum(m["positions"] for m in tf_metrics)
     report = {
         "bundle": str(bundle), "target": manifest["target"], "quant": manifest["quant"]["name"],
         "backend": manifest["backend"], "reference": reference_name, "thinking_budget": thinking_budget,
-        "prompt_source": "tokenizer", "prompts": records,
-        "greedy_token_match": sum(r["greedy_match"] for r in records) / len(records),
-        "teacher_forced_top1_agreement": sum(m["top1_agreement"] * m["positions"] for m in tf_metrics) / positions,
-        "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in tf_metrics),
-        "mean_kl": sum(m["mean_kl"] * m["positions"] for m in tf_metrics) / positions,
-        "tolerance": tolerance,
+        "prompt_source": "tokenizer", **summarize(records), "tolerance": tolerance,
     }
     if manifest["quant"]["name"] == "fp16":
         # fp16 rounds every weight and activation: judged by agreement with fp32, not by a logit bound
