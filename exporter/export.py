@@ -17,12 +17,9 @@ NOT_YET = {"executorch": "the ExecuTorch target", "coreml": "the Core ML target"
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
             samples: int, seq_len: int, max_seq_len: int, progress: bool = True):
     """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir)."""
-    from calibration.datasets import calibration_set
     from exporter.checkpoint import resolve_model_dir
     from exporter.model import from_pretrained
-    from exporter.quantize import (QuantRecipe, choose_group_size, is_quantized_checkpoint, load_quantized,
-                                   quantize_module)
-    from runtimes.tokenizer import QwenTokenizer
+    from exporter.quantize import is_quantized_checkpoint, load_quantized, quantize_with_recipe
 
     model_dir = resolve_model_dir(model)
     if is_quantized_checkpoint(model_dir):
@@ -37,13 +34,8 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
         return module, {}, {"name": "fp16", "method": "none", "bits": 16}, config, model_dir
-    recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
-    calib_tokens = None
-    if recipe.method == "awq":
-        calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
-        calib_tokens = calib_set.tokens
-        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
-    weights = quantize_module(module, recipe, calib_tokens, progress)
+    weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib, samples,
+                                           seq_len, progress)
     return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
 
 

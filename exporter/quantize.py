@@ -170,15 +170,28 @@ def choose_group_size(args, requested: int | None) -> int:
     raise UserError(f"none of the group sizes {GROUP_SIZES} divides the linears' input widths {widths}")
 
 
+def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | None, symmetric: bool,
+                         embedding: str, calib: str, samples: int, seq_len: int, progress: bool = True):
+    """Recipe for `quant`, calibration tokens when AWQ needs them, then quantize_module → (weights, recipe)."""
+    from calibration.datasets import calibration_set
+    from runtimes.tokenizer import QwenTokenizer
+
+    recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
+    calib_tokens = None
+    if recipe.method == "awq":
+        calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
+        calib_tokens = calib_set.tokens
+        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
+    return quantize_module(module, recipe, calib_tokens, progress), recipe
+
+
 def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None = None, symmetric: bool = True,
                         embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
                         overwrite: bool = False, progress: bool = True) -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
-    from calibration.datasets import calibration_set
     from exporter.bundle import atomic_output_dir
     from exporter.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
     from exporter.model import from_pretrained
-    from runtimes.tokenizer import QwenTokenizer
 
     start = time.perf_counter()
     model_dir = resolve_model_dir(model)
@@ -189,16 +202,10 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
     config = load_config(model_dir)
     dtype = CONFIG_DTYPES.get(config.get("torch_dtype") or config.get("dtype"), torch.float32)
     module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
-    recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
-    recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
-    calib_tokens = None
-    if recipe.method == "awq":
-        tokenizer = QwenTokenizer(model_dir)
-        calib_set = calibration_set(calib, tokenizer.encode, samples, seq_len)
-        calib_tokens = calib_set.tokens
-        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        weights = quantize_module(module, recipe, calib_tokens, progress)
+        weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib,
+                                               samples, seq_len, progress)
+        recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
         save_quantized(tmp, module, config, weights, recipe, model_dir)
     return {"out": str(out), "recipe": asdict(recipe), "seconds": time.perf_counter() - start,
             "quantized_weights": len(weights)}
