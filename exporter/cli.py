@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from runtimes.errors import UserError
@@ -291,8 +293,21 @@ HANDLERS = {
 }
 
 
+class Interrupted(BaseException):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and kill (a CI timeout, say) unwind like an error: temp dirs are removed on the way out
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         parser, subs = build_parser()
         command = argv[0] if argv and argv[0] in subs else "export"
@@ -302,6 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as exc:
         print("error: interrupted; nothing was left half-written", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)

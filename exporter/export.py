@@ -52,9 +52,11 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
 
-    if target in NOT_YET or target == "all":
-        missing = NOT_YET.get(target, " and ".join(NOT_YET.values()))
-        raise UserError(f"{missing} is not built in this version yet; --target onnx works")
+    if target in NOT_YET:
+        raise UserError(f"{NOT_YET[target]} is not built in this version yet; --target onnx works")
+    if target == "all":
+        raise UserError(f"--target all needs {' and '.join(NOT_YET.values())}, which are not built in this "
+                        "version yet; --target onnx works")
     from exporter.checkpoint import load_config, resolve_model_dir
 
     if profile == "npu" and not 1 <= npu_chunk <= 512:

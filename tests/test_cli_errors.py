@@ -189,3 +189,28 @@ def test_parity_refuses_a_quantized_checkpoint_and_bad_json_path(capsys, tmp_pat
                                str(tmp_path / "no" / "such" / "dir" / "r.json"))[::2], "cannot write", "does not exist")
     assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--new-tokens", "0")[::2],
                       "--new-tokens must be >= 1")
+
+
+@pytest.mark.parametrize("signum", [2, 15])  # SIGINT (Ctrl-C), SIGTERM (kill, CI timeouts)
+def test_interrupted_write_leaves_nothing_behind(tmp_path, signum):
+    """Interrupt make-model while it writes its shards: no output dir, no partial temp dir, one line, exit 128+N."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "make-model", "--shape", "1.7b", "--layers", "8",
+                             "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".m.partial-") and any(p.iterdir()) for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "make-model ended before it could be interrupted"
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum
+    assert err.strip().splitlines()[-1] == "error: interrupted; nothing was left half-written"
+    assert list(tmp_path.iterdir()) == []
