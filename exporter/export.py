@@ -61,9 +61,9 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
 
     if profile == "npu" and not 1 <= npu_chunk <= 512:
         raise UserError("--npu-chunk must be between 1 and 512")
-    if embedding == "int4" and quant not in ("fp32", "fp16"):
-        raise UserError("the ONNX target stores the embedding / LM head as int8 per row or unquantized; "
-                        "use --embedding int8 (default) or none")
+    if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
+        raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
+                        "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
     start = time.perf_counter()
     limit = load_config(resolve_model_dir(model)).get("max_position_embeddings", 131072)
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)

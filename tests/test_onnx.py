@@ -101,6 +101,21 @@ def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
     assert code == 0, out
 
 
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_int4_embedding_table_shared_with_the_head(tmp_path, capsys, bundles, asymmetric):
+    """--embedding int4: the LM head's MatMulNBits and the embedding's gather read one packed table."""
+    bundle = tmp_path / "e"
+    argv = ["--model", "tiny", "--target", "onnx", "--quant", "int4", "--embedding", "int4", "--out", str(bundle)]
+    assert run_cli(capsys, *argv, *(["--asymmetric"] if asymmetric else []))[0] == 0
+    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    tables = [t for t in model.graph.initializer if t.name.startswith("embed_tokens.weight.qweight")]
+    assert len(tables) == 1 and list(tables[0].dims) == [394, 3, 32]  # vocab, groups of 64, 64 / 2 bytes
+    heads = [n for n in model.graph.node if n.op_type == "MatMulNBits" and n.input[1] == tables[0].name]
+    assert len(heads) == 1
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle))
+    assert code == 0, out
+
+
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_npu_profile_static_standard_ops_and_parity(quant, tmp_path, capsys, bundles):
     bundle = tmp_path / quant
@@ -130,7 +145,7 @@ def test_npu_profile_static_standard_ops_and_parity(quant, tmp_path, capsys, bun
 @pytest.mark.parametrize("argv, message", [
     (["--target", "executorch"], "ExecuTorch target is not built"),
     (["--target", "onnx", "--max-seq-len", "4096"], "max_position_embeddings (512)"),
-    (["--target", "onnx", "--embedding", "int4"], "use --embedding int8"),
+    (["--target", "onnx", "--profile", "npu", "--embedding", "int4"], "use --embedding int8"),
 ])
 def test_export_refusals(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "o"))

@@ -109,8 +109,11 @@ class Builder:
             return g.op("MatMul", x, self.blocked_dequantize(name, qt))
         if qt.bits == 4:
             blocks = in_features // qt.group_size
-            packed = pack_int4(qt.q, qt.symmetric).numpy().reshape(out_features, blocks, qt.group_size // 2)
-            inputs = [x, g.init(f"{name}.qweight", packed), g.init(f"{name}.scales", qt.scales.numpy().reshape(-1))]
+            blob = f"{name}.qweight"
+            if blob not in g.names:  # a tied table's blob is already there, written by the embedding
+                packed = pack_int4(qt.q, qt.symmetric).numpy().reshape(out_features, blocks, qt.group_size // 2)
+                g.init(blob, packed)
+            inputs = [x, blob, g.init(f"{name}.scales", qt.scales.numpy().reshape(-1))]
             if not qt.symmetric:  # two 4-bit zero points per byte along the blocks
                 zeros = qt.zeros.to(torch.int16)
                 if blocks % 2:
@@ -140,17 +143,60 @@ class Builder:
             inputs.append(f"{name}.zeros")
         return g.op("DequantizeLinear", *inputs, axis=0, block_size=qt.group_size)
 
-    def table(self) -> tuple[str, str | None]:
-        """The embedding table as a float tensor name [vocab, hidden], plus per-row int8 parts if quantized."""
+    def embed(self) -> str:
+        """Rows of the embedding table for input_ids, as float activations [1, S, hidden]."""
         g = self.g
         qt = self.q.get("embed_tokens.weight")
         if qt is None:
-            return self.weight("embed_tokens.weight", _f32(self.m.embed_tokens.weight)), None
-        if qt.bits != 8 or qt.group_size != qt.shape[1]:
-            raise ValueError("the ONNX target stores the embedding as int8 per row")
-        codes = g.init("embed_tokens.weight.qweight", qt.q.numpy())
-        scales = g.init("embed_tokens.weight.scales", qt.scales.numpy().reshape(-1))
-        return codes, scales
+            return g.op("Gather", self.weight("embed_tokens.weight", _f32(self.m.embed_tokens.weight)), "input_ids")
+        if qt.bits == 8 and qt.group_size == qt.shape[1]:
+            codes = g.op("Gather", g.init("embed_tokens.weight.qweight", qt.q.numpy()), "input_ids")
+            scales = g.init("embed_tokens.weight.scales", qt.scales.numpy().reshape(-1))
+            row_scales = g.op("Unsqueeze", g.op("Gather", scales, "input_ids"), g.const([-1]))  # [1, S, 1]
+            return g.op("Mul", g.op("Cast", codes, to=TensorProto.FLOAT), row_scales)
+        if qt.bits == 4 and self.chunk is None:
+            # gather from the same packed table the int4 LM head's MatMulNBits reads: [vocab, groups, g/2] bytes
+            hidden, groups = qt.shape[1], qt.shape[1] // qt.group_size
+            packed = pack_int4(qt.q, qt.symmetric).numpy().reshape(qt.shape[0], groups, qt.group_size // 2)
+            rows = g.op("Gather", g.init("embed_tokens.weight.qweight", packed), "input_ids")  # [1, S, G, g/2]
+            low = g.op("BitwiseAnd", rows, g.const(0x0F, np.uint8))
+            high = g.op("BitShift", rows, g.const(4, np.uint8), direction="RIGHT")
+            pairs = g.op("Concat", g.op("Unsqueeze", low, g.const([-1])), g.op("Unsqueeze", high, g.const([-1])),
+                         axis=-1)
+            codes = g.op("Cast", g.op("Reshape", pairs, g.const([1, -1, groups, qt.group_size])),
+                         to=TensorProto.FLOAT)
+            if qt.symmetric:
+                zero = g.const(8.0, np.float32)
+            else:
+                zeros = g.init("embed_tokens.weight.zero_rows", qt.zeros.float().numpy())
+                zero = g.op("Unsqueeze", g.op("Gather", zeros, "input_ids"), g.const([-1]))
+            scales = g.init("embed_tokens.weight.scale_rows", qt.scales.numpy())  # [vocab, groups]
+            values = g.op("Mul", g.op("Sub", codes, zero), g.op("Unsqueeze", g.op("Gather", scales, "input_ids"),
+                                                                g.const([-1])))
+            return g.op("Reshape", values, g.const([1, -1, hidden]))
+        raise ValueError("this ONNX profile stores the embedding as int8 per row, int4 (cpu profile) or unquantized")
+
+    def lm_head(self, x: str) -> None:
+        """Writes `logits` [1, S, vocab] as float32."""
+        g, a = self.g, self.args
+        head = "embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
+        qt = self.q.get(head)
+        if qt is not None and qt.bits == 4:  # the same MatMulNBits / blocked-QDQ path as every int4 linear
+            g.op("Identity", self.to_fp32(self.linear(x, head)), name="logits")
+            return
+        # Gemm(x [S, hidden], W [vocab, hidden], transB): no transposed copy of the table
+        if qt is None:
+            w = head if head in g.names else self.weight(head, _f32(self.m.get_parameter(head)))
+        elif qt.bits == 8 and qt.group_size == qt.shape[1]:
+            codes = f"{head}.qweight"
+            if codes not in g.names:
+                g.init(codes, qt.q.numpy())
+                g.init(f"{head}.scales", qt.scales.numpy().reshape(-1))
+            w = g.op("DequantizeLinear", codes, f"{head}.scales", axis=0)
+        else:
+            raise ValueError("the ONNX target stores the LM head as int8 per row, int4 or unquantized")
+        flat = self.to_fp32(g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1))
+        g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
 
     # -- the graph ------------------------------------------------------------------------------
     def build(self) -> onnx.ModelProto:
@@ -175,11 +221,7 @@ class Builder:
         mask = g.op("Where", visible, g.const(0.0, np.float32), g.const(-np.inf, np.float32))
         mask = g.op("Unsqueeze", mask, g.const([0, 1, 2]))
 
-        codes, scales = self.table()
-        x = g.op("Gather", codes, "input_ids")
-        if scales is not None:
-            x = g.op("Mul", g.op("Cast", x, to=TensorProto.FLOAT),
-                     g.op("Unsqueeze", g.op("Gather", scales, "input_ids"), g.const([-1])))
+        x = self.embed()
         seq_shape = g.op("Shape", "input_ids")  # [1, S]
         heads_shape = lambda n: g.op("Concat", seq_shape, g.const([n, hd]), axis=0)  # noqa: E731
 
@@ -218,22 +260,7 @@ class Builder:
             act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, p + "mlp.up_proj.weight"))
             x = g.op("Add", x, self.linear(act, p + "mlp.down_proj.weight"))
         x = self.rms_norm(x, "norm.weight")
-        # LM head as Gemm(x [S, hidden], W [vocab, hidden], transB): no transposed copy of the table
-        head = "embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
-        qt = self.q.get(head)
-        if qt is None:
-            w = head if head in g.names else self.weight(head, _f32(self.m.get_parameter(head)))
-        elif qt.bits == 8 and qt.group_size == qt.shape[1]:
-            codes = f"{head}.qweight"
-            if codes not in g.names:
-                g.init(codes, qt.q.numpy())
-                g.init(f"{head}.scales", qt.scales.numpy().reshape(-1))
-            w = g.op("DequantizeLinear", codes, f"{head}.scales", axis=0)
-        else:
-            raise ValueError("the ONNX target stores the LM head as int8 per row or unquantized")
-        flat = self.to_fp32(g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1))
-        g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
-
+        self.lm_head(x)
         io = entry_point(a, self.chunk, self.max_seq_len, "float16" if self.fp16 else "float32")
         value_info = lambda t: helper.make_tensor_value_info(  # noqa: E731
             t["name"], {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[t["dtype"]],
