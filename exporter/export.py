@@ -39,6 +39,16 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
     return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
 
 
+def source_id(model: str, model_dir: Path) -> str:
+    """How a manifest names its source: 'tiny' and hub ids as given, a local directory as an absolute path
+    (so parity --bundle finds it from any working directory)."""
+    from exporter.checkpoint import BUNDLED_MODELS_DIR
+
+    if model_dir.resolve().parent == BUNDLED_MODELS_DIR.resolve() or not Path(model).expanduser().exists():
+        return model
+    return str(model_dir.resolve())
+
+
 def _recipe_fields(recipe) -> dict:
     fields = asdict(recipe)
     return {k: fields[k] for k in ("method", "bits", "group_size", "symmetric", "embedding", "calibration")}
@@ -79,7 +89,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
             fp16 = quant_fields["name"] == "fp16"
             entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
                                        fp16=fp16)
-        manifest = write_manifest(tmp, source_id=str(model), config_sha256=config_sha256(config), args=module.args,
+        manifest = write_manifest(tmp, source_id=source_id(model, model_dir), config_sha256=config_sha256(config), args=module.args,
                                   target=target, backend="onnxruntime", profile=profile, quant=quant_fields,
                                   max_seq_len=max_seq_len, kv_dtype="float16" if fp16 else "float32",
                                   kv_bytes_per_value=2 if fp16 else 4,

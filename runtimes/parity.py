@@ -184,7 +184,7 @@ CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?",
 def _bundle_reference(manifest: dict, reference_model: str | None):
     """The parity reference of a bundle: its source model in fp32, fake-quantized exactly as recorded."""
     from exporter.export import prepare
-    from exporter.quantize import apply_fake_quant
+    from exporter.quantize import apply_fake_quant, config_sha256
     from runtimes.backends.reference import ReferenceBackend
 
     quant = manifest["quant"]
@@ -194,8 +194,6 @@ def _bundle_reference(manifest: dict, reference_model: str | None):
         source, quant["name"], quant.get("group_size"), quant.get("symmetric", True),
         quant.get("embedding", "int8"), calib.get("source", "builtin"), calib.get("samples", 128),
         calib.get("seq_len", 512), manifest["max_seq_len"], progress=False)
-    from exporter.quantize import config_sha256
-
     if config_sha256(config) != manifest["source_model"]["config_sha256"]:
         raise UserError(f"{source} is not the model this bundle was exported from (config differs); "
                         "pass the right one with --reference")

@@ -54,6 +54,7 @@ def test_fp16_bundle_is_half_size_with_an_fp16_cache(bundles):
 def test_bundle_files_and_manifest(bundles):
     manifest = read_manifest(bundles["int4"])
     assert verify_files(bundles["int4"], manifest) == []
+    assert manifest["source_model"]["id"] == "tiny"
     assert manifest["quant"] == {**manifest["quant"], "name": "int4", "method": "rtn", "bits": 4, "group_size": 64}
     assert manifest["max_seq_len"] == 512  # tiny's own maximum, below the 1024 default
     names = {i["name"] for i in manifest["entry_points"][0]["inputs"]}
@@ -94,6 +95,7 @@ def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
     assert abs(size - expected) / expected < 0.15, (size, expected)
     code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--new-tokens", "8", "--thinking-budget", "4")
     assert code == 0, out
+    assert read_manifest(bundle)["source_model"]["id"] == str(model_dir.resolve())  # found from any directory
     npu = tmp_path / "npu"
     assert run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", "int4", "--profile", "npu",
                    "--max-seq-len", "128", "--out", str(npu))[0] == 0
