@@ -35,7 +35,7 @@ SHAPES = {
 
 def random_weights(config: dict, seed: int = 0, dtype: torch.dtype = torch.bfloat16):
     """Yield (hf_name, tensor) per layer group: normal(0, 0.02) matrices, norms near 1."""
-    from exporter.model import ModelArgs, Qwen3
+    from exporter.model import ModelArgs, Qwen3, hf_name
 
     args = ModelArgs.from_config(config)
     gen = torch.Generator().manual_seed(seed)
@@ -49,8 +49,7 @@ def random_weights(config: dict, seed: int = 0, dtype: torch.dtype = torch.bfloa
             tensor = 0.02 * torch.randn(shape, generator=gen)
         else:
             tensor = config.get("initializer_range", 0.02) * torch.randn(shape, generator=gen)
-        hf_name = name if name == "lm_head.weight" else f"model.{name}"
-        yield hf_name, tensor.to(dtype)
+        yield hf_name(name), tensor.to(dtype)
 
 
 # Qwen3's published generation_config.json (thinking-mode sampling defaults)

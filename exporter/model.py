@@ -184,6 +184,11 @@ class Qwen3(nn.Module):
         return self.forward(torch.tensor([[token]]), torch.tensor([pos]))[0, -1]
 
 
+def hf_name(name: str) -> str:
+    """This module's parameter name → the HF checkpoint's (the inverse of sanitize's renaming)."""
+    return name if name == "lm_head.weight" else f"model.{name}"
+
+
 def sanitize(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
     """Map HF checkpoint names to this module's names and check that nothing is missing or extra."""
     from runtimes.errors import UserError

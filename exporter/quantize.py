@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from exporter.model import hf_name
 from exporter.quant.packing import pack_int4, unpack_int4
 from exporter.quant.rtn import QuantizedTensor, dequantize, quantize
 from runtimes.errors import UserError
@@ -97,9 +98,9 @@ def save_quantized(out: Path, module, config: dict, weights: dict[str, Quantized
     for name, param in module.state_dict().items():
         if name in weights or (name == "lm_head.weight" and module.args.tie_word_embeddings):
             continue
-        tensors[_hf_name(name)] = param.detach().float().contiguous()
+        tensors[hf_name(name)] = param.detach().float().contiguous()
     for name, qt in weights.items():
-        base = _hf_name(name)
+        base = hf_name(name)
         tensors[f"{base}.qweight"] = pack_int4(qt.q, qt.symmetric) if qt.bits == 4 else qt.q.contiguous()
         tensors[f"{base}.scales"] = qt.scales.float().contiguous()
         if qt.zeros is not None:
@@ -112,10 +113,6 @@ def save_quantized(out: Path, module, config: dict, weights: dict[str, Quantized
     for fname in TOKENIZER_FILES:
         if (source_dir / fname).is_file():
             shutil.copy2(source_dir / fname, out / fname)
-
-
-def _hf_name(name: str) -> str:
-    return name if name == "lm_head.weight" else f"model.{name}"
 
 
 def is_quantized_checkpoint(model_dir: Path) -> bool:
@@ -139,7 +136,7 @@ def load_quantized(model_dir: Path, max_seq_len: int = 1024):
                         "quantize again") from None
     weights = {}
     for name, layout in meta["weights"].items():
-        base = _hf_name(name)
+        base = hf_name(name)
         signed = layout["symmetric"]
         q = tensors.pop(f"{base}.qweight")
         q = unpack_int4(q, signed) if layout["bits"] == 4 else q
