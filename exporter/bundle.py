@@ -65,8 +65,8 @@ def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
 
 
 def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args, target: str, backend: str,
-                   quant: dict, max_seq_len: int, kv_dtype: str, kv_bytes_per_value: int, entry_points: list[dict],
-                   tokenizer, profile: str | None = None) -> dict:
+                   quant: dict, max_seq_len: int, kv_dtype: str, kv_bytes_per_value: int, kv_layout: str,
+                   entry_points: list[dict], tokenizer, profile: str | None = None) -> dict:
     """Hash every file already in `bundle_dir`, then write a schema-checked manifest.json beside them.
 
     `args` is the module's ModelArgs; `tokenizer` a runtimes QwenTokenizer of the bundle.
@@ -82,7 +82,7 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
         "architecture": {name: getattr(args, name) for name in ARCHITECTURE_FIELDS},
         "target": target, "backend": backend, **({"profile": profile} if profile else {}),
         "quant": quant, "max_seq_len": max_seq_len,
-        "kv_cache": {"layout": "[layers] x key/value x [1, kv_heads, positions, head_dim]", "dtype": kv_dtype,
+        "kv_cache": {"layout": kv_layout, "dtype": kv_dtype,
                      "positions": max_seq_len, "bytes_at_max_context": kv_bytes},
         "entry_points": entry_points,
         "special_tokens": {"im_start": special.im_start, "im_end": special.im_end, "think_open": special.think_open,

@@ -12,7 +12,7 @@ from pathlib import Path
 from runtimes.errors import UserError
 
 TARGETS = ("onnx", "executorch", "coreml", "all")
-QUANTS = ("fp32", "fp16", "int8", "int4", "awq-int4")
+QUANTS = ("fp32", "fp16", "int8", "int4", "awq-int4", "8da4w")
 SHAPES = ("0.6b", "1.7b", "4b")
 
 MAIN_DESCRIPTION = """\
@@ -68,7 +68,10 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                         "coreml: stateful .mlpackage for iOS 18 / macOS 15; all: one bundle per target")
     p.add_argument("--quant", choices=QUANTS,
                    help="weight precision: fp32/fp16 unquantized, int8 per channel, int4 group-wise (RTN), "
-                        "awq-int4 activation-aware int4 (default: int4, or the recipe of a quantized --model)")
+                        "awq-int4 activation-aware int4, 8da4w (executorch only: int4 RTN weights with 8-bit "
+                        "dynamic activations; on executorch int8/int4/awq-int4 also run with 8-bit dynamic "
+                        "activations, XNNPACK's only low-bit kernels) (default: int4, or the recipe of a "
+                        "quantized --model)")
     _quant_options(p)
     p.add_argument("--max-seq-len", type=int, metavar="N",
                    help="context length the bundle supports (default: 1024, or the model's maximum if smaller)")
@@ -78,6 +81,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                         "such as QNN require (default: cpu)")
     p.add_argument("--npu-chunk", type=int, default=32, metavar="N",
                    help="tokens per prefill call of the npu profile (default: 32)")
+    p.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "coreml", "qnn"),
+                   help="executorch only. xnnpack: every phone's CPU (default); coreml: Apple's Neural Engine via "
+                        "ExecuTorch's Core ML delegate; qnn: Qualcomm NPUs (needs the QNN SDK)")
     p.add_argument("--out", metavar="DIR",
                    help="bundle directory to write; with --target all, one subdirectory per target")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -276,7 +282,7 @@ def run_export(args) -> int:
     summary = export(args.model, args.target, args.quant, args.out, group_size=args.group_size,
                      symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
                      seq_len=args.seq_len, max_seq_len=args.max_seq_len, profile=args.profile,
-                     npu_chunk=args.npu_chunk, overwrite=args.overwrite)
+                     npu_chunk=args.npu_chunk, delegate=args.delegate, overwrite=args.overwrite)
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
     return 0

@@ -11,7 +11,10 @@ import torch
 from runtimes.errors import UserError
 
 DEFAULT_MAX_SEQ_LEN = 1024
-NOT_YET = {"executorch": "the ExecuTorch target", "coreml": "the Core ML target"}
+NOT_YET = {"coreml": "the Core ML target"}
+BACKEND = {"onnx": "onnxruntime", "executorch": "executorch"}
+KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
+             "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program"}
 
 
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
@@ -25,11 +28,17 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
     if is_quantized_checkpoint(model_dir):
         module, weights, recipe, config = load_quantized(model_dir, max_seq_len)
         name = "awq-int4" if recipe.method == "awq" else f"int{recipe.bits}"
-        if quant not in (None, name):
+        if quant == "8da4w" and name == "int4":
+            name = quant  # the same int4 RTN weights, run with 8-bit dynamic activations
+        elif quant not in (None, name):
             raise UserError(f"{model} is already quantized as {name}; drop --quant or pass its full-precision source")
         return module, weights, {"name": name, **_recipe_fields(recipe)}, config, model_dir
     quant = quant or "int4"
     module, config = from_pretrained(model_dir, max_seq_len=max_seq_len)
+    if quant == "8da4w":  # int4 RTN weights; the 8-bit dynamic activations are the target's (executorch)
+        weights, recipe = quantize_with_recipe(module, model_dir, "int4", group_size, symmetric, embedding, calib,
+                                               samples, seq_len, progress)
+        return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
     if quant == "fp32":
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
@@ -56,8 +65,8 @@ def _recipe_fields(recipe) -> dict:
 
 def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
            embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
-           max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, overwrite: bool = False,
-           progress: bool = True) -> dict:
+           max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
+           overwrite: bool = False, progress: bool = True) -> dict:
     from exporter.bundle import atomic_output_dir, copy_tokenizer_files, write_manifest
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
@@ -65,8 +74,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if target in NOT_YET:
         raise UserError(f"{NOT_YET[target]} is not built in this version yet; --target onnx works")
     if target == "all":
-        raise UserError(f"--target all needs {' and '.join(NOT_YET.values())}, which are not built in this "
-                        "version yet; --target onnx works")
+        raise UserError(f"--target all needs {' and '.join(NOT_YET.values())}, which is not built in this "
+                        "version yet; --target onnx and --target executorch work")
     from exporter.checkpoint import load_config, resolve_model_dir
 
     if profile == "npu" and not 1 <= npu_chunk <= 512:
@@ -74,6 +83,23 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
         raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
                         "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
+    if target != "executorch":
+        if quant == "8da4w":
+            raise UserError("--quant 8da4w (8-bit dynamic activations, int4 weights) is ExecuTorch's XNNPACK scheme; "
+                            f"for --target {target} use --quant int4")
+        if delegate != "xnnpack":
+            raise UserError("--delegate applies to --target executorch only")
+    else:
+        if profile != "cpu":
+            raise UserError("--profile is an onnx option; for ExecuTorch NPUs choose --delegate coreml or qnn")
+        if embedding == "int4" and quant not in ("fp32", "fp16"):
+            raise UserError("the executorch target gathers an int8 (per row) or unquantized embedding table; "
+                            "use --embedding int8 (default) or none")
+        if not symmetric:
+            raise UserError("XNNPACK's low-bit linears take symmetric weights only; drop --asymmetric for executorch")
+        from exporter.targets.executorch import check_delegate
+
+        check_delegate(delegate)
     start = time.perf_counter()
     limit = load_config(resolve_model_dir(model)).get("max_position_embeddings", 131072)
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
@@ -83,16 +109,29 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                                                                samples, seq_len, max_seq_len, progress)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         copy_tokenizer_files(model_dir, tmp)
+        fp16 = quant_fields["name"] == "fp16"
         with torch.no_grad():
-            from exporter.targets.onnx import export_onnx
+            if target == "onnx":
+                from exporter.targets.onnx import export_onnx
 
-            fp16 = quant_fields["name"] == "fp16"
-            entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
-                                       fp16=fp16)
-        manifest = write_manifest(tmp, source_id=source_id(model, model_dir), config_sha256=config_sha256(config), args=module.args,
-                                  target=target, backend="onnxruntime", profile=profile, quant=quant_fields,
+                entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
+                                           fp16=fp16)
+            else:
+                from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
+
+                special = QwenTokenizer(tmp).special
+                entry_points = export_executorch(module, weights, tmp, max_seq_len, bos_id=special.endoftext,
+                                                 eos_ids=sorted(special.stop), fp16=fp16, delegate=delegate)
+                if weights:
+                    quant_fields["activations"] = ACTIVATIONS
+                if any(qt.bits == 4 for qt in weights.values()):
+                    quant_fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
+                profile = delegate
+        manifest = write_manifest(tmp, source_id=source_id(model, model_dir), config_sha256=config_sha256(config),
+                                  args=module.args, target=target, backend=BACKEND[target], profile=profile,
+                                  quant=quant_fields,
                                   max_seq_len=max_seq_len, kv_dtype="float16" if fp16 else "float32",
-                                  kv_bytes_per_value=2 if fp16 else 4,
+                                  kv_bytes_per_value=2 if fp16 else 4, kv_layout=KV_LAYOUT[target],
                                   entry_points=entry_points, tokenizer=QwenTokenizer(tmp))
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     return {"out": str(Path(out)), "target": f"{target} ({profile})", "quant": quant_fields["name"], "bytes": size,

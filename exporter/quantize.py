@@ -12,14 +12,14 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from exporter.model import hf_name
 from exporter.quant.packing import pack_int4, unpack_int4
-from exporter.quant.rtn import QuantizedTensor, dequantize, quantize
+from exporter.quant.rtn import QuantizedTensor, dequantize, fake_quantize_activations, quantize
 from runtimes.errors import UserError
 
 RECIPE_FILE = "quant_recipe.json"
@@ -82,10 +82,27 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
 
 
 @torch.no_grad()
-def apply_fake_quant(module, weights: dict[str, QuantizedTensor]) -> None:
-    """Replace each quantized weight by its dequantized value: the parity reference for artifacts."""
+def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: str = "float",
+                     int4_scale_dtype: str = "float32") -> None:
+    """Replace each quantized weight by its dequantized value: the parity reference for artifacts.
+
+    activations "int8-dynamic-per-token" also rounds the input of every quantized linear (the LM head included
+    when the table is quantized) as dynamically quantized kernels do; int4_scale_dtype "bfloat16" rounds the
+    group scales of 4-bit weights as a target that stores them so (XNNPACK's qb4w kernels) computes with them.
+    """
     for name, qt in weights.items():
+        if qt.bits == 4 and int4_scale_dtype != "float32":
+            qt = replace(qt, scales=qt.scales.to(getattr(torch, int4_scale_dtype)).float())
         module.get_parameter(name).copy_(dequantize(qt))
+    if activations == "float":
+        return
+    if activations != "int8-dynamic-per-token":
+        raise ValueError(f"unknown activation quantization {activations!r}")
+    linears = {name.removesuffix(".weight") for name in weights if name != "embed_tokens.weight"}
+    if "embed_tokens.weight" in weights and module.args.tie_word_embeddings:
+        linears.add("lm_head")
+    for name in sorted(linears):
+        module.get_submodule(name).register_forward_pre_hook(lambda _, args: (fake_quantize_activations(args[0]),))
 
 
 def save_quantized(out: Path, module, config: dict, weights: dict[str, QuantizedTensor], recipe: QuantRecipe,

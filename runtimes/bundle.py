@@ -12,7 +12,8 @@ MANIFEST = "manifest.json"
 SCHEMA_PATH = Path(__file__).parent / "manifest.schema.json"
 
 # backend name in manifest.json → "module:class"; each target issue adds its backend here
-BACKENDS: dict[str, str] = {"onnxruntime": "runtimes.backends.onnxruntime:OnnxRuntimeBackend"}
+BACKENDS: dict[str, str] = {"onnxruntime": "runtimes.backends.onnxruntime:OnnxRuntimeBackend",
+                            "executorch": "runtimes.backends.executorch:ExecuTorchBackend"}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

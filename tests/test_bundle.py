@@ -27,7 +27,8 @@ def bundle(tmp_path):
     manifest = write_manifest(tmp_path, source_id="tiny", config_sha256=config_sha256(config),
                               args=ModelArgs.from_config(config), target="onnx", backend="onnxruntime",
                               quant={"name": "fp32", "method": "none", "bits": 32}, max_seq_len=256,
-                              kv_dtype="float32", kv_bytes_per_value=4, entry_points=ENTRY,
+                              kv_dtype="float32", kv_bytes_per_value=4, kv_layout="[1, kv_heads, positions, head_dim]",
+                              entry_points=ENTRY,
                               tokenizer=QwenTokenizer(tmp_path))
     return tmp_path, manifest
 

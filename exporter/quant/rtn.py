@@ -74,3 +74,14 @@ def dequantize(qt: QuantizedTensor) -> torch.Tensor:
 def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None = None, symmetric: bool = True,
                   clip: torch.Tensor | float = 1.0) -> torch.Tensor:
     return dequantize(quantize(w, bits, group_size, symmetric, clip))
+
+
+def fake_quantize_activations(x: torch.Tensor) -> torch.Tensor:
+    """8-bit dynamic per-token asymmetric quantize→dequantize of activations [..., features]: what XNNPACK's
+    dynamically quantized linears (qd8) do to their input. Range always includes 0; zero point an int8."""
+    lo = x.amin(-1, keepdim=True).clamp(max=0).float()
+    hi = x.amax(-1, keepdim=True).clamp(min=0).float()
+    scale = ((hi - lo) / 255).clamp(min=torch.finfo(torch.float32).eps)
+    zero = torch.clamp(-128 - torch.round(lo / scale), -128, 127)
+    q = torch.clamp(torch.round(x.float() / scale) + zero, -128, 127)
+    return ((q - zero) * scale).to(x.dtype)

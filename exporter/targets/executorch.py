@@ -1,0 +1,241 @@
+"""ExecuTorch target: a `.pte` with XNNPACK-delegated linears and an in-place KV cache.
+
+    forward(tokens int64 [1, T], input_pos int64 [1] = position of tokens[0]) -> logits float32 [1, vocab]
+                                                                   (the last position, as ExecuTorch's LLM runner reads)
+
+T is dynamic (1 .. max_seq_len), so a prompt is one call and decode is T = 1. The KV cache lives in the
+program as mutable buffers [1, positions, kv_heads, head_dim] written in place by ExecuTorch's
+`llama::update_cache` op and read by its `llama::custom_sdpa` (causal, GQA), the ops its own LLM exporter uses.
+
+Quantized linears carry our quantizer's exact codes and scales as torchao `IntxUnpackedToInt8Tensor`s. ExecuTorch
+1.5.1's XNNPACK partitioner delegates only *dynamically quantized* low-bit linears (8-bit per-token activations ×
+int8 per-channel or int4 group-wise weights: XNNPACK's qd8-f32-qc8w / qd8-f32-qb4w kernels); a weight-only
+`dequantize + mm` stays outside the delegate and re-dequantizes every weight on every step. So int8, int4 and
+awq-int4 run as 8-bit-activation kernels here, and the manifest says so (`quant.activations`); the parity reference
+models that activation rounding. The int8 embedding table is gathered by ExecuTorch's `embedding_byte` kernel.
+Methods named like ExecuTorch's LLM exporter's metadata (get_max_seq_len, get_eos_ids, ...) let its stock text
+runner and Android/iOS LLM APIs run the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from exporter.model import Qwen3, rotate_half
+from exporter.quant.rtn import QuantizedTensor
+from runtimes.errors import UserError
+
+MODEL_FILE = "model.pte"
+ACTIVATIONS = "int8-dynamic-per-token"
+INT4_SCALE_DTYPE = "bfloat16"  # XNNPACK's qb4w kernels keep group scales in bf16 (the partitioner converts them)
+DELEGATES = ("xnnpack", "coreml", "qnn")
+
+
+def _load_custom_ops() -> None:
+    """Register ExecuTorch's LLM ops (update_cache, custom_sdpa) and quantized kernels (embedding_byte) with torch."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    import executorch.kernels.quantized  # noqa: F401
+
+
+def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype):
+    """Our codes and scales as the tensor torchao lowers to XNNPACK's dynamically quantized linear."""
+    from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+        IntxUnpackedToInt8Tensor, IntxUnpackedToInt8TensorActivationQuantization)
+
+    if not qt.symmetric:
+        raise UserError("XNNPACK's low-bit linears take symmetric weights only; drop --asymmetric for executorch")
+    return IntxUnpackedToInt8Tensor(
+        qt.q.to(torch.int8), qt.scales.to(dtype), torch.zeros_like(qt.scales, dtype=torch.int8),
+        torch.int4 if qt.bits == 4 else torch.int8, (1, qt.group_size), dtype,
+        IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN)
+
+
+class QuantEmbedding(nn.Module):
+    """Row gather from the int8 per-row table, dequantized by ExecuTorch's embedding_byte kernel."""
+
+    def __init__(self, qt: QuantizedTensor, dtype: torch.dtype):
+        super().__init__()
+        self.register_buffer("weight", qt.q.to(torch.int8).contiguous())
+        self.register_buffer("scales", qt.scales.reshape(-1).to(dtype).contiguous())
+        self.dtype = dtype
+
+    def forward(self, tokens):
+        return torch.ops.quantized_decomposed.embedding_byte.dtype(self.weight, self.scales, None, -128, 127, tokens,
+                                                                   dtype=self.dtype)
+
+
+class CacheAttention(nn.Module):
+    """Qwen3 attention over ExecuTorch's in-place cache ops; projections and norms are the edge module's own."""
+
+    def __init__(self, attn, max_seq_len: int, dtype: torch.dtype):
+        super().__init__()
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+            setattr(self, name, getattr(attn, name))
+        self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
+        shape = (1, max_seq_len, self.n_kv_heads, self.head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def forward(self, x, cos, sin, start_pos: int):
+        bsz, seq_len, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim))
+        v = self.v_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        torch.ops.llama.update_cache(k, self.k_cache, start_pos)
+        torch.ops.llama.update_cache(v, self.v_cache, start_pos)
+        out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, None, 0.0, True)
+        return self.o_proj(out.reshape(bsz, seq_len, -1))
+
+
+class EdgeProgram(nn.Module):
+    """The edge module rearranged for ExecuTorch: start-position input, last-position logits."""
+
+    def __init__(self, module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype):
+        super().__init__()
+        self.max_seq_len = max_seq_len
+        self.embed_tokens = module.embed_tokens
+        if "embed_tokens.weight" in quantized:
+            if quantized["embed_tokens.weight"].bits != 8:
+                raise UserError("the executorch target gathers an int8 (per row) or unquantized embedding; "
+                                "use --embedding int8 (default) or none")
+            self.embed_tokens = QuantEmbedding(quantized["embed_tokens.weight"], dtype)
+        self.layers = module.layers
+        for layer in self.layers:
+            layer.self_attn = CacheAttention(layer.self_attn, max_seq_len, dtype)
+        self.norm = module.norm
+        self.lm_head = module.lm_head
+        cos, sin = module.rope_cos[:max_seq_len], module.rope_sin[:max_seq_len]
+        self.register_buffer("rope_cos", cos.to(dtype).clone(), persistent=False)
+        self.register_buffer("rope_sin", sin.to(dtype).clone(), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        seq_len = tokens.shape[1]
+        start = input_pos[0].item()
+        torch._check_is_size(start)
+        torch._check(start + seq_len <= self.max_seq_len)
+        cos = self.rope_cos.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
+        sin = self.rope_sin.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
+        x = self.embed_tokens(tokens)
+        for layer in self.layers:
+            h = layer.input_layernorm(x)
+            x = x + layer.self_attn(h, cos, sin, start)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.lm_head(self.norm(x[:, -1, :]))
+
+
+def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int,
+                 fp16: bool = False) -> EdgeProgram:
+    """A copy of `module` with quantized linears as torchao tensors, ready for torch.export (module is not changed)."""
+    import copy
+
+    from torchao.utils import unwrap_tensor_subclass
+
+    _load_custom_ops()
+    dtype = torch.float16 if fp16 else torch.float32
+    module = copy.deepcopy(module).to(dtype)
+    if module.args.tie_word_embeddings:  # the LM head gets its own (quantized) weight; the table stays a table
+        module.lm_head.weight = nn.Parameter(module.embed_tokens.weight.detach().clone(), requires_grad=False)
+    for name, qt in quantized.items():
+        if name == "embed_tokens.weight":
+            continue
+        linear = module.get_submodule(name.removesuffix(".weight"))
+        linear.weight = nn.Parameter(_intx_weight(qt, dtype), requires_grad=False)
+    if module.args.tie_word_embeddings and "embed_tokens.weight" in quantized and "lm_head.weight" not in quantized:
+        head = quantized["embed_tokens.weight"]  # the tied head reads the same int8 rows as the embedding
+        module.lm_head.weight = nn.Parameter(_intx_weight(head, dtype), requires_grad=False)
+    program = EdgeProgram(module, quantized, max_seq_len, dtype).eval()
+    unwrap_tensor_subclass(program)
+    return program
+
+
+def metadata_methods(args, max_seq_len: int, bos_id: int, eos_ids: list[int]) -> dict:
+    """Constant methods ExecuTorch's LLM runner reads (names as its exporter writes them)."""
+    return {"get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_n_layers": args.num_hidden_layers,
+            "get_vocab_size": args.vocab_size, "use_kv_cache": True, "use_sdpa_with_kv_cache": True,
+            "enable_dynamic_shape": True, "get_bos_id": bos_id, "get_eos_ids": eos_ids}
+
+
+def check_delegate(delegate: str) -> None:
+    """Fail before any slow work when `delegate`'s SDK is missing here."""
+    _partitioners(delegate)
+
+
+def _partitioners(delegate: str) -> list:
+    if delegate == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return [XnnpackPartitioner()]
+    if delegate == "coreml":
+        try:
+            import coremltools  # noqa: F401
+            from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+        except ImportError as exc:
+            raise UserError(f"--delegate coreml needs coremltools and ExecuTorch's Core ML backend ({exc}); "
+                            "pip install coremltools==9.0") from None
+        return [CoreMLPartitioner()]
+    if delegate == "qnn":
+        try:
+            from executorch.backends.qualcomm.partition.qnn_partitioner import QnnPartitioner  # noqa: F401
+        except ImportError:
+            raise UserError("--delegate qnn needs Qualcomm's QNN SDK and ExecuTorch built with its backend: install "
+                            "the QNN SDK (QNN_SDK_ROOT), build ExecuTorch with EXECUTORCH_BUILD_QNN=ON, then retry; "
+                            "--delegate xnnpack runs on every phone's CPU") from None
+        raise UserError("--delegate qnn: this version lowers to XNNPACK and Core ML only; the QNN backend is "
+                        "importable here but its quantizer flow is not wired up yet")
+    raise UserError(f"unknown delegate {delegate!r}; choose one of {', '.join(DELEGATES)}")
+
+
+def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, bos_id: int, eos_ids: list[int],
+          fp16: bool = False, delegate: str = "xnnpack"):
+    """torch.export the edge program (dynamic sequence length) and lower it to `delegate` → EdgeProgramManager."""
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    partitioners = _partitioners(delegate)
+    program = edge_program(module, quantized, max_seq_len, fp16)
+    seq = torch.export.Dim("seq_len", min=1, max=max_seq_len)
+    example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    with torch.no_grad():
+        exported = torch.export.export(program, example, dynamic_shapes=({1: seq}, None), strict=False)
+        return to_edge_transform_and_lower(
+            exported, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=False),
+            constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids))
+
+
+def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
+                      bos_id: int, eos_ids: list[int], fp16: bool = False, delegate: str = "xnnpack") -> list[dict]:
+    """Write model.pte into out_dir → the manifest's entry points."""
+    from executorch.exir import ExecutorchBackendConfig
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    edge = lower(module, quantized, max_seq_len, bos_id, eos_ids, fp16, delegate)
+    with torch.no_grad():
+        et = edge.to_executorch(ExecutorchBackendConfig(
+            extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+    (out_dir / MODEL_FILE).write_bytes(et.buffer)
+    return [entry_point(module.args, max_seq_len, fp16)]
+
+
+def delegation(edge) -> dict:
+    """How a lowered program splits: delegate calls, and the matmul / dequantize ops left outside them."""
+    graph = edge.exported_program().graph_module.graph
+    targets = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+    return {"delegate_calls": sum("call_delegate" in t for t in targets),
+            "outside": [t for t in targets if any(k in t for k in ("linear", "mm", "dequantize", "quantize_"))]}
+
+
+def entry_point(args, max_seq_len: int, fp16: bool) -> dict:
+    dtype = "float16" if fp16 else "float32"
+    return {"name": "forward", "file": MODEL_FILE,
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, "seq_len"]},
+                       {"name": "input_pos", "dtype": "int64", "shape": [1]}],
+            "outputs": [{"name": "logits", "dtype": dtype, "shape": [1, args.vocab_size]}],
+            "states": [{"name": f"layers.{i}.self_attn.{kind}_cache", "dtype": dtype,
+                        "shape": [1, max_seq_len, args.num_key_value_heads, args.head_dim]}
+                       for i in range(args.num_hidden_layers) for kind in ("k", "v")]}

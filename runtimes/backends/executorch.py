@@ -1,0 +1,81 @@
+"""The executorch backend: runs a bundle's model.pte through ExecuTorch's Python runtime.
+
+The KV cache lives inside the program (mutable buffers written in place), so a step passes only the new
+tokens and the position of the first; `reset` just rewinds the position (entries past it are never attended:
+the program's attention is causal from its start position).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtimes.errors import UserError
+
+
+def _runtime():
+    try:
+        import torch  # noqa: F401  (the pybindings need libtorch loaded first)
+
+        # the program calls ExecuTorch's LLM ops (update_cache, custom_sdpa) and quantized kernels
+        # (embedding_byte): loading these libraries registers them with the runtime
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+        import executorch.kernels.quantized  # noqa: F401
+        from executorch.extension.pybindings import portable_lib
+    except ImportError as exc:
+        raise UserError(f"this bundle runs on ExecuTorch, which is not installed here ({exc}); "
+                        "pip install 'qwen-edge[executorch]'") from None
+    return portable_lib
+
+
+class ExecuTorchBackend:
+    name = "executorch"
+
+    def __init__(self, pte_path: Path, manifest: dict, threads: int | None = None):
+        import torch
+
+        self.torch = torch
+        lib = _runtime()
+        if manifest.get("profile") not in (None, "xnnpack"):
+            raise UserError(f"this bundle is delegated to {manifest['profile']}, which runs on the device (Core ML on "
+                            "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime here")
+        if threads:
+            lib._unsafe_reset_threadpool(threads)
+        try:
+            self.module = lib._load_for_executorch(str(pte_path))
+        except Exception as exc:  # truncated or foreign files fail inside the C++ loader
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"ExecuTorch cannot load {pte_path} ({reason}); export the bundle again") from None
+        self.max_seq_len = manifest["max_seq_len"]
+        self.position = 0
+
+    @classmethod
+    def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
+        return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
+
+    def reset(self) -> None:
+        self.position = 0
+
+    def _forward(self, token_ids: list[int]) -> np.ndarray:
+        if self.position + len(token_ids) > self.max_seq_len:
+            raise UserError(f"{self.position + len(token_ids)} positions exceed the bundle's context of "
+                            f"{self.max_seq_len}; shorten the prompt or export with a larger --max-seq-len")
+        tokens = self.torch.tensor([token_ids], dtype=self.torch.long)
+        logits = self.module.forward((tokens, self.torch.tensor([self.position], dtype=self.torch.long)))[0]
+        self.position += len(token_ids)
+        return logits[0].float().numpy()
+
+    def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Logits of the last position; with all_logits=True ([T, vocab]) the prompt runs one token per call,
+        since the program returns only the last position's logits (as ExecuTorch's LLM runner expects)."""
+        token_ids = [int(t) for t in token_ids]
+        if not token_ids:
+            raise UserError("cannot prefill an empty prompt")
+        if all_logits:
+            return np.stack([self._forward([t]) for t in token_ids])
+        return self._forward(token_ids)
+
+    def decode(self, token_id: int) -> np.ndarray:
+        return self._forward([int(token_id)])
