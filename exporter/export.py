@@ -92,9 +92,6 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     else:
         if profile != "cpu":
             raise UserError("--profile is an onnx option; for ExecuTorch NPUs choose --delegate coreml or qnn")
-        if embedding == "int4" and quant not in ("fp32", "fp16"):
-            raise UserError("the executorch target gathers an int8 (per row) or unquantized embedding table; "
-                            "use --embedding int8 (default) or none")
         if not symmetric:
             raise UserError("XNNPACK's low-bit linears take symmetric weights only; drop --asymmetric for executorch")
         from exporter.targets.executorch import check_delegate

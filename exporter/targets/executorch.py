@@ -19,12 +19,16 @@ runner and Android/iOS LLM APIs run the file.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from exporter.model import Qwen3, rotate_half
+from exporter.model import Qwen3, RMSNorm, rotate_half
 from exporter.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
 
@@ -36,8 +40,19 @@ DELEGATES = ("xnnpack", "coreml", "qnn")
 
 def _load_custom_ops() -> None:
     """Register ExecuTorch's LLM ops (update_cache, custom_sdpa) and quantized kernels (embedding_byte) with torch."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import-time deprecation notice
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
     import executorch.kernels.quantized  # noqa: F401
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide the library deprecation notices export and lowering print (torch pytree, custom-op size checks) and
+    the emitter's note that mutated buffers start uninitialized (our caches are written before they are read)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+        yield
 
 
 def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype):
@@ -54,26 +69,59 @@ def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype):
 
 
 class QuantEmbedding(nn.Module):
-    """Row gather from the int8 per-row table, dequantized by ExecuTorch's embedding_byte kernel."""
+    """Row gather from our quantized table, dequantized by ExecuTorch's embedding kernels: int8 per row
+    (embedding_byte) or int4 group-wise (embedding_4bit: two codes per byte, (even + 8) << 4 | (odd + 8))."""
 
     def __init__(self, qt: QuantizedTensor, dtype: torch.dtype):
         super().__init__()
-        self.register_buffer("weight", qt.q.to(torch.int8).contiguous())
-        self.register_buffer("scales", qt.scales.reshape(-1).to(dtype).contiguous())
-        self.dtype = dtype
+        q = qt.q.to(torch.int8)
+        if qt.bits == 4:
+            shifted = (q + 8).to(torch.uint8).view(q.shape[0], -1, 2)
+            q = shifted[..., 0] * 16 + shifted[..., 1]
+            scales = qt.scales.to(torch.bfloat16)  # the head's kernel reads bf16 scales: the gather reads the same
+        else:
+            scales = qt.scales.reshape(-1)
+        self.register_buffer("weight", q.contiguous())
+        self.register_buffer("scales", scales.to(dtype).contiguous())
+        self.bits, self.dtype = qt.bits, dtype
 
     def forward(self, tokens):
+        if self.bits == 4:
+            return torch.ops.quantized_decomposed.embedding_4bit.dtype(self.weight, self.scales, None, -8, 7, tokens,
+                                                                       dtype=self.dtype)
         return torch.ops.quantized_decomposed.embedding_byte.dtype(self.weight, self.scales, None, -128, 127, tokens,
                                                                    dtype=self.dtype)
 
 
-class CacheAttention(nn.Module):
-    """Qwen3 attention over ExecuTorch's in-place cache ops; projections and norms are the edge module's own."""
+def _linear(module: Qwen3, name: str, quantized: dict[str, QuantizedTensor], dtype: torch.dtype) -> nn.Linear:
+    """A new Linear for `name`: our quantized codes as a torchao tensor, or the weight in `dtype` (shared, not
+    copied, when already in it): the export never holds a second full-precision copy of the model."""
+    source = module.get_submodule(name)
+    with torch.device("meta"):
+        linear = nn.Linear(source.in_features, source.out_features, bias=source.bias is not None)
+    weight = _intx_weight(quantized[f"{name}.weight"], dtype) if f"{name}.weight" in quantized else \
+        source.weight.detach().to(dtype)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if source.bias is not None:
+        linear.bias = nn.Parameter(source.bias.detach().to(dtype), requires_grad=False)
+    return linear
 
-    def __init__(self, attn, max_seq_len: int, dtype: torch.dtype):
+
+def _norm(source: RMSNorm, dtype: torch.dtype) -> RMSNorm:
+    norm = RMSNorm(source.weight.numel(), source.eps)
+    norm.weight = nn.Parameter(source.weight.detach().to(dtype), requires_grad=False)
+    return norm
+
+
+class CacheAttention(nn.Module):
+    """Qwen3 attention over ExecuTorch's in-place cache ops (cache layout [1, positions, kv_heads, head_dim])."""
+
+    def __init__(self, module: Qwen3, prefix: str, quantized, max_seq_len: int, dtype: torch.dtype):
         super().__init__()
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
-            setattr(self, name, getattr(attn, name))
+        attn = module.get_submodule(prefix)
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self, name, _linear(module, f"{prefix}.{name}", quantized, dtype))
+        self.q_norm, self.k_norm = _norm(attn.q_norm, dtype), _norm(attn.k_norm, dtype)
         self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
         shape = (1, max_seq_len, self.n_kv_heads, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
@@ -92,23 +140,41 @@ class CacheAttention(nn.Module):
         return self.o_proj(out.reshape(bsz, seq_len, -1))
 
 
+class EdgeBlock(nn.Module):
+    def __init__(self, module: Qwen3, i: int, quantized, max_seq_len: int, dtype: torch.dtype):
+        super().__init__()
+        layer = module.layers[i]
+        self.input_layernorm = _norm(layer.input_layernorm, dtype)
+        self.post_attention_layernorm = _norm(layer.post_attention_layernorm, dtype)
+        self.self_attn = CacheAttention(module, f"layers.{i}.self_attn", quantized, max_seq_len, dtype)
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            setattr(self, name, _linear(module, f"layers.{i}.mlp.{name}", quantized, dtype))
+
+    def forward(self, x, cos, sin, start_pos: int):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos)
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
 class EdgeProgram(nn.Module):
-    """The edge module rearranged for ExecuTorch: start-position input, last-position logits."""
+    """The edge module rearranged for ExecuTorch: start-position input, last-position logits. Built beside
+    `module` (which it does not change), sharing its unquantized tensors."""
 
     def __init__(self, module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype):
         super().__init__()
         self.max_seq_len = max_seq_len
-        self.embed_tokens = module.embed_tokens
-        if "embed_tokens.weight" in quantized:
-            if quantized["embed_tokens.weight"].bits != 8:
-                raise UserError("the executorch target gathers an int8 (per row) or unquantized embedding; "
-                                "use --embedding int8 (default) or none")
-            self.embed_tokens = QuantEmbedding(quantized["embed_tokens.weight"], dtype)
-        self.layers = module.layers
-        for layer in self.layers:
-            layer.self_attn = CacheAttention(layer.self_attn, max_seq_len, dtype)
-        self.norm = module.norm
-        self.lm_head = module.lm_head
+        table = quantized.get("embed_tokens.weight")
+        if table is None:
+            self.embed_tokens = nn.Embedding.from_pretrained(module.embed_tokens.weight.detach().to(dtype))
+        else:
+            self.embed_tokens = QuantEmbedding(table, dtype)
+        self.layers = nn.ModuleList(EdgeBlock(module, i, quantized, max_seq_len, dtype)
+                                    for i in range(len(module.layers)))
+        self.norm = _norm(module.norm, dtype)
+        head = dict(quantized)
+        if module.args.tie_word_embeddings and table is not None:
+            head["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
+        self.lm_head = _linear(module, "lm_head", head, dtype)
         cos, sin = module.rope_cos[:max_seq_len], module.rope_sin[:max_seq_len]
         self.register_buffer("rope_cos", cos.to(dtype).clone(), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype).clone(), persistent=False)
@@ -122,34 +188,19 @@ class EdgeProgram(nn.Module):
         sin = self.rope_sin.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
-            h = layer.input_layernorm(x)
-            x = x + layer.self_attn(h, cos, sin, start)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = layer(x, cos, sin, start)
         return self.lm_head(self.norm(x[:, -1, :]))
 
 
 def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int,
                  fp16: bool = False) -> EdgeProgram:
-    """A copy of `module` with quantized linears as torchao tensors, ready for torch.export (module is not changed)."""
-    import copy
-
+    """The program to torch.export: quantized linears as torchao tensors (unwrapped for export)."""
     from torchao.utils import unwrap_tensor_subclass
 
     _load_custom_ops()
-    dtype = torch.float16 if fp16 else torch.float32
-    module = copy.deepcopy(module).to(dtype)
-    if module.args.tie_word_embeddings:  # the LM head gets its own (quantized) weight; the table stays a table
-        module.lm_head.weight = nn.Parameter(module.embed_tokens.weight.detach().clone(), requires_grad=False)
-    for name, qt in quantized.items():
-        if name == "embed_tokens.weight":
-            continue
-        linear = module.get_submodule(name.removesuffix(".weight"))
-        linear.weight = nn.Parameter(_intx_weight(qt, dtype), requires_grad=False)
-    if module.args.tie_word_embeddings and "embed_tokens.weight" in quantized and "lm_head.weight" not in quantized:
-        head = quantized["embed_tokens.weight"]  # the tied head reads the same int8 rows as the embedding
-        module.lm_head.weight = nn.Parameter(_intx_weight(head, dtype), requires_grad=False)
-    program = EdgeProgram(module, quantized, max_seq_len, dtype).eval()
-    unwrap_tensor_subclass(program)
+    program = EdgeProgram(module, quantized, max_seq_len, torch.float16 if fp16 else torch.float32).eval()
+    with _quiet():
+        unwrap_tensor_subclass(program)
     return program
 
 
@@ -179,14 +230,16 @@ def _partitioners(delegate: str) -> list:
                             "pip install coremltools==9.0") from None
         return [CoreMLPartitioner()]
     if delegate == "qnn":
-        try:
-            from executorch.backends.qualcomm.partition.qnn_partitioner import QnnPartitioner  # noqa: F401
-        except ImportError:
-            raise UserError("--delegate qnn needs Qualcomm's QNN SDK and ExecuTorch built with its backend: install "
-                            "the QNN SDK (QNN_SDK_ROOT), build ExecuTorch with EXECUTORCH_BUILD_QNN=ON, then retry; "
-                            "--delegate xnnpack runs on every phone's CPU") from None
-        raise UserError("--delegate qnn: this version lowers to XNNPACK and Core ML only; the QNN backend is "
-                        "importable here but its quantizer flow is not wired up yet")
+        import os
+
+        root = os.environ.get("QNN_SDK_ROOT")
+        if not root or not (Path(root) / "lib" / "x86_64-linux-clang" / "libQnnHtp.so").is_file():
+            raise UserError("--delegate qnn needs Qualcomm's QNN SDK (the AI Engine Direct SDK from Qualcomm's "
+                            "site): install it and set QNN_SDK_ROOT to its directory, then retry; "
+                            "--delegate xnnpack runs on every phone's CPU")
+        raise UserError("--delegate qnn: this version lowers to XNNPACK and Core ML only; the QNN SDK was found but "
+                        "its static-shape, PT2E-quantized flow is not wired up yet (use --target onnx --profile npu "
+                        "for QNN's ONNX Runtime execution provider)")
     raise UserError(f"unknown delegate {delegate!r}; choose one of {', '.join(DELEGATES)}")
 
 
@@ -199,7 +252,7 @@ def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int
     program = edge_program(module, quantized, max_seq_len, fp16)
     seq = torch.export.Dim("seq_len", min=1, max=max_seq_len)
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         exported = torch.export.export(program, example, dynamic_shapes=({1: seq}, None), strict=False)
         return to_edge_transform_and_lower(
             exported, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=False),
@@ -214,7 +267,7 @@ def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     edge = lower(module, quantized, max_seq_len, bos_id, eos_ids, fp16, delegate)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))

@@ -1,0 +1,180 @@
+"""The ExecuTorch target: .pte bundles run in ExecuTorch's runtime, match their reference, and delegate to XNNPACK."""
+
+import json
+
+import pytest
+import torch
+
+from exporter.make_model import write_random_checkpoint
+from exporter.model import from_pretrained
+from exporter.quantize import QuantRecipe, quantize_module
+from runtimes.bundle import load_backend, read_manifest, verify_files
+from tests.conftest import SMALL, run_cli
+
+pytest.importorskip("executorch")
+
+QUANTS = ("fp32", "fp16", "int8", "int4", "8da4w")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    from exporter.cli import main
+
+    base = tmp_path_factory.mktemp("executorch")
+    for quant in QUANTS:
+        argv = ["--model", "tiny", "--target", "executorch", "--quant", quant, "--max-seq-len", "256",
+                "--out", str(base / quant)]
+        assert main(argv) == 0
+    return {quant: base / quant for quant in QUANTS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant", QUANTS)
+def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
+    report_path = tmp_path / "p.json"
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundles[quant]), "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    assert code == 0, out
+    assert (report["target"], report["backend"], report["quant"]) == ("executorch", "executorch", quant)
+    if quant == "fp32":  # same weights, same math: exact up to float reordering
+        assert report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= 1e-3
+        assert report["reference"] == "fp32"
+    else:
+        assert report["teacher_forced_top1_agreement"] >= 0.99
+    if quant in ("int8", "int4", "8da4w"):  # the reference models the kernels' 8-bit activations
+        assert report["reference"] == f"fake-quant {quant} (int8-dynamic-per-token activations)"
+
+
+def test_manifest_records_what_the_kernels_do(bundles):
+    manifest = read_manifest(bundles["int4"])
+    assert verify_files(bundles["int4"], manifest) == []
+    assert (manifest["target"], manifest["backend"], manifest["profile"]) == ("executorch", "executorch", "xnnpack")
+    assert manifest["quant"]["activations"] == "int8-dynamic-per-token"
+    assert manifest["quant"]["int4_scale_dtype"] == "bfloat16"
+    assert "activations" not in read_manifest(bundles["fp32"])["quant"]
+    assert read_manifest(bundles["fp16"])["kv_cache"]["dtype"] == "float16"
+    entry = manifest["entry_points"][0]
+    assert entry["file"] == "model.pte" and [i["name"] for i in entry["inputs"]] == ["tokens", "input_pos"]
+
+
+def test_program_carries_llm_runner_metadata(bundles, tiny_tokenizer):
+    from runtimes.backends.executorch import _runtime
+
+    module = _runtime()._load_for_executorch(str(bundles["int4"] / "model.pte"))
+    meta = {name: module.run_method(name, ())[0] for name in
+            ("get_max_seq_len", "get_vocab_size", "use_kv_cache", "enable_dynamic_shape", "get_bos_id")}
+    vocab = read_manifest(bundles["int4"])["architecture"]["vocab_size"]
+    assert meta == {"get_max_seq_len": 256, "get_vocab_size": vocab, "use_kv_cache": True,
+                    "enable_dynamic_shape": True, "get_bos_id": tiny_tokenizer.special.endoftext}
+    assert sorted(module.run_method("get_eos_ids", ())) == sorted(tiny_tokenizer.special.stop)
+
+
+def test_stock_llm_runner_generates_the_same_tokens(bundles, tiny_tokenizer):
+    """ExecuTorch's own C++ text runner (as its Android/iOS LLM APIs use) runs our .pte with our tokenizer.json."""
+    runner_mod = pytest.importorskip("executorch.extension.llm.runner")
+    from runtimes.chat import render
+    from runtimes.generate import run
+
+    bundle = bundles["fp32"]
+    messages = [{"role": "user", "content": "What is 47 + 385?"}]
+    prompt = render(messages, enable_thinking=False)
+    pieces: list[str] = []
+    runner = runner_mod.TextLLMRunner(str(bundle / "model.pte"), str(bundle / "tokenizer.json"))
+    runner.generate(prompt, runner_mod.GenerationConfig(echo=False, max_new_tokens=12, temperature=0.0),
+                    token_callback=pieces.append)
+    ours = run(load_backend(bundle), tiny_tokenizer, messages, budget=None, enable_thinking=False, max_new_tokens=12)
+    assert "".join(pieces).startswith(tiny_tokenizer.decode(ours.token_ids[:8]))
+
+
+def test_backend_rewinds_and_refuses_overflow(bundles):
+    backend = load_backend(bundles["fp32"])
+    first = backend.prefill([1, 2, 3, 4])
+    backend.decode(5)
+    backend.reset()
+    assert backend.position == 0
+    assert (backend.prefill([1, 2, 3, 4]) == first).all()
+    from runtimes.errors import UserError
+
+    with pytest.raises(UserError, match="exceed the bundle's context of 256"):
+        backend.prefill(list(range(300)))
+
+
+@pytest.fixture(scope="module")
+def small_module(tmp_path_factory):
+    path = write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "small", SMALL, seed=3, dtype="float32")
+    module, _ = from_pretrained(path, max_seq_len=64)
+    return module
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_quantized_linears_run_inside_xnnpack(small_module, quant):
+    """Every linear (and its dequantize) is inside a delegate: nothing low-bit falls back to portable kernels."""
+    from exporter.targets.executorch import delegation, lower
+
+    weights = quantize_module(small_module, QuantRecipe.for_quant(quant, group_size=32))
+    report = delegation(lower(small_module, weights, 64, bos_id=0, eos_ids=[1]))
+    assert report["outside"] == [] and report["delegate_calls"] >= 2 * SMALL["num_hidden_layers"]
+
+
+def test_weight_only_dequantize_would_not_be_delegated(small_module):
+    """Why int8/int4 run with 8-bit activations here: a weight-only dequantize + matmul stays outside XNNPACK."""
+    from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import IntxUnpackedToInt8Tensor
+    from torchao.utils import unwrap_tensor_subclass
+
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    qt = quantize_module(small_module, QuantRecipe.for_quant("int4", group_size=32))["layers.0.mlp.up_proj.weight"]
+    linear = torch.nn.Linear(qt.shape[1], qt.shape[0], bias=False)
+    linear.weight = torch.nn.Parameter(IntxUnpackedToInt8Tensor(
+        qt.q, qt.scales, torch.zeros_like(qt.scales, dtype=torch.int8), torch.int4, (1, 32), torch.float32, None),
+        requires_grad=False)
+    model = unwrap_tensor_subclass(torch.nn.Sequential(linear))
+    edge = to_edge_transform_and_lower(torch.export.export(model, (torch.randn(1, 3, qt.shape[1]),)),
+                                       partitioner=[XnnpackPartitioner()],
+                                       compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    from exporter.targets.executorch import delegation
+
+    assert any("dequantize" in op for op in delegation(edge)["outside"])
+
+
+@pytest.mark.slow
+def test_int4_program_is_near_its_packed_size(tmp_path):
+    """The .pte holds 4-bit weights: its size is the packed weights plus what the program needs twice (the int8
+    table, once to gather and once in XNNPACK's head), within 15%."""
+    from exporter.targets.executorch import MODEL_FILE, export_executorch
+
+    shape = {**SMALL, "vocab_size": 4096, "hidden_size": 512, "intermediate_size": 1536, "num_attention_heads": 8,
+             "num_key_value_heads": 4, "head_dim": 64}
+    module, _ = from_pretrained(write_random_checkpoint(tmp_path / "m", shape, seed=4, dtype="float32"), 64)
+    weights = quantize_module(module, QuantRecipe.for_quant("int4", group_size=128))
+    export_executorch(module, weights, tmp_path, 64, bos_id=0, eos_ids=[1])
+    packed = sum(qt.q.numel() * qt.bits // 8 + qt.scales.numel() * (2 if qt.bits == 4 else 4)
+                 for qt in weights.values())
+    packed += weights["embed_tokens.weight"].q.numel() + 4 * weights["embed_tokens.weight"].scales.numel()
+    others = sum(p.numel() * 4 for name, p in module.named_parameters()
+                 if name not in weights and name != "lm_head.weight")
+    size = (tmp_path / MODEL_FILE).stat().st_size
+    assert size <= 1.15 * (packed + others), (size, packed + others)
+
+
+def test_missing_sdk_delegates_say_what_to_install(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--delegate", "qnn",
+                           "--out", str(tmp_path / "q"))
+    assert code == 2 and "QNN SDK" in err and "Traceback" not in err
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quant", "int4", "--asymmetric"], "symmetric weights only"),
+    (["--profile", "npu"], "--profile is an onnx option"),
+])
+def test_unsupported_combinations_fail_before_work(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "executorch", *argv, "--out", str(tmp_path / "x"))
+    assert code == 2 and message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_8da4w_is_an_executorch_scheme(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--quant", "8da4w", "--out", str(tmp_path))
+    assert code == 2 and "use --quant int4" in err
