@@ -158,10 +158,13 @@ def test_int4_program_is_near_its_packed_size(tmp_path):
     assert size <= 1.15 * (packed + others), (size, packed + others)
 
 
-def test_missing_sdk_delegates_say_what_to_install(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--delegate", "qnn",
+@pytest.mark.parametrize("delegate, message", [("qnn", "needs Qualcomm's QNN SDK"),
+                                               ("coreml", "--delegate coreml is not built")])
+def test_npu_delegates_say_what_is_missing(capsys, tmp_path, monkeypatch, delegate, message):
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--delegate", delegate,
                            "--out", str(tmp_path / "q"))
-    assert code == 2 and "QNN SDK" in err and "Traceback" not in err
+    assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "q").exists()
 
 

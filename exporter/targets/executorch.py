@@ -222,13 +222,12 @@ def _partitioners(delegate: str) -> list:
 
         return [XnnpackPartitioner()]
     if delegate == "coreml":
-        try:
-            import coremltools  # noqa: F401
-            from executorch.backends.apple.coreml.partition import CoreMLPartitioner
-        except ImportError as exc:
-            raise UserError(f"--delegate coreml needs coremltools and ExecuTorch's Core ML backend ({exc}); "
-                            "pip install coremltools==9.0") from None
-        return [CoreMLPartitioner()]
+        # ExecuTorch's Core ML delegate converts each partition with coremltools, which rejects the symbolic
+        # sizes of our dynamic-length program (measured: "Placeholder val must be a tensor ... got SymInt"); it needs
+        # a static-shape variant of the program, which this version does not build yet
+        raise UserError("--delegate coreml is not built in this version (ExecuTorch's Core ML delegate needs a "
+                        "static-shape program); for Apple's Neural Engine use --target coreml, for the CPU "
+                        "--delegate xnnpack")
     if delegate == "qnn":
         import os
 
