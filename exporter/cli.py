@@ -119,11 +119,40 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| allowed (default: 1e-3)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
 
-    p = sub("bench", "Measure latency, memory, size, energy and accuracy of one or more bundles.")
+    p = sub("bench", "Measure latency, memory, size, energy and accuracy of one or more bundles, side by side: "
+                     "speed in a fresh process per bundle (PEERS.md's protocol: fixed prompt ids, greedy tokens, "
+                     "one warm-up, medians with [min, max]); accuracy against the fp32 model the bundle came from. "
+                     "Writes JSON; Markdown and PNG plots are rendered from it.")
     p.add_argument("--bundle", action="append", required=True, metavar="DIR", help="bundle to measure (repeatable)")
-    p.add_argument("--json", metavar="FILE")
-    p.add_argument("--markdown", metavar="FILE")
-    p.add_argument("--plots", metavar="DIR")
+    p.add_argument("--against", metavar="DIR|HUB_ID|tiny",
+                   help="full-precision model for accuracy (default: the source each manifest names)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report rendered from the JSON")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots: accuracy vs thinking budget, decode speed "
+                                                  "and size per bundle, accuracy vs size")
+    p.add_argument("--threads", type=int, metavar="N", help="backend threads (default: the backend's own)")
+    p.add_argument("--prompt-lengths", default="32,128", metavar="N,N",
+                   help="prompt lengths for time to first token (default: 32,128; the last is the headline)")
+    p.add_argument("--new-tokens", type=int, default=64, metavar="N", help="greedy tokens per run (default: 64)")
+    p.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after the warm-up (default: 3)")
+    p.add_argument("--text", metavar="FILE", help="held-out text for perplexity (default: held-out arithmetic "
+                                                  "chats with their working, which tiny never saw)")
+    p.add_argument("--windows", type=int, default=16, metavar="N", help="perplexity windows (default: 16)")
+    p.add_argument("--tasks", default="arithmetic", metavar="arithmetic|FILE",
+                   help="task set: 'arithmetic' (tiny's held-out problems) or a .jsonl of {question, answer[, match: "
+                        "exact|numeric]} (default: arithmetic)")
+    p.add_argument("--problems", type=int, default=50, metavar="N", help="tasks per budget (default: 50)")
+    p.add_argument("--budgets", default="0,32,128,none", metavar="LIST",
+                   help="thinking budgets for task accuracy; 'none' is unlimited (default: 0,32,128,none)")
+    p.add_argument("--no-accuracy", action="store_true", help="speed, memory and energy only")
+    p.add_argument("--energy", default="auto", choices=("auto", "rapl", "powermetrics", "nvml", "none"),
+                   help="energy meter: auto uses RAPL (Linux) or powermetrics (macOS) where readable; otherwise, "
+                        "or with none, energy is an estimate from --soc, labelled so (default: auto)")
+    p.add_argument("--soc", default="lpddr5x-4nm-cpu", metavar="PROFILE",
+                   help="phone SoC profile for energy estimates (runtimes/bench/soc_profiles.json; default: "
+                        "lpddr5x-4nm-cpu)")
+    p.add_argument("--android-energy", metavar="FILE",
+                   help="energy record exported by the Android demo app (source: android)")
 
     p = sub("chat", "Chat with a model or bundle: reasoning streams dimmed, then the answer. Sampling defaults "
                     "come from the checkpoint's generation_config.json; --temperature 0 is greedy and deterministic.")
@@ -271,6 +300,45 @@ def not_built(name: str):
     return run
 
 
+def _int_list(text: str, flag: str, allow_none: bool = False) -> list:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_none and part.lower() in ("none", "unlimited"):
+            values.append(None)
+            continue
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise UserError(f"{flag} takes comma-separated integers{' or none' if allow_none else ''}, "
+                            f"not {part!r}") from None
+    return values
+
+
+def run_bench(args) -> int:
+    from runtimes.bench import bench
+    from runtimes.bench.report import markdown, plots
+
+    check_writable(args.json)
+    check_writable(args.markdown)
+    result = bench(args.bundle, against=args.against, threads=args.threads,
+                   prompt_lengths=_int_list(args.prompt_lengths, "--prompt-lengths"), new_tokens=args.new_tokens,
+                   runs=args.runs, text_file=args.text, windows=args.windows, tasks=args.tasks,
+                   problems=args.problems, budgets=_int_list(args.budgets, "--budgets", allow_none=True),
+                   soc=args.soc, energy_meter=args.energy, android_energy=args.android_energy,
+                   accuracy=not args.no_accuracy)
+    report = markdown(result)
+    if args.json:
+        write_json(args.json, result)
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+    if args.plots:
+        for path in plots(result, args.plots):
+            print(f"wrote {path}")
+    print(report)
+    return 0
+
+
 def run_export(args) -> int:
     # --target/--out are checked here, not by argparse, so a typo'd flag is reported first
     missing = [flag for flag, value in (("--target", args.target), ("--out", args.out)) if value is None]
@@ -291,7 +359,7 @@ def run_export(args) -> int:
 HANDLERS = {
     "export": run_export,
     "parity": run_parity,
-    "bench": not_built("bench"),
+    "bench": run_bench,
     "chat": run_chat,
     "quantize": run_quantize,
     "make-model": run_make_model,

@@ -1,0 +1,290 @@
+"""`python -m exporter bench`: latency, memory, energy and accuracy of bundles against their full-precision model.
+
+Speed, memory and energy of each bundle are measured in a fresh child process (so peak RSS is that bundle's
+alone): PEERS.md's protocol per prompt length (fixed prompt ids, greedy new tokens one at a time, one warm-up,
+then `runs` runs, medians with [min, max]). Accuracy runs here: teacher-forced perplexity, KL and top-1 against
+the fp32 source model over held-out windows, and task accuracy per thinking budget for bundle and fp32 side by
+side. The JSON is the single result; Markdown and plots are rendered from it (runtimes/bench/report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtimes.errors import UserError
+
+DEFAULT_BUDGETS: tuple[int | None, ...] = (0, 32, 128, None)
+
+
+def _speed_worker(bundle: str, threads: int | None, prompt_lengths: Sequence[int], new_tokens: int, runs: int,
+                  meter_kind: str, queue) -> None:
+    try:
+        queue.put(("ok", measure_speed(bundle, threads, prompt_lengths, new_tokens, runs, meter_kind)))
+    except UserError as exc:
+        queue.put(("error", str(exc)))
+    except Exception as exc:  # reported to the parent as one line
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int], new_tokens: int, runs: int,
+                  meter_kind: str = "auto") -> dict:
+    """Latency per prompt length, decode speed, peak RSS and (where a meter exists) measured decode energy."""
+    from runtimes.bench.energy import available_meter, measured
+    from runtimes.bundle import load_backend
+    from runtimes.latency import one_run
+
+    backend = load_backend(bundle, threads=threads)
+    vocab = read_vocab(bundle)
+    meter = None if meter_kind == "none" else available_meter(meter_kind)
+    by_length, decode_runs, energy = [], [], None
+    for length in prompt_lengths:
+        prompt = np.random.default_rng(length).integers(0, min(vocab, 1000), length).tolist()
+        one_run(backend, prompt, new_tokens)  # warm-up
+        if meter is not None and length == prompt_lengths[-1]:
+            meter.begin()
+        results = [one_run(backend, prompt, new_tokens) for _ in range(runs)]
+        if meter is not None and length == prompt_lengths[-1]:
+            energy = measured(meter.end(), runs * (length + new_tokens), meter.source,
+                              note="whole runs (prefill + decode) / tokens processed")
+        by_length.append({"prompt_tokens": length, **{k: _spread([r[k] for r in results])
+                                                      for k in ("ttft_ms", "prefill_tokens_per_s")}})
+        decode_runs = results
+    return {
+        "threads": threads or "backend default",
+        "by_prompt_length": by_length,
+        "new_tokens": new_tokens, "runs": runs,
+        "decode_tokens_per_s": _spread([r["decode_tokens_per_s"] for r in decode_runs]),
+        "decode_ms_p50": statistics.median(r["per_token_ms_p50"] for r in decode_runs),
+        "decode_ms_p95": statistics.median(r["per_token_ms_p95"] for r in decode_runs),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+        "energy": energy,
+    }
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def read_vocab(bundle: str) -> int:
+    from runtimes.bundle import read_manifest
+
+    return read_manifest(bundle)["architecture"]["vocab_size"]
+
+
+def _speed_in_child(bundle: str, threads, prompt_lengths, new_tokens, runs, meter_kind) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_speed_worker, args=(bundle, threads, list(prompt_lengths), new_tokens, runs,
+                                                   meter_kind, queue))
+    proc.start()
+    try:
+        status, value = queue.get()
+    finally:
+        proc.join()
+    if status != "ok":
+        raise UserError(f"measuring {bundle} failed: {value}")
+    return value
+
+
+def read_tasks(spec: str, n: int) -> tuple[list[dict], str]:
+    """Question/answer items: 'arithmetic' (tiny's held-out problems, numeric match) or a .jsonl file of
+    {"question", "answer", optional "match": "exact"|"numeric"}."""
+    if spec == "arithmetic":
+        from calibration.arithmetic import heldout_problems
+
+        return [{"question": p.question, "answer": str(p.answer), "match": "numeric"}
+                for p in heldout_problems(n)], "arithmetic (held-out, seed 1234)"
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--tasks {spec}: no such file (give a .jsonl of question/answer pairs, or 'arithmetic')")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            question, answer = str(item["question"]), str(item["answer"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}:{number}: not a JSON object with question and answer ({exc})") from None
+        match = item.get("match", "numeric" if _number(answer) is not None else "exact")
+        if match not in ("exact", "numeric"):
+            raise UserError(f"{path}:{number}: match must be 'exact' or 'numeric', not {match!r}")
+        items.append({"question": question, "answer": answer, "match": match})
+    if not items:
+        raise UserError(f"{path} has no tasks")
+    return items[:n], str(path)
+
+
+def _number(text: str) -> float | None:
+    import re
+
+    found = re.search(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
+    return float(found.group()) if found else None
+
+
+def is_correct(content: str, item: dict) -> bool:
+    if item["match"] == "numeric":
+        got, want = _number(content), _number(item["answer"])
+        return got is not None and want is not None and abs(got - want) <= 1e-9 * max(1.0, abs(want))
+    return content.strip() == item["answer"].strip()
+
+
+def task_accuracy(backend, tokenizer, items: list[dict], budget: int | None, max_new_tokens: int = 32) -> float:
+    from runtimes.generate import run
+
+    correct = 0
+    for item in items:
+        result = run(backend, tokenizer, [{"role": "user", "content": item["question"]}], budget=budget,
+                     max_new_tokens=max_new_tokens)
+        correct += is_correct(result.content, item)
+    return correct / len(items)
+
+
+def heldout_text_windows(tokenizer, text_file: str | None, n: int, length: int) -> tuple[list[list[int]], str]:
+    if text_file is None:
+        from runtimes.quality import heldout_windows
+
+        return heldout_windows(tokenizer, n, length), "arithmetic chats with working (held-out, seed 1234)"
+    path = Path(text_file)
+    if not path.is_file():
+        raise UserError(f"--text {text_file}: no such file")
+    ids = tokenizer.encode(path.read_text(encoding="utf-8"))
+    if len(ids) < length + 1:
+        raise UserError(f"{text_file} has {len(ids)} tokens; perplexity needs at least {length + 1}")
+    return [ids[i:i + length] for i in range(0, len(ids) - length + 1, length)][:n], str(path)
+
+
+def bench(bundles: Sequence[str], against: str | None = None, threads: int | None = None,
+          prompt_lengths: Sequence[int] = (32, 128), new_tokens: int = 64, runs: int = 3,
+          text_file: str | None = None, windows: int = 16, window_len: int = 256, tasks: str = "arithmetic",
+          problems: int = 50, budgets: Sequence[int | None] = DEFAULT_BUDGETS, soc: str = "lpddr5x-4nm-cpu",
+          energy_meter: str = "auto", android_energy: str | None = None, accuracy: bool = True,
+          progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from runtimes.bench.energy import estimate, import_android, load_profiles
+    from runtimes.bundle import read_manifest
+    from runtimes.tokenizer import QwenTokenizer
+
+    if not bundles:
+        raise UserError("give at least one --bundle DIR")
+    if soc not in load_profiles():
+        raise UserError(f"unknown --soc {soc!r}; choose one of {', '.join(sorted(load_profiles()))}")
+    manifests = {b: read_manifest(b) for b in bundles}  # every input is checked before any slow work
+    task_items = read_tasks(tasks, problems) if accuracy else None
+    if accuracy and text_file is not None and not Path(text_file).is_file():
+        raise UserError(f"--text {text_file}: no such file")
+    android = import_android(android_energy) if android_energy else None
+    fp_cache: dict[str, dict] = {}
+    rows = []
+    steps = len(bundles) * (2 if accuracy else 1)
+    with tqdm(total=steps, desc="bench", unit="step", disable=not progress) as bar:
+        for bundle in bundles:
+            manifest = manifests[bundle]
+            lengths = [n for n in prompt_lengths if n + new_tokens <= manifest["max_seq_len"]]
+            if not lengths:
+                raise UserError(f"{bundle}: every --prompt-lengths value + --new-tokens exceeds its context "
+                                f"of {manifest['max_seq_len']}")
+            bar.set_postfix_str(f"{Path(bundle).name}: speed")
+            speed = _speed_in_child(bundle, threads, lengths, new_tokens, runs, energy_meter)
+            bar.update(1)
+            row = _row(bundle, manifest, speed)
+            if android is not None and (len(bundles) == 1 or android.get("bundle") == Path(bundle).name):
+                row["energy"] = android
+            elif speed["energy"] is not None:
+                row["energy"] = speed["energy"]
+            else:
+                row["energy"] = estimate(*_traffic(manifest, lengths[-1] + new_tokens // 2), tokens=1, profile=soc)
+            if accuracy:
+                bar.set_postfix_str(f"{Path(bundle).name}: accuracy")
+                row["accuracy"] = _accuracy(bundle, manifest, against, fp_cache, QwenTokenizer(bundle), text_file,
+                                            windows, window_len, task_items, budgets)
+                bar.update(1)
+            rows.append(row)
+    return {"created_by": "python -m exporter bench", "date": time.strftime("%Y-%m-%d"),
+            "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                        "processor": platform.processor() or "unknown"},
+            "settings": {"threads": threads, "prompt_lengths": list(prompt_lengths), "new_tokens": new_tokens,
+                         "runs": runs, "soc_profile": soc, "energy_meter": energy_meter},
+            "bundles": rows}
+
+
+def _row(bundle: str, manifest: dict, speed: dict) -> dict:
+    last = speed["by_prompt_length"][-1]
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    return {
+        "bundle": str(bundle), "target": manifest["target"], "backend": manifest["backend"],
+        "quant": manifest["quant"]["name"], "size_bytes": size,
+        "latency": {"threads": speed["threads"], "prompt_tokens": last["prompt_tokens"],
+                    "ttft_ms": last["ttft_ms"]["median"], "prefill_tokens_per_s": last["prefill_tokens_per_s"]["median"],
+                    "decode_tokens_per_s": speed["decode_tokens_per_s"]["median"],
+                    "decode_tokens_per_s_spread": speed["decode_tokens_per_s"],
+                    "decode_ms_p50": speed["decode_ms_p50"], "decode_ms_p95": speed["decode_ms_p95"],
+                    "new_tokens": speed["new_tokens"], "runs": speed["runs"],
+                    "by_prompt_length": speed["by_prompt_length"]},
+        "memory": {"peak_rss_bytes": speed["peak_rss_bytes"], "size_bytes": size,
+                   "kv_cache_bytes_at_max_context": manifest["kv_cache"]["bytes_at_max_context"]},
+    }
+
+
+def _traffic(manifest: dict, context: int) -> tuple[float, float]:
+    """(bytes read from DRAM, operations) per decoded token: the model file less the gathered embedding table,
+    plus the KV cache up to `context`; two operations per multiply-accumulate of every non-embedding weight."""
+    arch = manifest["architecture"]
+    size = sum(e["bytes"] for name, e in manifest["files"].items() if not name.startswith("tokenizer"))
+    quant = manifest["quant"]
+    table_bytes_per_value = {"int8": 1, "int4": 0.5, "none": 4}.get(quant.get("embedding", "none"), 4)
+    if quant["name"] in ("fp32", "fp16"):
+        table_bytes_per_value = 4 if quant["name"] == "fp32" else 2
+    table = arch["vocab_size"] * arch["hidden_size"] * table_bytes_per_value
+    kv = manifest["kv_cache"]["bytes_at_max_context"] * context / manifest["max_seq_len"]
+    h, layers = arch["hidden_size"], arch["num_hidden_layers"]
+    q, kvd = arch["num_attention_heads"] * arch["head_dim"], arch["num_key_value_heads"] * arch["head_dim"]
+    per_layer = h * (q + 2 * kvd) + q * h + 3 * h * arch["intermediate_size"]
+    params = layers * per_layer + arch["vocab_size"] * h
+    return max(size - table, 0) + kv, 2.0 * params
+
+
+def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows, window_len, task_items,
+              budgets) -> dict:
+    from runtimes.backends.reference import ReferenceBackend
+    from runtimes.bundle import load_backend
+    from runtimes.quality import teacher_forced
+
+    source = against or manifest["source_model"]["id"]
+    max_len = manifest["max_seq_len"]
+    length = min(window_len, max_len)
+    if source not in fp_cache:
+        fp = ReferenceBackend.from_model(source, max_seq_len=max_len)
+        fp_cache[source] = {"backend": fp, "task": {}}
+    fp_entry = fp_cache[source]
+    fp = fp_entry["backend"]
+    if fp.max_seq_len < length:
+        fp_entry["backend"] = fp = ReferenceBackend.from_model(source, max_seq_len=length)
+    token_windows, text_source = heldout_text_windows(tokenizer, text_file, windows, length)
+    backend = load_backend(bundle)
+    tf = teacher_forced(backend, fp, token_windows)
+    items, task_source = task_items
+    curve = []
+    for budget in budgets:
+        key = (task_source, len(items), budget)
+        if key not in fp_entry["task"]:
+            fp_entry["task"][key] = task_accuracy(fp, tokenizer, items, budget)
+        curve.append({"thinking_budget": "unlimited" if budget is None else budget, "n": len(items),
+                      "accuracy": task_accuracy(backend, tokenizer, items, budget),
+                      "fp_accuracy": fp_entry["task"][key]})
+    return {"fp_model": source, "text": text_source, "positions": tf["positions"], "perplexity": tf["perplexity"],
+            "fp_perplexity": tf["perplexity_reference"], "kl_vs_fp": tf["mean_kl"],
+            "top1_agreement_vs_fp": tf["top1_agreement"], "tasks": task_source, "task": curve}

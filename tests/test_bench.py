@@ -1,0 +1,158 @@
+"""bench: energy readers against recorded counters and fake devices, and an end-to-end run on a tiny bundle."""
+
+import json
+
+import pytest
+
+from runtimes.bench import energy, is_correct, read_tasks
+from runtimes.errors import UserError
+from tests.conftest import run_cli
+
+
+def write_rapl(root, zones: dict[str, tuple[int, int]]):
+    """A recorded powercap tree: zone name → (energy_uj, max_energy_range_uj)."""
+    for name, (value, span) in zones.items():
+        zone = root / name
+        zone.mkdir(parents=True, exist_ok=True)
+        (zone / "energy_uj").write_text(f"{value}\n")
+        (zone / "max_energy_range_uj").write_text(f"{span}\n")
+
+
+def test_rapl_sums_packages_and_handles_wraparound(tmp_path):
+    span = 262143328850
+    write_rapl(tmp_path, {"intel-rapl:0": (span - 1_000_000, span), "intel-rapl:1": (5_000_000, span),
+                          "intel-rapl:0:0": (123, span)})  # a subzone (core) is inside its package: not added
+    meter = energy.RaplMeter(tmp_path)
+    assert [z.name for z in meter.zones] == ["intel-rapl:0", "intel-rapl:1"]
+    meter.begin()
+    # package 0 wrapped: 1 J to the top of its range, then 2 J more; package 1 went up 3 J
+    write_rapl(tmp_path, {"intel-rapl:0": (2_000_000, span), "intel-rapl:1": (8_000_000, span)})
+    assert meter.end() == pytest.approx(6.0)
+
+
+def test_rapl_absent_is_not_a_meter(tmp_path):
+    with pytest.raises(OSError):
+        energy.RaplMeter(tmp_path)
+
+
+class FakeNvml:
+    def __init__(self, readings):
+        self.readings = iter(readings)
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return f"gpu{index}"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return next(self.readings)
+
+
+def test_nvml_counts_millijoules_and_rejects_a_reset():
+    meter = energy.NvmlMeter(nvml=FakeNvml([10_000, 12_500]))
+    meter.begin()
+    assert meter.end() == pytest.approx(2.5)
+    meter = energy.NvmlMeter(nvml=FakeNvml([10_000, 3]))
+    meter.begin()
+    with pytest.raises(OSError, match="went backwards"):
+        meter.end()
+
+
+def test_powermetrics_samples_are_integrated():
+    text = ("*** Sampled system activity ***\nCPU Power: 1200 mW\nGPU Power: 30 mW\nCombined Power (CPU + GPU + ANE):"
+            " 1500 mW\n*** Sampled system activity ***\nCombined Power (CPU + GPU + ANE): 2500 mW\n")
+    assert energy.parse_powermetrics(text, interval_ms=100) == pytest.approx(0.4)  # (1.5 + 2.5) W x 0.1 s
+    assert energy.parse_powermetrics(text, interval_ms=100, rail="CPU") == pytest.approx(0.12)
+    with pytest.raises(ValueError):
+        energy.parse_powermetrics("nothing", 100)
+
+
+def test_android_record_is_integrated(tmp_path):
+    record = {"device": "Pixel 8", "tokens": 10, "samples": [
+        {"t_ms": 0, "current_ua": -500_000, "voltage_mv": 4000},
+        {"t_ms": 1000, "current_ua": -700_000, "voltage_mv": 4000}]}
+    path = tmp_path / "energy.json"
+    path.write_text(json.dumps(record))
+    result = energy.import_android(path)
+    assert result["joules"] == pytest.approx(2.4)  # mean 0.6 A x 4 V x 1 s
+    assert (result["joules_per_token"], result["source"]) == (pytest.approx(0.24), "android")
+    path.write_text("{}")
+    with pytest.raises(UserError, match="not an Android energy record"):
+        energy.import_android(path)
+
+
+def test_estimate_is_labelled_and_scales_with_traffic():
+    profile = energy.load_profiles()["lpddr5x-4nm-cpu"]
+    est = energy.estimate(1e9, 2e9, tokens=1, profile="lpddr5x-4nm-cpu")
+    assert est["source"] == "estimate" and est["profile"] == "lpddr5x-4nm-cpu"
+    assert est["joules_per_token"] == pytest.approx(1e9 * profile["dram_pj_per_byte"] * 1e-12
+                                                    + 2e9 * profile["pj_per_op"] * 1e-12)
+    with pytest.raises(UserError, match="unknown SoC profile"):
+        energy.estimate(1, 1, 1, "nokia-3310")
+
+
+def test_task_files_and_matching(tmp_path):
+    items, _ = read_tasks("arithmetic", 3)
+    assert len(items) == 3 and all(i["match"] == "numeric" for i in items)
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"question": "Capital of France?", "answer": "Paris"}\n{"question": "2+2?", "answer": "4"}\n')
+    items, _ = read_tasks(str(path), 10)
+    assert [i["match"] for i in items] == ["exact", "numeric"]
+    assert is_correct(" Paris ", items[0]) and not is_correct("paris is", items[0])
+    assert is_correct("It is 4.", items[1]) and not is_correct("It is 5", items[1])
+    path.write_text('{"question": "a", "answer": "b"}\nnot json\n')
+    with pytest.raises(UserError, match=r"t.jsonl:2:"):
+        read_tasks(str(path), 10)
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory):
+    from exporter.cli import main
+
+    out = tmp_path_factory.mktemp("bench") / "tiny-onnx-int8"
+    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int8", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--json", str(report), "--markdown",
+                           str(tmp_path / "bench.md"), "--plots", str(tmp_path / "plots"), "--runs", "1",
+                           "--new-tokens", "8", "--prompt-lengths", "16,32", "--windows", "2", "--problems", "4",
+                           "--budgets", "0,none", "--energy", "none")
+    assert code == 0
+    result = json.loads(report.read_text())
+    row = result["bundles"][0]
+    assert (row["target"], row["quant"]) == ("onnx", "int8")
+    assert row["size_bytes"] > 0 and row["memory"]["peak_rss_bytes"] > row["size_bytes"]
+    assert [b["prompt_tokens"] for b in row["latency"]["by_prompt_length"]] == [16, 32]
+    for key in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "decode_ms_p50", "decode_ms_p95"):
+        assert row["latency"][key] > 0
+    assert row["energy"]["source"] == "estimate" and row["energy"]["joules_per_token"] > 0
+    accuracy = row["accuracy"]
+    assert accuracy["fp_model"] == "tiny" and 0.99 <= accuracy["top1_agreement_vs_fp"] <= 1
+    assert accuracy["kl_vs_fp"] < 1e-2 and accuracy["perplexity"] > 1
+    assert [t["thinking_budget"] for t in accuracy["task"]] == [0, "unlimited"]
+    assert all(t["n"] == 4 and 0 <= t["accuracy"] <= 1 and 0 <= t["fp_accuracy"] <= 1 for t in accuracy["task"])
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "tiny-onnx-int8" in markdown and "estimate: lpddr5x-4nm-cpu" in markdown and markdown in out
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "accuracy_vs_budget.png", "accuracy_vs_size.png", "speed_and_size.png"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--soc", "nokia-3310"], "unknown --soc"),
+    (["--budgets", "0,lots"], "--budgets takes comma-separated integers or none"),
+    (["--tasks", "missing.jsonl"], "no such file"),
+])
+def test_bench_bad_options_are_one_line(onnx_bundle, capsys, argv, message):
+    code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--runs", "1", "--new-tokens", "4",
+                           "--prompt-lengths", "8", "--windows", "1", "--problems", "1", *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bench_rejects_a_directory_that_is_not_a_bundle(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "bench", "--bundle", str(tmp_path))
+    assert code == 2 and "not a qwen-edge bundle" in err
