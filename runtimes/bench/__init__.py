@@ -66,9 +66,20 @@ def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int
         "decode_tokens_per_s": _spread([r["decode_tokens_per_s"] for r in decode_runs]),
         "decode_ms_p50": statistics.median(r["per_token_ms_p50"] for r in decode_runs),
         "decode_ms_p95": statistics.median(r["per_token_ms_p95"] for r in decode_runs),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+        "peak_rss_bytes": peak_rss_bytes(),
         "energy": energy,
     }
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. On Linux from VmHWM, which restarts at exec: getrusage's ru_maxrss
+    survives exec, so a child started from a large parent would report the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _spread(values: list[float]) -> dict:
