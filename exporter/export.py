@@ -11,10 +11,11 @@ import torch
 from runtimes.errors import UserError
 
 DEFAULT_MAX_SEQ_LEN = 1024
-NOT_YET = {"coreml": "the Core ML target"}
-BACKEND = {"onnx": "onnxruntime", "executorch": "executorch"}
+NOT_YET: dict[str, str] = {}
+BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
-             "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program"}
+             "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program",
+             "coreml": "states k_cache, v_cache: [layers, kv_heads, positions, head_dim]"}
 
 
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
@@ -71,11 +72,10 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
 
-    if target in NOT_YET:
-        raise UserError(f"{NOT_YET[target]} is not built in this version yet; --target onnx works")
     if target == "all":
-        raise UserError(f"--target all needs {' and '.join(NOT_YET.values())}, which is not built in this "
-                        "version yet; --target onnx and --target executorch work")
+        return export_all(model, quant, out, group_size=group_size, symmetric=symmetric, embedding=embedding,
+                          calib=calib, samples=samples, seq_len=seq_len, max_seq_len=max_seq_len,
+                          overwrite=overwrite, progress=progress)
     from exporter.checkpoint import load_config, resolve_model_dir
 
     if profile == "npu" and not 1 <= npu_chunk <= 512:
@@ -83,6 +83,15 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
         raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
                         "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
+    if target == "coreml":
+        if profile != "cpu":
+            raise UserError("--profile is an onnx option; a Core ML bundle runs on CPU, GPU or the Neural Engine as "
+                            "the app chooses")
+        if not symmetric:
+            raise UserError("the Core ML target takes symmetric weights only; drop --asymmetric")
+        from exporter.targets.coreml import _coremltools
+
+        _coremltools()
     if target != "executorch":
         if quant == "8da4w":
             raise UserError("--quant 8da4w (8-bit dynamic activations, int4 weights) is ExecuTorch's XNNPACK scheme; "
@@ -113,6 +122,13 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
 
                 entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
                                            fp16=fp16)
+            elif target == "coreml":
+                from exporter.targets.coreml import SCALE_DTYPE, export_coreml
+
+                entry_points = export_coreml(module, weights, tmp, max_seq_len)
+                for bits in sorted({qt.bits for qt in weights.values()}):
+                    quant_fields[f"int{bits}_scale_dtype"] = SCALE_DTYPE
+                profile, fp16 = None, True
             else:
                 from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
 
@@ -131,5 +147,23 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                                   kv_bytes_per_value=2 if fp16 else 4, kv_layout=KV_LAYOUT[target],
                                   entry_points=entry_points, tokenizer=QwenTokenizer(tmp))
     size = sum(entry["bytes"] for entry in manifest["files"].values())
-    return {"out": str(Path(out)), "target": f"{target} ({profile})", "quant": quant_fields["name"], "bytes": size,
+    return {"out": str(Path(out)), "target": f"{target} ({profile})" if profile else target, "quant": quant_fields["name"], "bytes": size,
+            "seconds": time.perf_counter() - start}
+
+
+def export_all(model: str, quant: str | None, out: str, overwrite: bool = False, **options) -> dict:
+    """One bundle per target under out/: onnx, executorch, coreml. Each is written atomically; the first
+    failure stops the run (bundles already written stay, complete)."""
+    out_dir = Path(out)
+    if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
+        raise UserError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    start = time.perf_counter()
+    results = []
+    for target in ("onnx", "executorch", "coreml"):
+        target_quant = quant
+        if target != "executorch" and quant == "8da4w":
+            target_quant = "int4"
+        results.append(export(model, target, target_quant, str(out_dir / target), overwrite=overwrite, **options))
+    return {"out": str(out_dir), "target": "all (" + ", ".join(r["target"] for r in results) + ")",
+            "quant": quant or "int4", "bytes": sum(r["bytes"] for r in results),
             "seconds": time.perf_counter() - start}

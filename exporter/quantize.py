@@ -83,16 +83,18 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
 
 @torch.no_grad()
 def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: str = "float",
-                     int4_scale_dtype: str = "float32") -> None:
+                     int4_scale_dtype: str = "float32", int8_scale_dtype: str = "float32") -> None:
     """Replace each quantized weight by its dequantized value: the parity reference for artifacts.
 
     activations "int8-dynamic-per-token" also rounds the input of every quantized linear (the LM head included
-    when the table is quantized) as dynamically quantized kernels do; int4_scale_dtype "bfloat16" rounds the
-    group scales of 4-bit weights as a target that stores them so (XNNPACK's qb4w kernels) computes with them.
+    when the table is quantized) as dynamically quantized kernels do; int4/int8_scale_dtype ("bfloat16",
+    "float16") round the scales of 4-/8-bit weights as a target that stores them so computes with them
+    (XNNPACK's qb4w kernels keep bf16 group scales, Core ML keeps fp16 scales).
     """
+    scale_dtypes = {4: int4_scale_dtype, 8: int8_scale_dtype}
     for name, qt in weights.items():
-        if qt.bits == 4 and int4_scale_dtype != "float32":
-            qt = replace(qt, scales=qt.scales.to(getattr(torch, int4_scale_dtype)).float())
+        if scale_dtypes[qt.bits] != "float32":
+            qt = replace(qt, scales=qt.scales.to(getattr(torch, scale_dtypes[qt.bits])).float())
         module.get_parameter(name).copy_(dequantize(qt))
     if activations == "float":
         return

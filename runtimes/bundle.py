@@ -13,7 +13,8 @@ SCHEMA_PATH = Path(__file__).parent / "manifest.schema.json"
 
 # backend name in manifest.json → "module:class"; each target issue adds its backend here
 BACKENDS: dict[str, str] = {"onnxruntime": "runtimes.backends.onnxruntime:OnnxRuntimeBackend",
-                            "executorch": "runtimes.backends.executorch:ExecuTorchBackend"}
+                            "executorch": "runtimes.backends.executorch:ExecuTorchBackend",
+                            "coreml": "runtimes.backends.coreml:CoreMLBackend"}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

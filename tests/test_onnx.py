@@ -145,8 +145,6 @@ def test_npu_profile_static_standard_ops_and_parity(quant, tmp_path, capsys, bun
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--target", "coreml"], "Core ML target is not built"),
-    (["--target", "all"], "--target onnx and --target executorch work"),
     (["--target", "onnx", "--max-seq-len", "4096"], "max_position_embeddings (512)"),
     (["--target", "onnx", "--profile", "npu", "--embedding", "int4"], "use --embedding int8"),
 ])
