@@ -135,10 +135,14 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                 special = QwenTokenizer(tmp).special
                 entry_points = export_executorch(module, weights, tmp, max_seq_len, bos_id=special.endoftext,
                                                  eos_ids=sorted(special.stop), fp16=fp16, delegate=delegate)
-                if weights:
-                    quant_fields["activations"] = ACTIVATIONS
-                if any(qt.bits == 4 for qt in weights.values()):
-                    quant_fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
+                if delegate == "xnnpack":
+                    if weights:
+                        quant_fields["activations"] = ACTIVATIONS
+                    if any(qt.bits == 4 for qt in weights.values()):
+                        quant_fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
+                else:  # Core ML: weight-only constexpr ops with float16 scales, fp16 compute
+                    for bits in sorted({qt.bits for qt in weights.values()}):
+                        quant_fields[f"int{bits}_scale_dtype"] = "float16"
                 profile = delegate
         manifest = write_manifest(tmp, source_id=source_id(model, model_dir), config_sha256=config_sha256(config),
                                   args=module.args, target=target, backend=BACKEND[target], profile=profile,

@@ -249,8 +249,11 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         "backend": manifest["backend"], "reference": reference_name, "thinking_budget": thinking_budget,
         "prompt_source": "tokenizer", **summarize(records), "tolerance": tolerance,
     }
-    if (manifest["quant"]["name"] == "fp16" or manifest["quant"].get("activations", "float") != "float"
-            or manifest["kv_cache"]["dtype"] == "float16"):
+    quant = manifest["quant"]
+    rounded = (quant["name"] == "fp16" or quant.get("activations", "float") != "float"
+               or manifest["kv_cache"]["dtype"] == "float16" or manifest.get("profile") == "coreml"
+               or any(quant.get(f"int{b}_scale_dtype", "float32") != "float32" for b in (4, 8)))
+    if rounded:
         # fp16 (and Core ML, which computes in fp16) rounds every weight and activation, and dynamically
         # quantized kernels round activations their own way: judged by agreement, not by a logit bound
         report["criterion"] = f"teacher_forced_top1_agreement >= {ROUNDED_MIN_TOP1}"

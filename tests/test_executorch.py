@@ -158,14 +158,36 @@ def test_int4_program_is_near_its_packed_size(tmp_path):
     assert size <= 1.15 * (packed + others), (size, packed + others)
 
 
-@pytest.mark.parametrize("delegate, message", [("qnn", "needs Qualcomm's QNN SDK"),
-                                               ("coreml", "--delegate coreml is not built")])
-def test_npu_delegates_say_what_is_missing(capsys, tmp_path, monkeypatch, delegate, message):
+def test_qnn_without_its_sdk_says_what_to_install(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
-    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--delegate", delegate,
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--delegate", "qnn",
                            "--out", str(tmp_path / "q"))
-    assert code == 2 and message in err and "Traceback" not in err
+    assert code == 2 and "needs Qualcomm's QNN SDK" in err and "Traceback" not in err
     assert not (tmp_path / "q").exists()
+
+
+def test_coreml_delegate_puts_the_linears_in_core_ml(small_module, tmp_path, capsys):
+    """Lowered here (coremltools converts on Linux); not executed: the Core ML delegate runs on Apple devices."""
+    pytest.importorskip("coremltools")
+    from exporter.targets.executorch import delegation, lower
+
+    weights = quantize_module(small_module, QuantRecipe.for_quant("int4", group_size=32))
+    report = delegation(lower(small_module, weights, 64, bos_id=0, eos_ids=[1], delegate="coreml"))
+    assert report["outside"] == [] and report["delegate_calls"] >= 1
+    code, _, _ = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--quant", "int4", "--delegate",
+                         "coreml", "--max-seq-len", "128", "--out", str(tmp_path / "cm"))
+    assert code == 0
+    manifest = read_manifest(tmp_path / "cm")
+    assert manifest["profile"] == "coreml" and "activations" not in manifest["quant"]
+    assert manifest["quant"]["int4_scale_dtype"] == "float16"
+    assert manifest["entry_points"][0]["inputs"][0]["shape"] == [1, 1]
+    from runtimes.backends.executorch import _runtime
+    from runtimes.errors import UserError
+
+    program = _runtime()._load_for_executorch(str(tmp_path / "cm" / "model.pte"))
+    assert program.run_method("enable_dynamic_shape", ())[0] is False
+    with pytest.raises(UserError, match="delegated to coreml, which runs on the device"):
+        load_backend(tmp_path / "cm")
 
 
 @pytest.mark.parametrize("argv, message", [

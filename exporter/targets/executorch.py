@@ -15,6 +15,12 @@ awq-int4 run as 8-bit-activation kernels here, and the manifest says so (`quant.
 models that activation rounding. The int8 embedding table is gathered by ExecuTorch's `embedding_byte` kernel.
 Methods named like ExecuTorch's LLM exporter's metadata (get_max_seq_len, get_eos_ids, ...) let its stock text
 runner and Android/iOS LLM APIs run the file.
+
+`--delegate coreml` writes a static single-token program instead (T = 1, enable_dynamic_shape false: the runner
+feeds a prompt one token per call), because coremltools rejects symbolic sizes at a partition's inputs. Its
+linears are weight-only (Core ML keeps our codes as constexpr ops with float16 scales; it has no dynamically
+quantized activations) and run in Core ML partitions; the KV cache stays with ExecuTorch's cache ops on the CPU
+(ExecuTorch's open-source Core ML runtime does not bind Core ML states). It runs only on Apple devices.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ MODEL_FILE = "model.pte"
 ACTIVATIONS = "int8-dynamic-per-token"
 INT4_SCALE_DTYPE = "bfloat16"  # XNNPACK's qb4w kernels keep group scales in bf16 (the partitioner converts them)
 DELEGATES = ("xnnpack", "coreml", "qnn")
+STATIC_DELEGATES = ("coreml",)  # delegates that need the static single-token program
 
 
 def _load_custom_ops() -> None:
@@ -49,14 +56,21 @@ def _load_custom_ops() -> None:
 def _quiet():
     """Hide the library deprecation notices export and lowering print (torch pytree, custom-op size checks) and
     the emitter's note that mutated buffers start uninitialized (our caches are written before they are read)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
-        yield
+    coreml_log = logging.getLogger("executorch.backends.apple.coreml")
+    level = coreml_log.level
+    coreml_log.setLevel(logging.ERROR)  # "exported with CoreML specification version 9": intended (iOS 18)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+            yield
+    finally:
+        coreml_log.setLevel(level)
 
 
-def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype):
-    """Our codes and scales as the tensor torchao lowers to XNNPACK's dynamically quantized linear."""
+def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype, dynamic_activations: bool = True):
+    """Our codes and scales as a torchao tensor: with dynamic activations it lowers to XNNPACK's dynamically
+    quantized linear; without, to a weight-only dequantize (what the Core ML delegate keeps as constexpr ops)."""
     from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
         IntxUnpackedToInt8Tensor, IntxUnpackedToInt8TensorActivationQuantization)
 
@@ -65,7 +79,7 @@ def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype):
     return IntxUnpackedToInt8Tensor(
         qt.q.to(torch.int8), qt.scales.to(dtype), torch.zeros_like(qt.scales, dtype=torch.int8),
         torch.int4 if qt.bits == 4 else torch.int8, (1, qt.group_size), dtype,
-        IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN)
+        IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN if dynamic_activations else None)
 
 
 class QuantEmbedding(nn.Module):
@@ -93,13 +107,14 @@ class QuantEmbedding(nn.Module):
                                                                    dtype=self.dtype)
 
 
-def _linear(module: Qwen3, name: str, quantized: dict[str, QuantizedTensor], dtype: torch.dtype) -> nn.Linear:
+def _linear(module: Qwen3, name: str, quantized: dict[str, QuantizedTensor], dtype: torch.dtype,
+            dynamic: bool = True) -> nn.Linear:
     """A new Linear for `name`: our quantized codes as a torchao tensor, or the weight in `dtype` (shared, not
     copied, when already in it): the export never holds a second full-precision copy of the model."""
     source = module.get_submodule(name)
     with torch.device("meta"):
         linear = nn.Linear(source.in_features, source.out_features, bias=source.bias is not None)
-    weight = _intx_weight(quantized[f"{name}.weight"], dtype) if f"{name}.weight" in quantized else \
+    weight = _intx_weight(quantized[f"{name}.weight"], dtype, dynamic) if f"{name}.weight" in quantized else \
         source.weight.detach().to(dtype)
     linear.weight = nn.Parameter(weight, requires_grad=False)
     if source.bias is not None:
@@ -116,11 +131,11 @@ def _norm(source: RMSNorm, dtype: torch.dtype) -> RMSNorm:
 class CacheAttention(nn.Module):
     """Qwen3 attention over ExecuTorch's in-place cache ops (cache layout [1, positions, kv_heads, head_dim])."""
 
-    def __init__(self, module: Qwen3, prefix: str, quantized, max_seq_len: int, dtype: torch.dtype):
+    def __init__(self, module: Qwen3, prefix: str, quantized, max_seq_len: int, dtype: torch.dtype, dynamic: bool):
         super().__init__()
         attn = module.get_submodule(prefix)
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            setattr(self, name, _linear(module, f"{prefix}.{name}", quantized, dtype))
+            setattr(self, name, _linear(module, f"{prefix}.{name}", quantized, dtype, dynamic))
         self.q_norm, self.k_norm = _norm(attn.q_norm, dtype), _norm(attn.k_norm, dtype)
         self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
         shape = (1, max_seq_len, self.n_kv_heads, self.head_dim)
@@ -141,14 +156,14 @@ class CacheAttention(nn.Module):
 
 
 class EdgeBlock(nn.Module):
-    def __init__(self, module: Qwen3, i: int, quantized, max_seq_len: int, dtype: torch.dtype):
+    def __init__(self, module: Qwen3, i: int, quantized, max_seq_len: int, dtype: torch.dtype, dynamic: bool):
         super().__init__()
         layer = module.layers[i]
         self.input_layernorm = _norm(layer.input_layernorm, dtype)
         self.post_attention_layernorm = _norm(layer.post_attention_layernorm, dtype)
-        self.self_attn = CacheAttention(module, f"layers.{i}.self_attn", quantized, max_seq_len, dtype)
+        self.self_attn = CacheAttention(module, f"layers.{i}.self_attn", quantized, max_seq_len, dtype, dynamic)
         for name in ("gate_proj", "up_proj", "down_proj"):
-            setattr(self, name, _linear(module, f"layers.{i}.mlp.{name}", quantized, dtype))
+            setattr(self, name, _linear(module, f"layers.{i}.mlp.{name}", quantized, dtype, dynamic))
 
     def forward(self, x, cos, sin, start_pos: int):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos)
@@ -160,21 +175,26 @@ class EdgeProgram(nn.Module):
     """The edge module rearranged for ExecuTorch: start-position input, last-position logits. Built beside
     `module` (which it does not change), sharing its unquantized tensors."""
 
-    def __init__(self, module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype):
+    def __init__(self, module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype,
+                 single_token: bool = False):
         super().__init__()
         self.max_seq_len = max_seq_len
+        # single_token: a static-shape program (T = 1) whose linears are weight-only, for NPU delegates that
+        # take neither symbolic sizes nor dynamically quantized activations (Core ML)
+        self.single_token = single_token
+        dynamic = not single_token
         table = quantized.get("embed_tokens.weight")
         if table is None:
             self.embed_tokens = nn.Embedding.from_pretrained(module.embed_tokens.weight.detach().to(dtype))
         else:
             self.embed_tokens = QuantEmbedding(table, dtype)
-        self.layers = nn.ModuleList(EdgeBlock(module, i, quantized, max_seq_len, dtype)
+        self.layers = nn.ModuleList(EdgeBlock(module, i, quantized, max_seq_len, dtype, dynamic)
                                     for i in range(len(module.layers)))
         self.norm = _norm(module.norm, dtype)
         head = dict(quantized)
         if module.args.tie_word_embeddings and table is not None:
             head["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
-        self.lm_head = _linear(module, "lm_head", head, dtype)
+        self.lm_head = _linear(module, "lm_head", head, dtype, dynamic)
         cos, sin = module.rope_cos[:max_seq_len], module.rope_sin[:max_seq_len]
         self.register_buffer("rope_cos", cos.to(dtype).clone(), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype).clone(), persistent=False)
@@ -184,8 +204,12 @@ class EdgeProgram(nn.Module):
         start = input_pos[0].item()
         torch._check_is_size(start)
         torch._check(start + seq_len <= self.max_seq_len)
-        cos = self.rope_cos.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
-        sin = self.rope_sin.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
+        if self.single_token:  # a gather by the position tensor: no symbolic size reaches a delegate
+            cos = self.rope_cos.index_select(0, input_pos).view(1, 1, 1, -1)
+            sin = self.rope_sin.index_select(0, input_pos).view(1, 1, 1, -1)
+        else:
+            cos = self.rope_cos.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
+            sin = self.rope_sin.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, start)
@@ -193,22 +217,24 @@ class EdgeProgram(nn.Module):
 
 
 def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int,
-                 fp16: bool = False) -> EdgeProgram:
+                 fp16: bool = False, single_token: bool = False) -> EdgeProgram:
     """The program to torch.export: quantized linears as torchao tensors (unwrapped for export)."""
     from torchao.utils import unwrap_tensor_subclass
 
     _load_custom_ops()
-    program = EdgeProgram(module, quantized, max_seq_len, torch.float16 if fp16 else torch.float32).eval()
+    program = EdgeProgram(module, quantized, max_seq_len, torch.float16 if fp16 else torch.float32,
+                          single_token).eval()
     with _quiet():
         unwrap_tensor_subclass(program)
     return program
 
 
-def metadata_methods(args, max_seq_len: int, bos_id: int, eos_ids: list[int]) -> dict:
-    """Constant methods ExecuTorch's LLM runner reads (names as its exporter writes them)."""
+def metadata_methods(args, max_seq_len: int, bos_id: int, eos_ids: list[int], dynamic_shape: bool = True) -> dict:
+    """Constant methods ExecuTorch's LLM runner reads (names as its exporter writes them). Without dynamic
+    shapes the runner feeds the prompt one token per call."""
     return {"get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_n_layers": args.num_hidden_layers,
             "get_vocab_size": args.vocab_size, "use_kv_cache": True, "use_sdpa_with_kv_cache": True,
-            "enable_dynamic_shape": True, "get_bos_id": bos_id, "get_eos_ids": eos_ids}
+            "enable_dynamic_shape": dynamic_shape, "get_bos_id": bos_id, "get_eos_ids": eos_ids}
 
 
 def check_delegate(delegate: str) -> None:
@@ -222,12 +248,25 @@ def _partitioners(delegate: str) -> list:
 
         return [XnnpackPartitioner()]
     if delegate == "coreml":
-        # ExecuTorch's Core ML delegate converts each partition with coremltools, which rejects the symbolic
-        # sizes of our dynamic-length program (measured: "Placeholder val must be a tensor ... got SymInt"); it needs
-        # a static-shape variant of the program, which this version does not build yet
-        raise UserError("--delegate coreml is not built in this version (ExecuTorch's Core ML delegate needs a "
-                        "static-shape program); for Apple's Neural Engine use --target coreml, for the CPU "
-                        "--delegate xnnpack")
+        try:
+            with _quiet():
+                import coremltools as ct
+                from executorch.backends.apple.coreml.compiler import CoreMLBackend
+                from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+        except ImportError as exc:
+            raise UserError(f"--delegate coreml needs coremltools and ExecuTorch's Core ML backend ({exc}); "
+                            "pip install 'qwen-edge[coreml]'") from None
+        specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=ct.target.iOS18,
+                                                     compute_precision=ct.precision.FLOAT16,
+                                                     model_type=CoreMLBackend.MODEL_TYPE.MODEL)
+        # the KV cache stays with ExecuTorch's update_cache/custom_sdpa ops on the CPU: ExecuTorch's open-source
+        # Core ML runtime does not bind Core ML states (pytorch/executorch#21855)
+        # Python-level comparisons and arithmetic on the start position (from torch._check and the cache ops'
+        # bounds) must stay outside: a Core ML partition cannot take a symbolic integer input
+        symbolic = ["ge", "gt", "le", "lt", "eq", "ne", "add", "sub", "mul", "floordiv", "_assert_scalar.default",
+                    "_local_scalar_dense.default", "sym_size.int"]
+        return [CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=False,
+                                  skip_ops_for_coreml_delegation=symbolic)]
     if delegate == "qnn":
         import os
 
@@ -248,14 +287,19 @@ def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     partitioners = _partitioners(delegate)
-    program = edge_program(module, quantized, max_seq_len, fp16)
-    seq = torch.export.Dim("seq_len", min=1, max=max_seq_len)
-    example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    single_token = delegate in STATIC_DELEGATES
+    program = edge_program(module, quantized, max_seq_len, fp16, single_token)
+    if single_token:
+        example, dynamic_shapes = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0], dtype=torch.long)), None
+    else:
+        seq = torch.export.Dim("seq_len", min=1, max=max_seq_len)
+        example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+        dynamic_shapes = ({1: seq}, None)
     with torch.no_grad(), _quiet():
-        exported = torch.export.export(program, example, dynamic_shapes=({1: seq}, None), strict=False)
+        exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes, strict=False)
         return to_edge_transform_and_lower(
             exported, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=False),
-            constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids))
+            constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids, not single_token))
 
 
 def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
@@ -271,7 +315,7 @@ def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_
             extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
     (out_dir / MODEL_FILE).write_bytes(et.buffer)
-    return [entry_point(module.args, max_seq_len, fp16)]
+    return [entry_point(module.args, max_seq_len, fp16, single_token=delegate in STATIC_DELEGATES)]
 
 
 def delegation(edge) -> dict:
@@ -282,10 +326,10 @@ def delegation(edge) -> dict:
             "outside": [t for t in targets if any(k in t for k in ("linear", "mm", "dequantize", "quantize_"))]}
 
 
-def entry_point(args, max_seq_len: int, fp16: bool) -> dict:
+def entry_point(args, max_seq_len: int, fp16: bool, single_token: bool = False) -> dict:
     dtype = "float16" if fp16 else "float32"
     return {"name": "forward", "file": MODEL_FILE,
-            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, "seq_len"]},
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, 1 if single_token else "seq_len"]},
                        {"name": "input_pos", "dtype": "int64", "shape": [1]}],
             "outputs": [{"name": "logits", "dtype": dtype, "shape": [1, args.vocab_size]}],
             "states": [{"name": f"layers.{i}.self_attn.{kind}_cache", "dtype": dtype,
