@@ -28,6 +28,29 @@ def _apply_umask(root: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
+def remove_stale_partials(out: Path) -> None:
+    """Temp dirs of earlier runs for the same --out whose process is gone (killed with SIGKILL, or a machine that
+    lost power: nothing could clean up then) are removed before a new run starts."""
+    for tmp in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int(tmp.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = False):
     """Yield a temp dir beside `out`; on success it replaces `out`, on any failure it is removed.
@@ -41,7 +64,8 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False):
         raise UserError(f"--out {out} already exists and is not empty; remove it or pass --overwrite")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        remove_stale_partials(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     except OSError as exc:
         raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out") from None
     try:
@@ -64,6 +88,23 @@ def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
             shutil.copy2(model_dir / name, bundle_dir / name)
 
 
+TARGET_LIBRARIES = {"onnx": ("onnx", "onnxruntime"), "executorch": ("executorch", "torchao"),
+                    "coreml": ("coremltools", "torchao")}
+
+
+def library_versions(target: str) -> dict[str, str]:
+    """The tool and the libraries that shaped this bundle's bytes (same versions + same inputs = same bundle)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("qwen-edge", "torch", "numpy", "safetensors", "tokenizers", *TARGET_LIBRARIES.get(target, ())):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
 def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args, target: str, backend: str,
                    quant: dict, max_seq_len: int, kv_dtype: str, kv_bytes_per_value: int, kv_layout: str,
                    entry_points: list[dict], tokenizer, profile: str | None = None) -> dict:
@@ -78,6 +119,7 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
                 * kv_bytes_per_value)
     manifest = {
         "format": "qwen-edge-bundle", "format_version": FORMAT_VERSION, "created_by": f"qwen-edge {__version__}",
+        "versions": library_versions(target),
         "source_model": {"id": source_id, "config_sha256": config_sha256},
         "architecture": {name: getattr(args, name) for name in ARCHITECTURE_FIELDS},
         "target": target, "backend": backend, **({"profile": profile} if profile else {}),

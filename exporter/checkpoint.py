@@ -17,6 +17,11 @@ from runtimes.errors import UserError
 
 SUPPORTED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 CONFIG_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# generous bounds (Qwen3's largest dense model is far inside them) that stop absurd or hostile configs before
+# anything is allocated
+SIZE_LIMITS = {"vocab_size": 1 << 20, "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "num_hidden_layers": 512,
+               "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 1024,
+               "max_position_embeddings": 1 << 24}
 REQUIRED_CONFIG_KEYS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads",
@@ -68,8 +73,12 @@ def load_config(model_dir: Path) -> dict:
 
 
 def validate_config(config: dict, where: Path | str = "config.json") -> None:
+    if not isinstance(config, dict):
+        raise UserError(f"{where} is not a JSON object; restore the checkpoint's original config.json")
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise UserError(f"{where}: architectures must be a list of names, e.g. [\"Qwen3ForCausalLM\"]")
     if model_type != "qwen3" or (architectures and "Qwen3ForCausalLM" not in architectures):
         found = f"model_type={model_type!r}, architectures={architectures}"
         raise UserError(f"{where} is not a Qwen3 checkpoint ({found}); qwen-edge exports Qwen3ForCausalLM models only")
@@ -77,21 +86,37 @@ def validate_config(config: dict, where: Path | str = "config.json") -> None:
     if missing:
         raise UserError(f"{where} lacks {', '.join(missing)}; restore the checkpoint's original config.json")
     dtype = config.get("torch_dtype") or config.get("dtype")
-    if dtype is not None and dtype not in CONFIG_DTYPES:
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in CONFIG_DTYPES):
         raise UserError(f"{where} declares dtype {dtype!r}; supported are float32, float16 and bfloat16 "
                         "(for a pre-quantized checkpoint, export its full-precision original)")
     if config.get("use_sliding_window"):
         raise UserError(f"{where} enables sliding-window attention, which the edge module does not implement; "
                         "set use_sliding_window to false")
     rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise UserError(f"{where}: rope_scaling must be an object or null")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", None):
         raise UserError(f"{where} uses RoPE scaling {rope_type!r}; only default RoPE is supported, "
                         "remove rope_scaling to export at the native context length")
-    if config.get("hidden_act", "silu") != "silu":
+    if config.get("hidden_act", "silu") != "silu":  # (any non-string is not "silu" either)
         raise UserError(f"{where} uses activation {config['hidden_act']!r}; Qwen3 uses silu")
+    for key, limit in SIZE_LIMITS.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise UserError(f"{where}: {key} is {value!r}; it must be a whole number from 1 to {limit}")
+    for key in ("rms_norm_eps", "rope_theta"):
+        value = config.get(key, 1e-6)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise UserError(f"{where}: {key} is {value!r}; it must be a positive number")
     if config["num_attention_heads"] % config["num_key_value_heads"]:
         raise UserError(f"{where}: num_attention_heads must be a multiple of num_key_value_heads")
+    if config.get("head_dim", 2) % 2 or ("head_dim" not in config
+                                         and config["hidden_size"] % config["num_attention_heads"]):
+        raise UserError(f"{where}: head_dim must be even (RoPE rotates halves) and, when absent, hidden_size "
+                        "a multiple of num_attention_heads")
 
 
 def shard_files(model_dir: Path) -> list[Path]:
@@ -131,7 +156,11 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
                     if dtype not in SUPPORTED_DTYPES:
                         raise UserError(f"{path.name}: tensor {name} is {dtype}; supported are F32, F16 and BF16 "
                                         "(export the full-precision checkpoint, qwen-edge quantizes it itself)")
-                    tensors[name] = f.get_tensor(name)
+                    tensor = f.get_tensor(name)
+                    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                        raise UserError(f"{path.name}: tensor {name} holds NaN or infinite values; the checkpoint "
+                                        "is damaged (re-download it, or re-save it from a healthy model)")
+                    tensors[name] = tensor
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise UserError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}); "
                             "download the file again") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
@@ -28,6 +29,7 @@ subcommands (python -m exporter SUBCOMMAND --help for each):
   chat        talk to a model or bundle with a thinking budget
   quantize    write a quantized checkpoint once, for every target to reuse
   make-model  write a random-weight checkpoint with a real Qwen3 shape
+  verify      check a bundle's manifest, files and paths, then run it briefly
   deploy      copy a bundle into the Android or iOS demo app
 """
 
@@ -153,6 +155,14 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
                         "lpddr5x-4nm-cpu)")
     p.add_argument("--android-energy", metavar="FILE",
                    help="energy record exported by the Android demo app (source: android)")
+
+    p = sub("verify", "Check a bundle before trusting it: the manifest against its JSON Schema and format version, "
+                      "every file's size and sha256, no extra files, no path that leaves the bundle (.., absolute "
+                      "paths, symbolic links), then load its entry points on the backend here and run a short greedy "
+                      "generation. One line per problem; exit 1 when the bundle is bad, 2 for usage errors.")
+    p.add_argument("--bundle", required=True, metavar="DIR", help="bundle to verify")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--no-run", action="store_true", help="check files and manifest only; do not load the model")
 
     p = sub("chat", "Chat with a model or bundle: reasoning streams dimmed, then the answer. Sampling defaults "
                     "come from the checkpoint's generation_config.json; --temperature 0 is greedy and deterministic.")
@@ -315,6 +325,24 @@ def _int_list(text: str, flag: str, allow_none: bool = False) -> list:
     return values
 
 
+def run_verify(args) -> int:
+    from runtimes.verify import verify
+
+    check_writable(args.json)
+    result = verify(args.bundle, run=not args.no_run)
+    if args.json:
+        write_json(args.json, result)
+    for problem in result["problems"]:
+        print(f"{args.bundle}: {problem}")
+    for note in result["notes"]:
+        print(f"{args.bundle}: note: {note}")
+    if result["ok"]:
+        ran = "" if result["generation"] is None else f"; a short greedy generation ran ({result['generation']!r})"
+        print(f"{args.bundle}: OK{ran}")
+        return 0
+    return 1
+
+
 def run_bench(args) -> int:
     from runtimes.bench import bench
     from runtimes.bench.report import markdown, plots
@@ -360,6 +388,7 @@ HANDLERS = {
     "export": run_export,
     "parity": run_parity,
     "bench": run_bench,
+    "verify": run_verify,
     "chat": run_chat,
     "quantize": run_quantize,
     "make-model": run_make_model,
@@ -394,3 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as exc:
         print("error: interrupted; nothing was left half-written", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"error: out of disk space{where} ({exc.strerror}); nothing was left half-written, free some space "
+              "or choose another --out", file=sys.stderr)
+        return 2

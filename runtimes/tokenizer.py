@@ -38,8 +38,15 @@ class QwenTokenizer:
         except Exception as exc:
             raise UserError(f"{path} cannot be read ({str(exc).splitlines()[0]}); restore it from the checkpoint") from None
         config_path = directory / "tokenizer_config.json"
-        self.config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        try:
+            self.config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"{config_path} is not valid JSON ({exc}); restore it from the checkpoint") from None
+        if not isinstance(self.config, dict):
+            raise UserError(f"{config_path} is not a JSON object; restore it from the checkpoint")
         self.chat_template = self.config.get("chat_template")
+        if self.chat_template is not None:
+            check_chat_template(self.chat_template, config_path)
         ids = {}
         for name, token in (("im_start", "<|im_start|>"), ("im_end", "<|im_end|>"), ("think_open", "<think>"),
                             ("think_close", "</think>"), ("endoftext", "<|endoftext|>")):
@@ -57,6 +64,32 @@ class QwenTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
+
+
+def check_chat_template(template, where) -> None:
+    """The checkpoint's chat template must render a short thinking conversation. It is rendered in jinja2's
+    sandbox (as transformers does), so a hostile template cannot reach Python objects."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    if not isinstance(template, str):
+        raise UserError(f"{where}: chat_template is not a single template string; qwen-edge expects Qwen3's")
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    messages = [{"role": "user", "content": "What is 2 + 2?"},
+                {"role": "assistant", "content": "4", "reasoning_content": "2 plus 2"},
+                {"role": "user", "content": "And 3 + 3?"}]
+    try:
+        env.from_string(template).render(messages=messages, add_generation_prompt=True, enable_thinking=True,
+                                         bos_token="", eos_token="<|im_end|>")
+    except Exception as exc:  # syntax errors, raise_exception, sandbox violations, type errors in the template
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(f"{where}: the chat template fails to render a conversation ({reason}); "
+                        "restore the checkpoint's original tokenizer_config.json") from None
 
 
 class StreamDecoder:

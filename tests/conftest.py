@@ -55,3 +55,11 @@ def tiny_tokenizer():
     from runtimes.tokenizer import QwenTokenizer
 
     return QwenTokenizer(resolve_model_dir("tiny"))
+
+
+def file_hashes(bundle: Path) -> dict[str, str]:
+    """sha256 of every file under a bundle, by relative path."""
+    import hashlib
+
+    return {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(bundle.rglob("*")) if p.is_file()}

@@ -158,7 +158,8 @@ def test_user_error_as_a_real_process(tmp_path):
     assert_user_error(result.returncode, result.stderr, "does not exist")
 
 
-@pytest.mark.parametrize("command", ["", "export", "parity", "bench", "chat", "quantize", "make-model", "deploy"])
+@pytest.mark.parametrize("command", ["", "export", "parity", "bench", "chat", "quantize", "make-model", "verify",
+                                     "deploy"])
 def test_help_for_every_subcommand(capsys, command):
     argv = [command, "--help"] if command else ["--help"]
     with pytest.raises(SystemExit) as exit_info:

@@ -42,6 +42,9 @@ def test_spec_matches_manifest_and_validates(bundles, quant):
     assert manifest["kv_cache"]["dtype"] == "float16"
     report = validate_bundle(bundles[quant], manifest)
     assert report["problems"] == []
+    from runtimes.verify import verify
+
+    assert verify(bundles[quant])["ok"]
     assert report["spec_version"] >= 9  # iOS 18 / macOS 15: the first with states
     states = {s["name"]: s["shape"] for s in manifest["entry_points"][0]["states"]}
     arch = manifest["architecture"]
@@ -156,3 +159,13 @@ def test_target_all_writes_one_complete_bundle_per_target(tmp_path, capsys):
     for target in ("onnx", "executorch", "coreml"):
         manifest = read_manifest(tmp_path / "all" / target)
         assert manifest["target"] == target and verify_files(tmp_path / "all" / target, manifest) == []
+
+
+@pytest.mark.slow
+def test_export_is_deterministic(bundles, tmp_path):
+    """The same checkpoint, flags and library versions give byte-identical files."""
+    from exporter.cli import main
+    from tests.conftest import file_hashes
+
+    assert main(["--model", "tiny", "--target", "coreml", "--quant", "int4", "--max-seq-len", "256"] + ["--out", str(tmp_path / "again")]) == 0
+    assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])

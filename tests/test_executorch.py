@@ -46,8 +46,12 @@ def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
 
 
 def test_manifest_records_what_the_kernels_do(bundles):
+    from runtimes.verify import verify
+
     manifest = read_manifest(bundles["int4"])
     assert verify_files(bundles["int4"], manifest) == []
+    result = verify(bundles["int4"])
+    assert result["ok"] and result["generation"] is not None, result
     assert (manifest["target"], manifest["backend"], manifest["profile"]) == ("executorch", "executorch", "xnnpack")
     assert manifest["quant"]["activations"] == "int8-dynamic-per-token"
     assert manifest["quant"]["int4_scale_dtype"] == "bfloat16"
@@ -203,3 +207,13 @@ def test_unsupported_combinations_fail_before_work(capsys, tmp_path, argv, messa
 def test_8da4w_is_an_executorch_scheme(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--quant", "8da4w", "--out", str(tmp_path))
     assert code == 2 and "use --quant int4" in err
+
+
+@pytest.mark.slow
+def test_export_is_deterministic(bundles, tmp_path):
+    """The same checkpoint, flags and library versions give byte-identical files."""
+    from exporter.cli import main
+    from tests.conftest import file_hashes
+
+    assert main(["--model", "tiny", "--target", "executorch", "--quant", "int4", "--max-seq-len", "256"] + ["--out", str(tmp_path / "again")]) == 0
+    assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])

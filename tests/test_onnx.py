@@ -151,3 +151,13 @@ def test_npu_profile_static_standard_ops_and_parity(quant, tmp_path, capsys, bun
 def test_export_refusals(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "o"))
     assert code == 2 and message in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_export_is_deterministic(bundles, tmp_path):
+    """The same checkpoint, flags and library versions give byte-identical files."""
+    from exporter.cli import main
+    from tests.conftest import file_hashes
+
+    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--group-size", "64", "--calib", "arithmetic", "--samples", "16", "--seq-len", "128"] + ["--out", str(tmp_path / "again")]) == 0
+    assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])

@@ -197,7 +197,32 @@ def export_coreml(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir:
     model = convert(module, quantized, max_seq_len, chunk)
     with _quiet():
         model.save(str(out_dir / MODEL_FILE))
+    make_deterministic(out_dir / MODEL_FILE)
     return [entry_point(module.args, max_seq_len, chunk)]
+
+
+def make_deterministic(package: Path) -> None:
+    """Same model, same bytes: coremltools stamps the conversion date, serializes the spec's metadata map in
+    arbitrary order and names the package's items with random UUIDs. Drop the date, re-serialize
+    deterministically, and derive the UUIDs from the item paths."""
+    import json
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    spec_path = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    spec.description.metadata.userDefined.pop("com.github.apple.coremltools.conversion_date", None)  # the day
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"qwen-edge:{entry['path']}"))
+           for old, entry in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {ids[old]: entry for old, entry in sorted(manifest["itemInfoEntries"].items(),
+                                                                           key=lambda kv: kv[1]["path"])}
+    manifest["rootModelIdentifier"] = ids[manifest["rootModelIdentifier"]]
+    manifest_path.write_text(json.dumps(manifest, indent=4) + "\n")
 
 
 def entry_point(args, max_seq_len: int, chunk: int) -> dict:
