@@ -205,11 +205,13 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
-    p = sub("deploy", "Copy a bundle into a demo app's assets.")
-    p.add_argument("--bundle", required=True, metavar="DIR")
+    p = sub("deploy", "Put a verified bundle where a demo app finds it. Android: adb push to the app's files dir "
+                      "when exactly one device is attached, else stage it in APP_DIR/bundles with the adb command "
+                      "to run. iOS: copy it into APP_DIR/Bundles. Says what it did.")
+    p.add_argument("--bundle", required=True, metavar="DIR", help="bundle to deploy (verified first)")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--android", metavar="APP_DIR")
-    where.add_argument("--ios", metavar="APP_DIR")
+    where.add_argument("--android", metavar="APP_DIR", help="the Android demo, e.g. android-demo")
+    where.add_argument("--ios", metavar="APP_DIR", help="the iOS demo, e.g. ios-demo")
     return main, subs
 
 
@@ -304,12 +306,6 @@ def run_chat(args) -> int:
     return 0
 
 
-def not_built(name: str):
-    def run(args) -> int:
-        raise UserError(f"'{name}' is not available in this version of qwen-edge yet")
-    return run
-
-
 def _int_list(text: str, flag: str, allow_none: bool = False) -> list:
     values = []
     for part in text.split(","):
@@ -341,6 +337,15 @@ def run_verify(args) -> int:
         print(f"{args.bundle}: OK{ran}")
         return 0
     return 1
+
+
+def run_deploy(args) -> int:
+    from exporter.deploy import deploy_android, deploy_ios
+
+    lines = deploy_android(args.bundle, args.android) if args.android else deploy_ios(args.bundle, args.ios)
+    for line in lines:
+        print(line)
+    return 0
 
 
 def run_bench(args) -> int:
@@ -392,7 +397,7 @@ HANDLERS = {
     "chat": run_chat,
     "quantize": run_quantize,
     "make-model": run_make_model,
-    "deploy": not_built("deploy"),
+    "deploy": run_deploy,
 }
 
 

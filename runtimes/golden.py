@@ -1,6 +1,6 @@
 """Golden vectors for the demo apps: what the Python runtime renders, tokenizes, forces and generates.
 
-    python -m runtimes.golden --model tiny --out tests/golden/tiny.json
+    python -m runtimes.golden --model tiny --out tests/golden/tiny.json --bundle-out tests/golden/bundle
 
 The Android and iOS cores replay these to prove they mirror the runtime (template, tokenizer,
 thinking budget, greedy decoding) without reinventing it.
@@ -60,11 +60,41 @@ def golden_vectors(model: str = "tiny", max_new_tokens: int = 16) -> dict:
     }
 
 
+def write_fixture_bundle(out: Path, model: str = "tiny") -> None:
+    """A small valid bundle (a 1 KB stand-in model file, the real tokenizer files and a real manifest) that the
+    app cores' verifier tests tamper with, as tests/test_verify.py does with an exported one."""
+    import shutil
+
+    from exporter.bundle import copy_tokenizer_files, write_manifest
+    from exporter.checkpoint import load_config, resolve_model_dir
+    from exporter.model import ModelArgs
+    from exporter.quantize import config_sha256
+    from runtimes.tokenizer import QwenTokenizer
+
+    model_dir = resolve_model_dir(model)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "model.bin").write_bytes(bytes(range(256)) * 4)
+    copy_tokenizer_files(model_dir, out)
+    config = load_config(model_dir)
+    entry = [{"name": "forward", "file": "model.bin", "inputs": [{"name": "tokens", "dtype": "int64",
+                                                                   "shape": [1, "seq_len"]}],
+              "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, config["vocab_size"]]}]}]
+    write_manifest(out, source_id=model, config_sha256=config_sha256(config), args=ModelArgs.from_config(config),
+                   target="reference", backend="reference", quant={"name": "fp32", "method": "none", "bits": 32},
+                   max_seq_len=256, kv_dtype="float32", kv_bytes_per_value=4, kv_layout="none (fixture)",
+                   entry_points=entry, tokenizer=QwenTokenizer(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bundle-out", type=Path, help="also write the fixture bundle the app cores verify")
     args = parser.parse_args()
+    if args.bundle_out:
+        write_fixture_bundle(args.bundle_out, args.model)
+        print(f"wrote {args.bundle_out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(golden_vectors(args.model), indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {args.out}")

@@ -1,0 +1,125 @@
+package dev.qwenedge.demo
+
+import android.app.Application
+import androidx.compose.runtime.getValue
+import androidx.compose.runtime.mutableStateListOf
+import androidx.compose.runtime.mutableStateOf
+import androidx.compose.runtime.setValue
+import androidx.lifecycle.AndroidViewModel
+import androidx.lifecycle.viewModelScope
+import dev.qwenedge.core.ChatTemplate
+import dev.qwenedge.core.Generator
+import dev.qwenedge.core.Message
+import dev.qwenedge.core.Sampler
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.withContext
+
+/** One exchange as the UI shows it: the reasoning apart from the answer, and live speed. */
+class Turn(val question: String) {
+    var reasoning by mutableStateOf("")
+    var answer by mutableStateOf("")
+    var stats by mutableStateOf("")
+    var cutByBudget by mutableStateOf(false)
+}
+
+class ChatViewModel(app: Application) : AndroidViewModel(app) {
+    val bundles = mutableStateListOf<BundleEntry>()
+    var selected by mutableStateOf<BundleEntry?>(null)
+    var thinking by mutableStateOf(true)
+    var budget by mutableStateOf<Int?>(128) // null: unlimited
+    var busy by mutableStateOf(false)
+    var error by mutableStateOf<String?>(null)
+    val turns = mutableStateListOf<Turn>()
+    private var model: ExecuTorchModel? = null
+    private var tokenizer: BundleTokenizer? = null
+    private val sampler = BatterySampler(app)
+    var lastEnergyFile by mutableStateOf<String?>(null)
+    private var lastTokens = 0
+
+    fun refresh() {
+        bundles.clear()
+        bundles.addAll(Bundles.list(getApplication()))
+    }
+
+    fun select(entry: BundleEntry) {
+        if (!entry.usable) {
+            error = entry.problems.joinToString("\n")
+            return
+        }
+        viewModelScope.launch(Dispatchers.Default) {
+            model?.close()
+            tokenizer?.close()
+            model = ExecuTorchModel(entry.dir, entry.manifest!!)
+            tokenizer = BundleTokenizer(entry.dir)
+            withContext(Dispatchers.Main) {
+                selected = entry
+                turns.clear()
+                error = null
+            }
+        }
+    }
+
+    fun send(question: String) {
+        val entry = selected ?: return
+        val model = model ?: return
+        val tokenizer = tokenizer ?: return
+        val manifest = entry.manifest!!
+        val history = turns.flatMap { listOf(Message("user", it.question), Message("assistant", it.answer)) }
+        val conversation = history + Message("user", question)
+        val turn = Turn(question)
+        turns.add(turn)
+        busy = true
+        sampler.start(viewModelScope)
+        viewModelScope.launch(Dispatchers.Default) {
+            val thinks = ChatTemplate.thinks(conversation, budget, thinking)
+            val prompt = tokenizer.encode(ChatTemplate.render(conversation, true, thinks))
+            val channels = mapOf("reasoning" to mutableListOf<Int>(), "content" to mutableListOf<Int>())
+            val started = System.nanoTime()
+            var first = 0L
+            val generator = Generator(manifest.special, manifest.stopThinkingIds)
+            val result = try {
+                generator.run(model, prompt, thinks, budget, 512, Sampler.greedy()) { channel, id, _ ->
+                    if (first == 0L) first = System.nanoTime()
+                    val ids = channels.getValue(channel).apply { add(id) }
+                    val text = tokenizer.decode(ids)
+                    val steps = channels.values.sumOf { it.size } - 1
+                    val seconds = (System.nanoTime() - first) / 1e9
+                    val speed = if (steps > 0 && seconds > 0) "%.1f tok/s".format(steps / seconds) else ""
+                    val ttft = "TTFT %.0f ms".format((first - started) / 1e6)
+                    viewModelScope.launch(Dispatchers.Main) {
+                        if (channel == "reasoning") turn.reasoning = text.trim('\n') else turn.answer = text.trim()
+                        turn.stats = "$ttft  $speed"
+                    }
+                }
+            } catch (e: Exception) {
+                withContext(Dispatchers.Main) { error = e.message }
+                null
+            }
+            sampler.stop()
+            withContext(Dispatchers.Main) {
+                busy = false
+                if (result != null) {
+                    lastTokens = result.tokenIds.size
+                    turn.cutByBudget = result.stoppedByBudget
+                    turn.stats = "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s  (%s)".format(
+                        result.ttftMs, result.prefillTokensPerS, result.decodeTokensPerS, result.finishReason)
+                }
+            }
+        }
+    }
+
+    fun exportEnergy() {
+        val entry = selected ?: return
+        if (sampler.record.size() < 2 || lastTokens == 0) {
+            error = "no energy samples yet: generate something first (on battery, not USB power)"
+            return
+        }
+        lastEnergyFile = sampler.export(entry.name, lastTokens).absolutePath
+    }
+
+    override fun onCleared() {
+        model?.close()
+        tokenizer?.close()
+    }
+}

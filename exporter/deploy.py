@@ -1,0 +1,89 @@
+"""`python -m exporter deploy`: put a verified bundle where a demo app finds it, and say what was done.
+
+Android: with `adb` on PATH and one device attached, the bundle is pushed to the app's external files dir
+(/sdcard/Android/data/dev.qwenedge.demo/files/bundles/NAME, readable by the app without permissions);
+otherwise it is staged in android-demo/bundles/NAME with the adb command to run later.
+iOS: the bundle is copied into ios-demo/Bundles/NAME, which the app project bundles as a resource folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from runtimes.errors import UserError
+
+ANDROID_PACKAGE = "dev.qwenedge.demo"
+ANDROID_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files/bundles"
+
+
+def _verified(bundle: str) -> tuple[Path, dict]:
+    from runtimes.verify import verify
+
+    result = verify(bundle, run=False)
+    if not result["ok"]:
+        raise UserError(f"{bundle} fails verification ({result['problems'][0]}); run python -m exporter verify "
+                        f"--bundle {bundle} for every problem, and export it again")
+    from runtimes.bundle import read_manifest
+
+    return Path(bundle).resolve(), read_manifest(bundle)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def _adb_devices() -> list[str]:
+    if shutil.which("adb") is None:
+        return []
+    try:
+        out = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.split()[0] for line in out.splitlines()[1:] if line.strip().endswith("device")]
+
+
+def deploy_android(bundle: str, app_dir: str) -> list[str]:
+    src, manifest = _verified(bundle)
+    if manifest["backend"] != "executorch":
+        raise UserError(f"the Android demo runs ExecuTorch bundles; {bundle} is a {manifest['target']} bundle "
+                        "(export with --target executorch)")
+    app = Path(app_dir)
+    if not (app / "settings.gradle.kts").is_file():
+        raise UserError(f"{app_dir} is not the Android demo (no settings.gradle.kts); pass --android android-demo")
+    devices = _adb_devices()
+    remote = f"{ANDROID_DIR}/{src.name}"
+    if len(devices) == 1:
+        subprocess.run(["adb", "shell", "rm", "-rf", remote], check=False, capture_output=True)
+        subprocess.run(["adb", "shell", "mkdir", "-p", ANDROID_DIR], check=True, capture_output=True)
+        push = subprocess.run(["adb", "push", str(src), remote], capture_output=True, text=True)
+        if push.returncode != 0:
+            raise UserError(f"adb push failed ({push.stderr.strip().splitlines()[-1] if push.stderr else 'no output'});"
+                            " is the app installed and the device unlocked?")
+        return [f"pushed {src} to {devices[0]}:{remote}", "open the qwen-edge app and pick it from the list"]
+    staged = app / "bundles" / src.name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    _copy(src, staged)
+    why = "no adb on PATH" if shutil.which("adb") is None else f"{len(devices)} devices attached (need exactly 1)"
+    return [f"staged {src} in {staged} ({why})",
+            f"push it later with: adb shell mkdir -p {ANDROID_DIR} && adb push {staged} {remote}"]
+
+
+def deploy_ios(bundle: str, app_dir: str) -> list[str]:
+    src, manifest = _verified(bundle)
+    if manifest["backend"] != "coreml":
+        raise UserError(f"the iOS demo runs Core ML bundles; {bundle} is a {manifest['target']} bundle "
+                        "(export with --target coreml)")
+    app = Path(app_dir)
+    if not app.is_dir():
+        raise UserError(f"{app_dir} is not a directory; pass --ios ios-demo")
+    target = app / "Bundles" / src.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _copy(src, target)
+    return [f"copied {src} to {target}",
+            "the ios-demo app is not built in this version: see the README for what exists"]
