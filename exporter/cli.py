@@ -207,7 +207,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
 
     p = sub("deploy", "Put a verified bundle where a demo app finds it. Android: adb push to the app's files dir "
                       "when exactly one device is attached, else stage it in APP_DIR/bundles with the adb command "
-                      "to run. iOS: copy it into APP_DIR/Bundles. Says what it did.")
+                      "to run. iOS: copy it into APP_DIR/App/Bundles. Says what it did.")
     p.add_argument("--bundle", required=True, metavar="DIR", help="bundle to deploy (verified first)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--android", metavar="APP_DIR", help="the Android demo, e.g. android-demo")

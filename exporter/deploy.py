@@ -3,7 +3,7 @@
 Android: with `adb` on PATH and one device attached, the bundle is pushed to the app's external files dir
 (/sdcard/Android/data/dev.qwenedge.demo/files/bundles/NAME, readable by the app without permissions);
 otherwise it is staged in android-demo/bundles/NAME with the adb command to run later.
-iOS: the bundle is copied into ios-demo/Bundles/NAME, which the app project bundles as a resource folder.
+iOS: the bundle is copied into ios-demo/App/Bundles/NAME, which the app target bundles as a resource folder.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def deploy_ios(bundle: str, app_dir: str) -> list[str]:
     app = Path(app_dir)
     if not app.is_dir():
         raise UserError(f"{app_dir} is not a directory; pass --ios ios-demo")
-    target = app / "Bundles" / src.name
+    target = app / "App" / "Bundles" / src.name
     target.parent.mkdir(parents=True, exist_ok=True)
     _copy(src, target)
     return [f"copied {src} to {target}",

@@ -153,7 +153,7 @@ def test_parity_on_macos(bundles, quant, capsys, tmp_path):
 @pytest.mark.slow
 def test_target_all_writes_one_complete_bundle_per_target(tmp_path, capsys):
     pytest.importorskip("executorch")
-    code, out, _ = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "int8", "--max-seq-len", "128",
+    code, out, _ = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "fp32", "--max-seq-len", "128",
                            "--out", str(tmp_path / "all"))
     assert code == 0 and "all (onnx (cpu), executorch (xnnpack), coreml)" in out
     for target in ("onnx", "executorch", "coreml"):
@@ -167,5 +167,6 @@ def test_export_is_deterministic(bundles, tmp_path):
     from exporter.cli import main
     from tests.conftest import file_hashes
 
-    assert main(["--model", "tiny", "--target", "coreml", "--quant", "int4", "--max-seq-len", "256"] + ["--out", str(tmp_path / "again")]) == 0
+    assert main(["--model", "tiny", "--target", "coreml", "--quant", "int4", "--max-seq-len", "256",
+                 "--out", str(tmp_path / "again")]) == 0
     assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])

@@ -33,7 +33,7 @@ def test_android_without_adb_stages_the_bundle(tmp_path, capsys, monkeypatch):
     from exporter.cli import main
 
     bundle = tmp_path / "tiny-et"
-    assert main(["--model", "tiny", "--target", "executorch", "--quant", "int4", "--max-seq-len", "128",
+    assert main(["--model", "tiny", "--target", "executorch", "--quant", "fp32", "--max-seq-len", "128",
                  "--out", str(bundle)]) == 0
     capsys.readouterr()
     monkeypatch.setenv("PATH", "/nonexistent")  # no adb
@@ -51,7 +51,7 @@ def test_a_tampered_bundle_is_not_deployed(onnx_bundle, tmp_path, capsys):
     (bundle / "tokenizer.json").write_text("{}")
     code, _, err = run_cli(capsys, "deploy", "--bundle", str(bundle), "--ios", str(tmp_path))
     assert code == 2 and "fails verification" in err
-    assert not (tmp_path / "Bundles").exists()
+    assert not (tmp_path / "App").exists()
 
 
 def test_not_the_android_app(tmp_path, capsys):

@@ -13,7 +13,8 @@ from tests.conftest import SMALL, run_cli
 
 pytest.importorskip("executorch")
 
-QUANTS = ("fp32", "fp16", "int8", "int4", "8da4w")
+# int4 and 8da4w lower to the same program (RTN int4 weights, 8-bit dynamic activations): 8da4w stands for both
+QUANTS = ("fp32", "fp16", "int8", "8da4w")
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +42,16 @@ def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
         assert report["reference"] == "fp32"
     else:
         assert report["teacher_forced_top1_agreement"] >= 0.99
-    if quant in ("int8", "int4", "8da4w"):  # the reference models the kernels' 8-bit activations
+    if quant in ("int8", "8da4w"):  # the reference models the kernels' 8-bit activations
         assert report["reference"] == f"fake-quant {quant} (int8-dynamic-per-token activations)"
 
 
 def test_manifest_records_what_the_kernels_do(bundles):
     from runtimes.verify import verify
 
-    manifest = read_manifest(bundles["int4"])
-    assert verify_files(bundles["int4"], manifest) == []
-    result = verify(bundles["int4"])
+    manifest = read_manifest(bundles["8da4w"])
+    assert verify_files(bundles["8da4w"], manifest) == []
+    result = verify(bundles["8da4w"])
     assert result["ok"] and result["generation"] is not None, result
     assert (manifest["target"], manifest["backend"], manifest["profile"]) == ("executorch", "executorch", "xnnpack")
     assert manifest["quant"]["activations"] == "int8-dynamic-per-token"
@@ -64,10 +65,10 @@ def test_manifest_records_what_the_kernels_do(bundles):
 def test_program_carries_llm_runner_metadata(bundles, tiny_tokenizer):
     from runtimes.backends.executorch import _runtime
 
-    module = _runtime()._load_for_executorch(str(bundles["int4"] / "model.pte"))
+    module = _runtime()._load_for_executorch(str(bundles["8da4w"] / "model.pte"))
     meta = {name: module.run_method(name, ())[0] for name in
             ("get_max_seq_len", "get_vocab_size", "use_kv_cache", "enable_dynamic_shape", "get_bos_id")}
-    vocab = read_manifest(bundles["int4"])["architecture"]["vocab_size"]
+    vocab = read_manifest(bundles["8da4w"])["architecture"]["vocab_size"]
     assert meta == {"get_max_seq_len": 256, "get_vocab_size": vocab, "use_kv_cache": True,
                     "enable_dynamic_shape": True, "get_bos_id": tiny_tokenizer.special.endoftext}
     assert sorted(module.run_method("get_eos_ids", ())) == sorted(tiny_tokenizer.special.stop)
@@ -215,5 +216,6 @@ def test_export_is_deterministic(bundles, tmp_path):
     from exporter.cli import main
     from tests.conftest import file_hashes
 
-    assert main(["--model", "tiny", "--target", "executorch", "--quant", "int4", "--max-seq-len", "256"] + ["--out", str(tmp_path / "again")]) == 0
-    assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])
+    assert main(["--model", "tiny", "--target", "executorch", "--quant", "8da4w", "--max-seq-len", "256",
+                 "--out", str(tmp_path / "again")]) == 0
+    assert file_hashes(tmp_path / "again") == file_hashes(bundles["8da4w"])

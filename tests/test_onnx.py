@@ -159,5 +159,6 @@ def test_export_is_deterministic(bundles, tmp_path):
     from exporter.cli import main
     from tests.conftest import file_hashes
 
-    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--group-size", "64", "--calib", "arithmetic", "--samples", "16", "--seq-len", "128"] + ["--out", str(tmp_path / "again")]) == 0
+    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--group-size", "64", "--calib",
+                 "arithmetic", "--samples", "16", "--seq-len", "128", "--out", str(tmp_path / "again")]) == 0
     assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])
