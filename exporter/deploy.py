@@ -86,4 +86,4 @@ def deploy_ios(bundle: str, app_dir: str) -> list[str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _copy(src, target)
     return [f"copied {src} to {target}",
-            "the ios-demo app is not built in this version: see the README for what exists"]
+            f"open {app / 'Package.swift'} in Xcode, run the QwenEdge app on an iPhone (iOS 18+), pick {src.name}"]

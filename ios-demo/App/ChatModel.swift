@@ -1,0 +1,113 @@
+import CoreML
+import Foundation
+import QwenEdgeCore
+import Tokenizers
+
+/// One exchange as the UI shows it: the reasoning apart from the answer, and live speed.
+struct Turn: Identifiable {
+    let id = UUID()
+    var question: String
+    var reasoning = ""
+    var answer = ""
+    var stats = ""
+    var cutByBudget = false
+}
+
+@MainActor
+final class ChatModel: ObservableObject {
+    @Published var bundles: [(name: String, url: URL, manifest: BundleManifest?, problems: [String])] = []
+    @Published var selected: String?
+    @Published var thinking = true
+    @Published var budget: Int? = 128
+    @Published var computeUnits: MLComputeUnits = .cpuAndNeuralEngine
+    @Published var turns: [Turn] = []
+    @Published var busy = false
+    @Published var error: String?
+    private var model: CoreMLModel?
+    private var tokenizer: Tokenizer?
+    private var manifest: BundleManifest?
+
+    /// Bundles copied into the app by `python -m exporter deploy --bundle DIR --ios ios-demo` (App/Bundles/NAME).
+    func scan() {
+        guard let root = Bundle.main.url(forResource: "Bundles", withExtension: nil),
+              let names = try? FileManager.default.contentsOfDirectory(atPath: root.path) else { return }
+        bundles = names.sorted().filter { !$0.hasPrefix(".") }.map { name in
+            let url = root.appendingPathComponent(name)
+            var (manifest, problems) = BundleVerifier.verify(url)
+            if let m = manifest, m.backend != "coreml" { problems.append("backend \(m.backend): this app runs Core ML bundles") }
+            return (name, url, manifest, problems)
+        }
+    }
+
+    func select(_ name: String) async {
+        guard let entry = bundles.first(where: { $0.name == name }), let manifest = entry.manifest,
+              entry.problems.isEmpty else {
+            error = bundles.first(where: { $0.name == name })?.problems.joined(separator: "\n")
+            return
+        }
+        do {
+            model = try CoreMLModel(bundle: entry.url, manifest: manifest, computeUnits: computeUnits)
+            tokenizer = try await AutoTokenizer.from(modelFolder: entry.url)
+            self.manifest = manifest
+            selected = name
+            turns = []
+            error = nil
+        } catch {
+            self.error = "\(error)"
+        }
+    }
+
+    func send(_ question: String) {
+        guard let model, let tokenizer, let manifest else { return }
+        var conversation: [Message] = turns.flatMap {
+            [Message(role: "user", content: $0.question), Message(role: "assistant", content: $0.answer)]
+        }
+        conversation.append(Message(role: "user", content: question))
+        turns.append(Turn(question: question))
+        let index = turns.count - 1
+        busy = true
+        let thinks = ChatTemplate.thinks(conversation, budget: budget, enableThinking: thinking)
+        let budget = self.budget
+        Task.detached(priority: .userInitiated) { [weak self] in
+            do {
+                let text = try ChatTemplate.render(conversation, enableThinking: thinks)
+                let prompt = tokenizer.encode(text: text, addSpecialTokens: false)
+                var channels: [String: [Int]] = ["reasoning": [], "content": []]
+                let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds)
+                var sampler = Sampler()
+                let started = Date()
+                var first: Date?
+                let result = try generator.run(model, prompt: prompt, thinking: thinks, budget: budget,
+                                               maxNewTokens: 512, sampler: &sampler) { channel, id, _ in
+                    if first == nil { first = Date() }
+                    channels[channel, default: []].append(id)
+                    let decoded = tokenizer.decode(tokens: channels[channel]!)
+                    let steps = channels.values.map(\.count).reduce(0, +) - 1
+                    let seconds = Date().timeIntervalSince(first!)
+                    let stats = String(format: "TTFT %.0f ms  %.1f tok/s", first!.timeIntervalSince(started) * 1000,
+                                       seconds > 0 ? Double(steps) / seconds : 0)
+                    Task { @MainActor in
+                        if channel == "reasoning" {
+                            self?.turns[index].reasoning = decoded.trimmingCharacters(in: .newlines)
+                        } else {
+                            self?.turns[index].answer = decoded.trimmingCharacters(in: .whitespacesAndNewlines)
+                        }
+                        self?.turns[index].stats = stats
+                    }
+                }
+                await MainActor.run {
+                    self?.turns[index].cutByBudget = result.stoppedByBudget
+                    self?.turns[index].stats = String(format: "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s (%@)",
+                                                      result.ttftMs, result.prefillTokensPerS, result.decodeTokensPerS,
+                                                      result.finishReason)
+                    self?.busy = false
+                }
+            } catch {
+                await MainActor.run {
+                    self?.error = "\(error)"
+                    self?.busy = false
+                }
+            }
+        }
+    }
+}
