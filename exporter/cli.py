@@ -83,6 +83,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                         "such as QNN require (default: cpu)")
     p.add_argument("--npu-chunk", type=int, default=32, metavar="N",
                    help="tokens per prefill call of the npu profile (default: 32)")
+    p.add_argument("--activations", choices=("float", "int8"),
+                   help="how int4 linears see their input. onnx: float (default, exact to the fake-quant weights) "
+                        "or int8 (ONNX Runtime quantizes activations per weight group and runs integer dot "
+                        "products: faster, slightly less exact); executorch: always int8 for quantized linears "
+                        "(XNNPACK's only low-bit kernels); coreml: float")
     p.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "coreml", "qnn"),
                    help="executorch only. xnnpack: every phone's CPU (default); coreml: Apple's Neural Engine via "
                         "ExecuTorch's Core ML delegate; qnn: Qualcomm NPUs (needs the QNN SDK)")
@@ -383,7 +388,8 @@ def run_export(args) -> int:
     summary = export(args.model, args.target, args.quant, args.out, group_size=args.group_size,
                      symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
                      seq_len=args.seq_len, max_seq_len=args.max_seq_len, profile=args.profile,
-                     npu_chunk=args.npu_chunk, delegate=args.delegate, overwrite=args.overwrite)
+                     npu_chunk=args.npu_chunk, delegate=args.delegate, activations=args.activations,
+                     overwrite=args.overwrite)
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
     return 0

@@ -67,7 +67,7 @@ def _recipe_fields(recipe) -> dict:
 def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
            embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
-           overwrite: bool = False, progress: bool = True) -> dict:
+           activations: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     from exporter.bundle import atomic_output_dir, copy_tokenizer_files, write_manifest
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
@@ -83,6 +83,15 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
         raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
                         "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
+    if activations == "int8":
+        if target == "coreml":
+            raise UserError("--activations int8 is not available for coreml: Core ML keeps activations in fp16")
+        if target == "onnx" and (profile != "cpu" or quant in ("fp32", "fp16", "int8")):
+            raise UserError("--activations int8 applies to the int4 linears of the onnx cpu profile (ONNX Runtime's "
+                            "MatMulNBits); use it with --quant int4 or awq-int4 and --profile cpu")
+    if activations == "float" and target == "executorch" and quant not in ("fp32", "fp16"):
+        raise UserError("XNNPACK runs quantized linears with 8-bit dynamic activations only; drop --activations "
+                        "float, or use --quant fp32/fp16 for float activations")
     if target == "coreml":
         if profile != "cpu":
             raise UserError("--profile is an onnx option; a Core ML bundle runs on CPU, GPU or the Neural Engine as "
@@ -120,8 +129,13 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
             if target == "onnx":
                 from exporter.targets.onnx import export_onnx
 
+                int8_activations = activations == "int8" and any(qt.bits == 4 for qt in weights.values())
+                if activations == "int8" and not int8_activations:
+                    raise UserError("--activations int8 applies to int4 linears; this recipe has none")
                 entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
-                                           fp16=fp16)
+                                           fp16=fp16, int8_activations=int8_activations)
+                if int8_activations:
+                    quant_fields["activations"] = "int8-dynamic-per-block"
             elif target == "coreml":
                 from exporter.targets.coreml import SCALE_DTYPE, export_coreml
 

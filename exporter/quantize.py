@@ -19,7 +19,8 @@ import torch
 
 from exporter.model import hf_name
 from exporter.quant.packing import pack_int4, unpack_int4
-from exporter.quant.rtn import QuantizedTensor, dequantize, fake_quantize_activations, quantize
+from exporter.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
+                                fake_quantize_activations_blockwise, quantize)
 from runtimes.errors import UserError
 
 RECIPE_FILE = "quant_recipe.json"
@@ -87,7 +88,8 @@ def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: s
     """Replace each quantized weight by its dequantized value: the parity reference for artifacts.
 
     activations "int8-dynamic-per-token" also rounds the input of every quantized linear (the LM head included
-    when the table is quantized) as dynamically quantized kernels do; int4/int8_scale_dtype ("bfloat16",
+    when the table is quantized) as XNNPACK's dynamically quantized kernels do, "int8-dynamic-per-block" the
+    input of every 4-bit linear per weight group as ONNX Runtime's MatMulNBits at accuracy level 4 does; int4/int8_scale_dtype ("bfloat16",
     "float16") round the scales of 4-/8-bit weights as a target that stores them so computes with them
     (XNNPACK's qb4w kernels keep bf16 group scales, Core ML keeps fp16 scales).
     """
@@ -98,13 +100,19 @@ def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: s
         module.get_parameter(name).copy_(dequantize(qt))
     if activations == "float":
         return
-    if activations != "int8-dynamic-per-token":
-        raise ValueError(f"unknown activation quantization {activations!r}")
-    linears = {name.removesuffix(".weight") for name in weights if name != "embed_tokens.weight"}
+    linears = {name.removesuffix(".weight"): qt for name, qt in weights.items() if name != "embed_tokens.weight"}
     if "embed_tokens.weight" in weights and module.args.tie_word_embeddings:
-        linears.add("lm_head")
-    for name in sorted(linears):
-        module.get_submodule(name).register_forward_pre_hook(lambda _, args: (fake_quantize_activations(args[0]),))
+        linears["lm_head"] = weights["embed_tokens.weight"]
+    for name, qt in sorted(linears.items()):
+        if activations == "int8-dynamic-per-token":
+            hook = lambda _, args: (fake_quantize_activations(args[0]),)  # noqa: E731
+        elif activations == "int8-dynamic-per-block":
+            if qt.bits != 4:
+                continue  # only the 4-bit MatMulNBits quantize their input (int8 linears stay DQ + MatMul)
+            hook = lambda _, args, block=qt.group_size: (fake_quantize_activations_blockwise(args[0], block),)  # noqa: E731
+        else:
+            raise ValueError(f"unknown activation quantization {activations!r}")
+        module.get_submodule(name).register_forward_pre_hook(hook)
 
 
 def save_quantized(out: Path, module, config: dict, weights: dict[str, QuantizedTensor], recipe: QuantRecipe,

@@ -162,3 +162,60 @@ def test_export_is_deterministic(bundles, tmp_path):
     assert main(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--group-size", "64", "--calib",
                  "arithmetic", "--samples", "16", "--seq-len", "128", "--out", str(tmp_path / "again")]) == 0
     assert file_hashes(tmp_path / "again") == file_hashes(bundles["int4"])
+
+
+def test_int8_activations_run_matmulnbits_at_accuracy_level_4(tmp_path, capsys):
+    """--activations int8: ORT quantizes each int4 linear's input per weight group; the reference does too."""
+    out = tmp_path / "a8"
+    code, _, _ = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--quant", "int4", "--embedding", "int4",
+                         "--activations", "int8", "--out", str(out))
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest["quant"]["activations"] == "int8-dynamic-per-block"
+    nodes = [n for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node
+             if n.op_type == "MatMulNBits"]
+    assert nodes and all(a.i == 4 for n in nodes for a in n.attribute if a.name == "accuracy_level")
+    report_path = tmp_path / "p.json"
+    code, out_text, _ = run_cli(capsys, "parity", "--bundle", str(out), "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    assert code == 0, out_text
+    assert report["reference"] == "fake-quant int4 (int8-dynamic-per-block activations)"
+    assert report["teacher_forced_top1_agreement"] >= 0.99 and report["mean_kl"] < 1e-3
+
+
+def test_one_matmulnbits_at_level_4_is_modelled_exactly():
+    import onnxruntime as ort
+    import torch
+    from onnx import helper, numpy_helper, TensorProto
+
+    from exporter.quant.packing import pack_int4
+    from exporter.quant.rtn import dequantize, fake_quantize_activations_blockwise, quantize
+
+    torch.manual_seed(0)
+    K, N, g = 256, 64, 32
+    qt = quantize(torch.randn(N, K) * 0.02, 4, g, True)
+    node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], domain="com.microsoft", K=K, N=N, bits=4,
+                            block_size=g, accuracy_level=4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
+                              [numpy_helper.from_array(pack_int4(qt.q, True).numpy().reshape(N, K // g, g // 2), "w"),
+                               numpy_helper.from_array(qt.scales.numpy().reshape(-1), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, K) * 2
+    got = session.run(None, {"x": x.numpy()})[0]
+    modelled = (fake_quantize_activations_blockwise(x, g) @ dequantize(qt).T).numpy()
+    unmodelled = (x @ dequantize(qt).T).numpy()
+    assert np.abs(got - modelled).max() < 1e-4 < np.abs(got - unmodelled).max()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "onnx", "--quant", "int8", "--activations", "int8"], "applies to the int4 linears"),
+    (["--target", "onnx", "--profile", "npu", "--activations", "int8"], "applies to the int4 linears"),
+    (["--target", "coreml", "--activations", "int8"], "Core ML keeps activations in fp16"),
+    (["--target", "executorch", "--quant", "int4", "--activations", "float"], "8-bit dynamic activations only"),
+])
+def test_activation_option_refusals(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "x"))
+    assert code == 2 and message in err
+    assert not (tmp_path / "x").exists()

@@ -85,3 +85,13 @@ def fake_quantize_activations(x: torch.Tensor) -> torch.Tensor:
     zero = torch.clamp(-128 - torch.round(lo / scale), -128, 127)
     q = torch.clamp(torch.round(x.float() / scale) + zero, -128, 127)
     return ((q - zero) * scale).to(x.dtype)
+
+
+def fake_quantize_activations_blockwise(x: torch.Tensor, block: int) -> torch.Tensor:
+    """8-bit dynamic symmetric quantize→dequantize of activations per block of `block` features: what ONNX
+    Runtime's MatMulNBits does at accuracy level 4 (block = the weight's group size; zero blocks stay zero)."""
+    shape = x.shape
+    xb = x.float().reshape(*shape[:-1], shape[-1] // block, block)
+    scale = xb.abs().amax(-1, keepdim=True) / 127
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    return (torch.clamp(torch.round(xb / scale), -127, 127) * scale).reshape(shape).to(x.dtype)

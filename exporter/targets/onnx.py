@@ -69,8 +69,11 @@ class Builder:
     int4 as DequantizeLinear), returning the new K/V for the host to write into its cache."""
 
     def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int, chunk: int | None = None,
-                 fp16: bool = False):
+                 fp16: bool = False, int8_activations: bool = False):
         self.m, self.q, self.g = module, quantized, Graph()
+        # MatMulNBits accuracy level 4: ONNX Runtime quantizes the activations to int8 per block of the weight's
+        # group size (symmetric) and runs integer dot products; 0 keeps them float32
+        self.accuracy_level = 4 if int8_activations else 0
         self.args = module.args
         self.max_seq_len = max_seq_len
         self.chunk = chunk
@@ -121,7 +124,7 @@ class Builder:
                 zp = (zeros[:, 0::2] | (zeros[:, 1::2] << 4)).to(torch.uint8).numpy().reshape(-1)
                 inputs.append(g.init(f"{name}.zeros", zp))
             return g.op("MatMulNBits", *inputs, domain="com.microsoft", K=in_features, N=out_features, bits=4,
-                        block_size=qt.group_size, accuracy_level=0)
+                        block_size=qt.group_size, accuracy_level=self.accuracy_level)
         # int8 per output channel: DequantizeLinear on the transposed codes, scale per column
         codes = g.init(f"{name}.qweight", qt.q.numpy().T)
         w = g.op("DequantizeLinear", codes, g.init(f"{name}.scales", qt.scales.numpy().reshape(-1)), axis=1)
@@ -287,7 +290,7 @@ def entry_point(a, chunk: int | None, max_seq_len: int, kv_dtype: str = "float32
 
 
 def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
-                npu_chunk: int | None = None, fp16: bool = False) -> list[dict]:
+                npu_chunk: int | None = None, fp16: bool = False, int8_activations: bool = False) -> list[dict]:
     """Write the graph(s) into out_dir → the manifest's entry points.
 
     CPU profile: model.onnx. NPU profile: prefill.onnx (npu_chunk tokens) and decode.onnx (1 token), static
@@ -295,7 +298,7 @@ def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, ma
     """
     kv_dtype = "float16" if fp16 else "float32"
     if npu_chunk is None:
-        model = Builder(module, quantized, max_seq_len, fp16=fp16).build()
+        model = Builder(module, quantized, max_seq_len, fp16=fp16, int8_activations=int8_activations).build()
         onnx.save_model(model, out_dir / MODEL_FILE, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=WEIGHTS_FILE, size_threshold=1024)
         onnx.checker.check_model(str(out_dir / MODEL_FILE))
