@@ -1,8 +1,12 @@
 """ONNX target: one graph for prefill and decode, built node by node from the edge module's weights.
 
     inputs   input_ids int64 [1, S], position_ids int64 [1, S] (absolute positions P..P+S-1),
-             past_key_{i} / past_value_{i} float32 [1, kv_heads, P, head_dim]
-    outputs  logits float32 [1, S, vocab], present_key_{i} / present_value_{i} [1, kv_heads, P+S, head_dim]
+             past_key_{i} / past_value_{i} float32 [1, kv_heads, C, head_dim]
+    outputs  logits float32 [1, S, vocab], present_key_{i} / present_value_{i} [1, kv_heads, max(C, P+S), head_dim]
+
+Attention is ONNX Runtime's GroupQueryAttention. With C = max_seq_len and each present bound to its past's
+buffer (the onnxruntime backend does this), the cache is updated in place; with C = P (a growing past) it is
+concatenated, as a plain ONNX consumer would run it.
 
 Numerics follow exporter/model.py (rotate-half RoPE, RMSNorm, per-head q/k norm, GQA). Quantized
 linears carry our quantizer's exact codes and scales: int4 group-wise as MatMulNBits (ONNX Runtime's
@@ -222,24 +226,20 @@ class Builder:
 
     # -- the graph ------------------------------------------------------------------------------
     def build(self) -> onnx.ModelProto:
+        """The NPU graph (standard ops only); the CPU graph is build_gqa."""
+        if self.chunk is None:
+            return self.build_gqa()
         g, a = self.g, self.args
         nh, nkv, hd = a.num_attention_heads, a.num_key_value_heads, a.head_dim
         groups = nh // nkv
         cos, sin = self.m.rope_cos[: self.max_seq_len], self.m.rope_sin[: self.max_seq_len]
         cos = g.op("Unsqueeze", g.op("Gather", self.weight("rope_cos", _f32(cos)), "position_ids"), g.const([1]))
         sin = g.op("Unsqueeze", g.op("Gather", self.weight("rope_sin", _f32(sin)), "position_ids"), g.const([1]))
-        if self.chunk is None:
-            # additive causal mask [1, 1, 1, S, P+S]: key j is visible to the query at absolute position p if j <= p
-            total = g.op("Add", g.op("Shape", "past_key_0", start=2, end=3), g.op("Shape", "input_ids", start=1, end=2))
-            key_pos = g.op("Range", g.const(0), g.op("Squeeze", total, g.const([0])), g.const(1))
-            visible = g.op("LessOrEqual", g.op("Unsqueeze", key_pos, g.const([0])),
-                           g.op("Unsqueeze", g.op("Squeeze", "position_ids", g.const([0])), g.const([1])))
-        else:
-            # static: cache slots [0, L) are valid below the chunk's first position; the chunk is causal in itself
-            c, length = self.chunk, self.max_seq_len
-            first = g.op("Slice", "position_ids", g.const([0, 0]), g.const([1, 1]))  # [1, 1]
-            cached = g.op("Expand", g.op("Less", g.const(np.arange(length)[None]), first), g.const([c, length]))
-            visible = g.op("Concat", cached, g.const(np.tril(np.ones((c, c), dtype=bool)), np.bool_), axis=1)
+        # static: cache slots [0, L) are valid below the chunk's first position; the chunk is causal in itself
+        c, length = self.chunk, self.max_seq_len
+        first = g.op("Slice", "position_ids", g.const([0, 0]), g.const([1, 1]))  # [1, 1]
+        cached = g.op("Expand", g.op("Less", g.const(np.arange(length)[None]), first), g.const([c, length]))
+        visible = g.op("Concat", cached, g.const(np.tril(np.ones((c, c), dtype=bool)), np.bool_), axis=1)
         mask = g.op("Where", visible, g.const(0.0, np.float32), g.const(-np.inf, np.float32))
         mask = g.op("Unsqueeze", mask, g.const([0, 1, 2]))
 
@@ -261,12 +261,9 @@ class Builder:
             q = rope(g.op("Transpose", self.rms_norm(q, p + "self_attn.q_norm.weight"), perm=[0, 2, 1, 3]))
             k = rope(g.op("Transpose", self.rms_norm(k, p + "self_attn.k_norm.weight"), perm=[0, 2, 1, 3]))
             v = g.op("Transpose", v, perm=[0, 2, 1, 3])
-            if self.chunk is None:
-                k_all = g.op("Concat", f"past_key_{i}", k, axis=2, name=f"present_key_{i}")
-                v_all = g.op("Concat", f"past_value_{i}", v, axis=2, name=f"present_value_{i}")
-            else:  # the host writes the new entries into its fixed cache
-                k_all = g.op("Concat", f"past_key_{i}", g.op("Identity", k, name=f"new_key_{i}"), axis=2)
-                v_all = g.op("Concat", f"past_value_{i}", g.op("Identity", v, name=f"new_value_{i}"), axis=2)
+            # the host writes the new entries into its fixed cache
+            k_all = g.op("Concat", f"past_key_{i}", g.op("Identity", k, name=f"new_key_{i}"), axis=2)
+            v_all = g.op("Concat", f"past_value_{i}", g.op("Identity", v, name=f"new_value_{i}"), axis=2)
             # GQA without copying K/V: queries grouped per KV head, broadcast over the group axis
             q5 = g.op("Reshape", q, g.const([1, nkv, groups, -1, hd]))
             k5 = g.op("Unsqueeze", k_all, g.const([2]))
@@ -281,6 +278,48 @@ class Builder:
             gate = self.linear(h, p + "mlp.gate_proj.weight")
             act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, p + "mlp.up_proj.weight"))
             x = g.op("Add", x, self.linear(act, p + "mlp.down_proj.weight"))
+        return self.finish(x)
+
+    def build_gqa(self) -> onnx.ModelProto:
+        """The CPU graph: attention is ONNX Runtime's GroupQueryAttention (RoPE, causal GQA and the KV update
+        in one kernel). Given a past of max_seq_len positions bound as its own present (the runtime does so), it
+        writes the new entries in place: no cache copy per step. A growing past works too (it concatenates)."""
+        g, a = self.g, self.args
+        nh, nkv, hd = a.num_attention_heads, a.num_key_value_heads, a.head_dim
+        half = hd // 2
+        cos = self.weight("rope_cos_half", _f32(self.m.rope_cos[: self.max_seq_len, :half]))
+        sin = self.weight("rope_sin_half", _f32(self.m.rope_sin[: self.max_seq_len, :half]))
+        # positions come as position_ids; GQA wants the total length after this call (and that minus one)
+        last = g.op("Gather", g.op("Squeeze", "position_ids", g.const([0])), g.const(-1))
+        total = g.op("Cast", g.op("Add", last, g.const(1)), to=TensorProto.INT32)
+        seqlens_k = g.op("Reshape", g.op("Cast", last, to=TensorProto.INT32), g.const([1]))
+        x = self.embed()
+        seq_shape = g.op("Shape", "input_ids")
+        heads_shape = lambda n: g.op("Concat", seq_shape, g.const([n, hd]), axis=0)  # noqa: E731
+        flat_shape = lambda n: g.op("Concat", seq_shape, g.const([n * hd]), axis=0)  # noqa: E731
+        for i in range(a.num_hidden_layers):
+            p = f"layers.{i}."
+            h = self.rms_norm(x, p + "input_layernorm.weight")
+            q = g.op("Reshape", self.linear(h, p + "self_attn.q_proj.weight"), heads_shape(nh))
+            k = g.op("Reshape", self.linear(h, p + "self_attn.k_proj.weight"), heads_shape(nkv))
+            q = g.op("Reshape", self.rms_norm(q, p + "self_attn.q_norm.weight"), flat_shape(nh))
+            k = g.op("Reshape", self.rms_norm(k, p + "self_attn.k_norm.weight"), flat_shape(nkv))
+            v = self.linear(h, p + "self_attn.v_proj.weight")
+            g.count += 1
+            attn = f"attn_{g.count}"
+            g.nodes.append(helper.make_node(
+                "GroupQueryAttention", [q, k, v, f"past_key_{i}", f"past_value_{i}", seqlens_k, total, cos, sin],
+                [attn, f"present_key_{i}", f"present_value_{i}"], name=f"node_{g.count}", domain="com.microsoft",
+                num_heads=nh, kv_num_heads=nkv, do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(hd))))
+            x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
+            h = self.rms_norm(x, p + "post_attention_layernorm.weight")
+            gate = self.linear(h, p + "mlp.gate_proj.weight")
+            act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, p + "mlp.up_proj.weight"))
+            x = g.op("Add", x, self.linear(act, p + "mlp.down_proj.weight"))
+        return self.finish(x)
+
+    def finish(self, x: str) -> onnx.ModelProto:
+        g, a = self.g, self.args
         x = self.rms_norm(x, "norm.weight")
         self.lm_head(x)
         io = entry_point(a, self.chunk, self.max_seq_len, "float16" if self.fp16 else "float32")

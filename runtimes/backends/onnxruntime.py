@@ -1,7 +1,7 @@
 """The onnxruntime backend: runs a bundle's model.onnx, keeping the KV cache as ONNX Runtime values.
 
-The present K/V outputs of one call are bound as the past inputs of the next through IO binding,
-so the cache never round-trips through numpy between steps.
+CPU profile: one max_seq_len buffer per cache, bound through IO binding as both the past input and the present
+output, so GroupQueryAttention updates it in place and the cache never moves between steps.
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ class OnnxRuntimeBackend:
         return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
 
     def reset(self) -> None:
-        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
-        self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty) for _ in range(2 * self.layers)]
+        """One fixed buffer per cache, max_seq_len long, bound as both past and present: GroupQueryAttention
+        writes each step's keys and values into it in place, and entries past the position are never read."""
+        if not self.past:
+            shape = (1, self.kv_heads, self.max_seq_len, self.head_dim)
+            self.past = [self.ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype))
+                         for _ in range(2 * self.layers)]
         self.position = 0
 
     def _run(self, token_ids: Sequence[int]) -> np.ndarray:
@@ -72,13 +76,11 @@ class OnnxRuntimeBackend:
             binding.bind_ortvalue_input(f"past_value_{i}", self.past[2 * i + 1])
         binding.bind_output("logits")
         for i in range(self.layers):
-            binding.bind_output(f"present_key_{i}")
-            binding.bind_output(f"present_value_{i}")
+            binding.bind_ortvalue_output(f"present_key_{i}", self.past[2 * i])
+            binding.bind_ortvalue_output(f"present_value_{i}", self.past[2 * i + 1])
         self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        self.past = outputs[1:]
         self.position += n
-        return outputs[0].numpy()[0].astype(np.float32, copy=False)
+        return binding.get_outputs()[0].numpy()[0].astype(np.float32, copy=False)
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         if len(token_ids) == 0:
