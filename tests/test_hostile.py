@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from exporter.checkpoint import validate_config
 from runtimes.bundle import schema_errors
 from runtimes.errors import UserError
-from tests.conftest import ROOT, copy_checkpoint, run_cli
+from tests.conftest import ROOT, copy_checkpoint, run_cli, run_module
 
 
 def export_fails(capsys, model_dir, tmp_path, message):
@@ -193,15 +193,9 @@ def test_killed_export_leaves_nothing_half_written(tmp_path, signum, after):
     if signum == signal.SIGINT:
         assert not list(tmp_path.glob(".bundle.partial-*"))  # it unwound and cleaned up
     # whatever a SIGKILL left behind is removed by the next run for the same --out
-    code, _, err = run_cli_quiet(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--out", str(out),
-                                  "--overwrite"])
-    assert code == 0, err
+    proc = run_module("--model", "tiny", "--target", "onnx", "--quant", "int4", "--out", str(out), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
     assert not list(tmp_path.glob(".bundle.partial-*")) and verify(out, run=False)["ok"]
-
-
-def run_cli_quiet(argv):
-    proc = subprocess.run([sys.executable, "-m", "exporter", *argv], cwd=ROOT, capture_output=True, text=True)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_full_disk_is_one_line_and_leaves_nothing(tmp_path):

@@ -224,6 +224,14 @@ class Builder:
         flat = self.to_fp32(g.op("Gemm", g.op("Reshape", x, g.const([-1, a.hidden_size])), w, transB=1))
         g.op("Reshape", flat, g.const([1, -1, a.vocab_size]), name="logits")
 
+    def mlp(self, x: str, prefix: str) -> str:
+        """x + SwiGLU(RMSNorm(x)): the second half of a decoder layer."""
+        g = self.g
+        h = self.rms_norm(x, prefix + "post_attention_layernorm.weight")
+        gate = self.linear(h, prefix + "mlp.gate_proj.weight")
+        act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, prefix + "mlp.up_proj.weight"))
+        return g.op("Add", x, self.linear(act, prefix + "mlp.down_proj.weight"))
+
     # -- the graph ------------------------------------------------------------------------------
     def build(self) -> onnx.ModelProto:
         """The NPU graph (standard ops only); the CPU graph is build_gqa."""
@@ -274,10 +282,7 @@ class Builder:
             attn = g.op("Reshape", g.op("MatMul", probs, v5), g.const([1, nh, -1, hd]))
             attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]), g.const([1, -1, nh * hd]))
             x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
-            h = self.rms_norm(x, p + "post_attention_layernorm.weight")
-            gate = self.linear(h, p + "mlp.gate_proj.weight")
-            act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, p + "mlp.up_proj.weight"))
-            x = g.op("Add", x, self.linear(act, p + "mlp.down_proj.weight"))
+            x = self.mlp(x, p)
         return self.finish(x)
 
     def build_gqa(self) -> onnx.ModelProto:
@@ -312,10 +317,7 @@ class Builder:
                 [attn, f"present_key_{i}", f"present_value_{i}"], name=f"node_{g.count}", domain="com.microsoft",
                 num_heads=nh, kv_num_heads=nkv, do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(hd))))
             x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
-            h = self.rms_norm(x, p + "post_attention_layernorm.weight")
-            gate = self.linear(h, p + "mlp.gate_proj.weight")
-            act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), self.linear(h, p + "mlp.up_proj.weight"))
-            x = g.op("Add", x, self.linear(act, p + "mlp.down_proj.weight"))
+            x = self.mlp(x, p)
         return self.finish(x)
 
     def finish(self, x: str) -> onnx.ModelProto:
