@@ -235,10 +235,12 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
 
 def module_from_weights(args: ModelArgs, weights: dict[str, torch.Tensor], max_seq_len: int,
                         dtype: torch.dtype = torch.float32) -> Qwen3:
-    """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them."""
+    """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them.
+    `weights` is consumed: converted to `dtype` in place, so peak memory holds one copy of the model."""
     with torch.device("meta"):
         module = Qwen3(args)
-    weights = {k: v.to(dtype) for k, v in weights.items()}
+    for name in list(weights):  # in place, so each stored-dtype tensor is freed as soon as it is converted
+        weights[name] = weights[name].to(dtype)
     if args.tie_word_embeddings:
         weights["lm_head.weight"] = weights["embed_tokens.weight"]
     module.load_state_dict(weights, assign=True, strict=True)
