@@ -19,8 +19,10 @@ KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]"
 
 
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
-            samples: int, seq_len: int, max_seq_len: int, progress: bool = True):
-    """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir)."""
+            samples: int, seq_len: int, max_seq_len: int, progress: bool = True, release: bool = False):
+    """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir).
+
+    release=True (exports): the module keeps no float values for quantized weights (see quantize_module)."""
     from exporter.checkpoint import resolve_model_dir
     from exporter.model import from_pretrained
     from exporter.quantize import is_quantized_checkpoint, load_quantized, quantize_with_recipe
@@ -38,14 +40,14 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
     module, config = from_pretrained(model_dir, max_seq_len=max_seq_len)
     if quant == "8da4w":  # int4 RTN weights; the 8-bit dynamic activations are the target's (executorch)
         weights, recipe = quantize_with_recipe(module, model_dir, "int4", group_size, symmetric, embedding, calib,
-                                               samples, seq_len, progress)
+                                               samples, seq_len, progress, release)
         return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
     if quant == "fp32":
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
         return module, {}, {"name": "fp16", "method": "none", "bits": 16}, config, model_dir
     weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib, samples,
-                                           seq_len, progress)
+                                           seq_len, progress, release)
     return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
 
 
@@ -121,7 +123,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if not 16 <= max_seq_len <= limit:
         raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
     module, weights, quant_fields, config, model_dir = prepare(model, quant, group_size, symmetric, embedding, calib,
-                                                               samples, seq_len, max_seq_len, progress)
+                                                               samples, seq_len, max_seq_len, progress, release=True)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         copy_tokenizer_files(model_dir, tmp)
         fp16 = quant_fields["name"] == "fp16"

@@ -56,9 +56,25 @@ def block_linear_names(module) -> list[str]:
             if isinstance(m, torch.nn.Linear) and name.startswith("layers.")]
 
 
+def release_weight(module, name: str) -> None:
+    """Drop a parameter's values, keeping its shape (a meta tensor): a target reads a quantized weight's codes,
+    never its float values, so exporting holds one copy of each weight, not two. A tied LM head goes too."""
+    param = module.get_parameter(name)
+    empty = torch.nn.Parameter(torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False)
+    owner, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(owner), attr, empty)
+    if name == "embed_tokens.weight" and module.args.tie_word_embeddings:
+        module.lm_head.weight = empty
+
+
 def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | None = None,
-                    progress: bool = True) -> dict[str, QuantizedTensor]:
-    """QuantizedTensor per weight name; AWQ also folds its scales into `module` (exact in fp32)."""
+                    progress: bool = True, release: bool = False) -> dict[str, QuantizedTensor]:
+    """QuantizedTensor per weight name; AWQ also folds its scales into `module` (exact in fp32).
+
+    release=True drops each quantized weight's float values from `module` once quantized (for exports, whose
+    targets read the codes): peak memory stays near one fp32 copy of the model. The module then only runs
+    after apply_fake_quant-like restoration, so parity references keep the default.
+    """
     weights: dict[str, QuantizedTensor] = {}
     if recipe.method == "awq":
         from exporter.quant.awq import AWQConfig, awq_quantize
@@ -71,7 +87,12 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
     else:
         params = dict(module.named_parameters())
         for name in block_linear_names(module):
-            weights[name] = quantize(params[name], recipe.bits, recipe.group_size, recipe.symmetric)
+            weights[name] = quantize(params.pop(name), recipe.bits, recipe.group_size, recipe.symmetric)
+            if release:
+                release_weight(module, name)
+    if release and recipe.method == "awq":
+        for name in list(weights):
+            release_weight(module, name)
     tables = ["embed_tokens.weight"] + ([] if module.args.tie_word_embeddings else ["lm_head.weight"])
     for name in tables:
         table = module.get_parameter(name)
@@ -79,6 +100,9 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
             weights[name] = quantize(table, 8, None, True)
         elif recipe.embedding == "int4":
             weights[name] = quantize(table, 4, recipe.group_size or 128, recipe.symmetric)
+        del table
+        if release and name in weights:
+            release_weight(module, name)
     return weights
 
 
@@ -195,7 +219,8 @@ def choose_group_size(args, requested: int | None) -> int:
 
 
 def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | None, symmetric: bool,
-                         embedding: str, calib: str, samples: int, seq_len: int, progress: bool = True):
+                         embedding: str, calib: str, samples: int, seq_len: int, progress: bool = True,
+                         release: bool = False):
     """Recipe for `quant`, calibration tokens when AWQ needs them, then quantize_module → (weights, recipe)."""
     from calibration.datasets import calibration_set
     from runtimes.tokenizer import QwenTokenizer
@@ -206,7 +231,7 @@ def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | 
         calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
         calib_tokens = calib_set.tokens
         recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
-    return quantize_module(module, recipe, calib_tokens, progress), recipe
+    return quantize_module(module, recipe, calib_tokens, progress, release), recipe
 
 
 def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None = None, symmetric: bool = True,
