@@ -18,16 +18,21 @@ ANDROID_PACKAGE = "dev.qwenedge.demo"
 ANDROID_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files/bundles"
 
 
-def _verified(bundle: str) -> tuple[Path, dict]:
+def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
+    """The bundle's path once it passes verification and runs on `backend` (its --target has the same name),
+    the one the `app` demo uses (`runtime`: how the message names it)."""
+    from runtimes.bundle import read_manifest
     from runtimes.verify import verify
 
     result = verify(bundle, run=False)
     if not result["ok"]:
         raise UserError(f"{bundle} fails verification ({result['problems'][0]}); run python -m exporter verify "
                         f"--bundle {bundle} for every problem, and export it again")
-    from runtimes.bundle import read_manifest
-
-    return Path(bundle).resolve(), read_manifest(bundle)
+    manifest = read_manifest(bundle)
+    if manifest["backend"] != backend:
+        raise UserError(f"the {app} demo runs {runtime} bundles; {bundle} is a {manifest['target']} bundle "
+                        f"(export with --target {backend})")
+    return Path(bundle).resolve()
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -49,10 +54,7 @@ def _adb_devices() -> list[str]:
 
 
 def deploy_android(bundle: str, app_dir: str) -> list[str]:
-    src, manifest = _verified(bundle)
-    if manifest["backend"] != "executorch":
-        raise UserError(f"the Android demo runs ExecuTorch bundles; {bundle} is a {manifest['target']} bundle "
-                        "(export with --target executorch)")
+    src = _verified(bundle, "executorch", "Android", "ExecuTorch")
     app = Path(app_dir)
     if not (app / "settings.gradle.kts").is_file():
         raise UserError(f"{app_dir} is not the Android demo (no settings.gradle.kts); pass --android android-demo")
@@ -75,10 +77,7 @@ def deploy_android(bundle: str, app_dir: str) -> list[str]:
 
 
 def deploy_ios(bundle: str, app_dir: str) -> list[str]:
-    src, manifest = _verified(bundle)
-    if manifest["backend"] != "coreml":
-        raise UserError(f"the iOS demo runs Core ML bundles; {bundle} is a {manifest['target']} bundle "
-                        "(export with --target coreml)")
+    src = _verified(bundle, "coreml", "iOS", "Core ML")
     app = Path(app_dir)
     if not app.is_dir():
         raise UserError(f"{app_dir} is not a directory; pass --ios ios-demo")

@@ -77,9 +77,7 @@ public final class Generator {
                 String channel = wasInside ? "reasoning" : "content";
                 if (forced != null) {
                     result.forcedTokens++;
-                } else if (wasInside) {
-                    result.reasoningTokens++;
-                } else {
+                } else if (!wasInside) {
                     result.contentTokens++;
                 }
                 if (listener != null) {
