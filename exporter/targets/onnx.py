@@ -125,10 +125,30 @@ class Builder:
 
     def linear(self, x: str, name: str) -> str:
         """x [..., in] @ W^T for the module's Linear `name` (a `...weight` parameter name)."""
+        return self._linear(x, name, self.m.get_parameter(name), self.q.get(name))
+
+    def fused_linear(self, x: str, names: list[str], fused_name: str) -> list[str]:
+        """Linears sharing the input x as one matmul over their weights stacked along the output axis, then
+        a Split: one activation quantization and one kernel call instead of len(names). Exact: every output
+        row keeps its own codes, scales and zeros. Falls back to separate linears when their formats differ."""
+        weights = [self.m.get_parameter(n) for n in names]
+        qts = [self.q.get(n) for n in names]
+        sizes = [w.shape[0] for w in weights]
+        if all(qt is None for qt in qts):
+            stacked, qt = torch.cat([w.detach() for w in weights]), None
+        elif all(qt is not None for qt in qts) and len({(qt.bits, qt.group_size, qt.symmetric) for qt in qts}) == 1:
+            qt = QuantizedTensor(torch.cat([t.q for t in qts]), torch.cat([t.scales for t in qts]),
+                                 None if qts[0].symmetric else torch.cat([t.zeros for t in qts]),
+                                 qts[0].bits, qts[0].group_size)
+            stacked = torch.empty((sum(sizes), weights[0].shape[1]), device="meta")
+        else:
+            return [self.linear(x, n) for n in names]
+        out = self._linear(x, fused_name, stacked, qt)
+        return self.g.op("Split", out, self.g.const(sizes), outputs=len(names), axis=-1)
+
+    def _linear(self, x: str, name: str, weight: torch.Tensor, qt: QuantizedTensor | None) -> str:
         g = self.g
-        weight = self.m.get_parameter(name)
         out_features, in_features = weight.shape
-        qt = self.q.get(name)
         if qt is None:
             return g.op("MatMul", x, self.weight(name, _f32(weight).T))
         if qt.bits == 4 and self.chunk is not None:
@@ -283,7 +303,8 @@ class Builder:
             attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]), g.const([1, -1, nh * hd]))
             x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
             x = self.mlp(x, p)
-        return self.finish(x)
+        self.lm_head(self.rms_norm(x, "norm.weight"))
+        return self.finish()
 
     def build_gqa(self) -> onnx.ModelProto:
         """The CPU graph: attention is ONNX Runtime's GroupQueryAttention (RoPE, causal GQA and the KV update
@@ -299,31 +320,51 @@ class Builder:
         total = g.op("Cast", g.op("Add", last, g.const(1)), to=TensorProto.INT32)
         seqlens_k = g.op("Reshape", g.op("Cast", last, to=TensorProto.INT32), g.const([1]))
         x = self.embed()
-        seq_shape = g.op("Shape", "input_ids")
-        heads_shape = lambda n: g.op("Concat", seq_shape, g.const([n, hd]), axis=0)  # noqa: E731
-        flat_shape = lambda n: g.op("Concat", seq_shape, g.const([n * hd]), axis=0)  # noqa: E731
+        # [1, S, n*hd] <-> [1, S, n, hd] by constant shapes (0 copies the dimension): no shape arithmetic per layer
+        heads_shape, flat_shape = g.const([0, 0, -1, hd]), g.const([0, 0, -1])
+        h = self.rms_norm(x, "layers.0.input_layernorm.weight")
         for i in range(a.num_hidden_layers):
             p = f"layers.{i}."
-            h = self.rms_norm(x, p + "input_layernorm.weight")
-            q = g.op("Reshape", self.linear(h, p + "self_attn.q_proj.weight"), heads_shape(nh))
-            k = g.op("Reshape", self.linear(h, p + "self_attn.k_proj.weight"), heads_shape(nkv))
-            q = g.op("Reshape", self.rms_norm(q, p + "self_attn.q_norm.weight"), flat_shape(nh))
-            k = g.op("Reshape", self.rms_norm(k, p + "self_attn.k_norm.weight"), flat_shape(nkv))
-            v = self.linear(h, p + "self_attn.v_proj.weight")
+            q, k, v = self.fused_linear(h, [p + f"self_attn.{n}_proj.weight" for n in "qkv"],
+                                        p + "self_attn.qkv_proj.weight")
+            q = g.op("Reshape", self.rms_norm(g.op("Reshape", q, heads_shape), p + "self_attn.q_norm.weight"),
+                     flat_shape)
+            k = g.op("Reshape", self.rms_norm(g.op("Reshape", k, heads_shape), p + "self_attn.k_norm.weight"),
+                     flat_shape)
             g.count += 1
             attn = f"attn_{g.count}"
             g.nodes.append(helper.make_node(
                 "GroupQueryAttention", [q, k, v, f"past_key_{i}", f"past_value_{i}", seqlens_k, total, cos, sin],
                 [attn, f"present_key_{i}", f"present_value_{i}"], name=f"node_{g.count}", domain="com.microsoft",
                 num_heads=nh, kv_num_heads=nkv, do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(hd))))
-            x = g.op("Add", x, self.linear(attn, p + "self_attn.o_proj.weight"))
-            x = self.mlp(x, p)
-        return self.finish(x)
+            h, x = self.add_norm(x, self.linear(attn, p + "self_attn.o_proj.weight"),
+                                 p + "post_attention_layernorm.weight")
+            gate, up = self.fused_linear(h, [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"],
+                                         p + "mlp.gate_up_proj.weight")
+            act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
+            following = f"layers.{i + 1}.input_layernorm.weight" if i + 1 < a.num_hidden_layers else "norm.weight"
+            h, x = self.add_norm(x, self.linear(act, p + "mlp.down_proj.weight"), following)
+        self.lm_head(h)
+        return self.finish()
 
-    def finish(self, x: str) -> onnx.ModelProto:
+    def add_norm(self, x: str, delta: str, weight_name: str) -> tuple[str, str]:
+        """(RMSNorm(x + delta), x + delta): the residual add and the next norm as ONNX Runtime's
+        SkipSimplifiedLayerNormalization (float32 graphs; float16 ones add, then norm in float32)."""
+        g = self.g
+        if self.fp16:
+            x = g.op("Add", x, delta)
+            return self.rms_norm(x, weight_name), x
+        w = g.init(weight_name, _f32(self.m.get_parameter(weight_name)))
+        g.count += 1
+        normed, total = f"skipnorm_{g.count}", f"residual_{g.count}"
+        g.nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [x, delta, w], [normed, "", "", total],
+                                        name=f"node_{g.count}", domain="com.microsoft",
+                                        epsilon=float(self.args.rms_norm_eps)))
+        return normed, total
+
+    def finish(self) -> onnx.ModelProto:
+        """The model around the nodes built so far (which end in `logits`)."""
         g, a = self.g, self.args
-        x = self.rms_norm(x, "norm.weight")
-        self.lm_head(x)
         io = entry_point(a, self.chunk, self.max_seq_len, "float16" if self.fp16 else "float32")
         value_info = lambda t: helper.make_tensor_value_info(  # noqa: E731
             t["name"], {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[t["dtype"]],
