@@ -26,6 +26,7 @@ subcommands (python -m exporter SUBCOMMAND --help for each):
   export      export a checkpoint to one target or all (the default command)
   parity      compare an exported bundle, or the edge module itself, against a reference
   bench       measure latency, memory, size, energy and accuracy of bundles
+  bench-peers export one checkpoint with ours and the peers' toolchains, measure all alike
   chat        talk to a model or bundle with a thinking budget
   quantize    write a quantized checkpoint once, for every target to reuse
   make-model  write a random-weight checkpoint with a real Qwen3 shape
@@ -160,6 +161,29 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
                         "lpddr5x-4nm-cpu)")
     p.add_argument("--android-energy", metavar="FILE",
                    help="energy record exported by the Android demo app (source: android)")
+
+    p = sub("bench-peers", "Export one checkpoint with our exporter (ONNX int4 with int8 activations, ExecuTorch "
+                           "8da4w, both with the int4 table) and with the toolchains a user would pick instead "
+                           "(onnxruntime-genai's model builder, int4; ExecuTorch's export_llm, 8da4w), then measure "
+                           "every artifact at every thread count with one protocol in fresh processes, and the "
+                           "machine's read bandwidth for the decode limit. Takes 20-30 minutes for the 0.6B shape "
+                           "(export_llm alone ~12). Writes bench's JSON and a Markdown table.")
+    p.add_argument("--model", required=True, metavar="DIR", help="local Hugging Face Qwen3 checkpoint, e.g. one "
+                                                                 "from make-model --shape 0.6b")
+    p.add_argument("--work", required=True, metavar="DIR", help="where the four artifacts and the log go")
+    p.add_argument("--threads", default="1,2", metavar="N,N", help="thread counts (default: 1,2)")
+    p.add_argument("--group-size", type=int, default=128, metavar="G", help="int4 group / block size for all "
+                                                                            "(default: 128; export_llm's config is 128)")
+    p.add_argument("--prompt-tokens", type=int, default=128, metavar="N", help="prompt length (default: 128)")
+    p.add_argument("--new-tokens", type=int, default=128, metavar="N", help="greedy new tokens (default: 128)")
+    p.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after the warm-up (default: 3)")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset of ours-onnx, ours-executorch, "
+                                                  "ort-genai, executorch-export-llm (default: all four)")
+    p.add_argument("--genai-python", metavar="PYTHON", help="interpreter with onnxruntime-genai (default: this one; "
+                                                            "pip install -e '.[peers]')")
+    p.add_argument("--no-export", action="store_true", help="measure the artifacts already in --work")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
 
     p = sub("verify", "Check a bundle before trusting it: the manifest against its JSON Schema and format version, "
                       "every file's size and sha256, no extra files, no path that leaves the bundle (.., absolute "
@@ -377,6 +401,26 @@ def run_bench(args) -> int:
     return 0
 
 
+def run_bench_peers(args) -> int:
+    from exporter.checkpoint import resolve_model_dir
+    from runtimes.bench.peers import ARTIFACTS, compare, markdown
+
+    model = str(resolve_model_dir(args.model)) if args.model == "tiny" else args.model
+    check_writable(args.json)
+    check_writable(args.markdown)
+    result = compare(model, args.work, threads=_int_list(args.threads, "--threads"), group=args.group_size,
+                     prompt_len=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
+                     genai_python=args.genai_python, export=not args.no_export,
+                     only=args.only.split(",") if args.only else ARTIFACTS)
+    report = markdown(result)
+    if args.json:
+        write_json(args.json, result)
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+    print(report)
+    return 0
+
+
 def run_export(args) -> int:
     # --target/--out are checked here, not by argparse, so a typo'd flag is reported first
     missing = [flag for flag, value in (("--target", args.target), ("--out", args.out)) if value is None]
@@ -399,6 +443,7 @@ HANDLERS = {
     "export": run_export,
     "parity": run_parity,
     "bench": run_bench,
+    "bench-peers": run_bench_peers,
     "verify": run_verify,
     "chat": run_chat,
     "quantize": run_quantize,

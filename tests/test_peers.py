@@ -1,0 +1,75 @@
+"""bench-peers: what a decoded token reads, export_llm's params, errors, and one real (ours-only) run on tiny."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from exporter.make_model import SHAPES
+from runtimes.bench.peers import _onnx_streamed_bytes, et_params
+from tests.conftest import run_cli
+
+
+def test_streamed_bytes_leave_out_only_what_a_step_gathers(tmp_path):
+    """A table only gathered from is not streamed; one the LM head also reads is; RoPE caches are not."""
+    arrays = {"gathered": np.zeros((100, 8), np.float32), "shared": np.zeros((50, 8), np.uint8),
+              "weight": np.zeros((8, 8), np.float32), "cos": np.zeros((64, 4), np.float32)}
+    nodes = [helper.make_node("Gather", ["gathered", "ids"], ["a"]),
+             helper.make_node("Gather", ["shared", "ids"], ["b"]),
+             helper.make_node("MatMul", ["x", "shared"], ["c"]),
+             helper.make_node("MatMul", ["x", "weight"], ["d"]),
+             helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "s", "t", "cos", "cos"], ["e"],
+                              domain="com.microsoft")]
+    graph = helper.make_graph(nodes, "g", [], [], [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    model = helper.make_model(graph)
+    onnx.save_model(model, tmp_path / "model.onnx", save_as_external_data=True, location="w.data", size_threshold=0)
+    assert _onnx_streamed_bytes(tmp_path / "model.onnx") == 50 * 8 + 8 * 8 * 4
+
+
+def test_export_llm_params_follow_the_checkpoint():
+    """The 0.6B params export_llm was run with here (PEERS.md), from Qwen3-0.6B's config.json."""
+    assert et_params(SHAPES["0.6b"]) == {
+        "dim": 1024, "ffn_dim_multiplier": 1, "hidden_dim": 3072, "n_heads": 16, "head_dim": 128, "n_kv_heads": 8,
+        "n_layers": 28, "norm_eps": 1e-06, "rope_theta": 1000000, "use_scaled_rope": False, "vocab_size": 151936,
+        "use_hf_rope": True, "attention_qkv_bias": False, "use_qk_norm": True, "qk_norm_before_rope": True}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "nowhere"], "no config.json there"),
+    (["--model", "tiny", "--only", "ours-onnx,litert"], "unknown artifact(s) litert"),
+    (["--model", "tiny", "--only", "ort-genai", "--genai-python", "false"], "cannot import onnxruntime_genai"),
+    (["--model", "tiny", "--only", "ours-onnx", "--no-export"], "not in"),
+    (["--model", "tiny", "--threads", "one"], "--threads takes comma-separated integers"),
+])
+def test_bench_peers_bad_input_is_one_line(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "bench-peers", "--work", str(tmp_path / "work"), *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_bench_peers_exports_and_measures_ours(capsys, tmp_path):
+    """The peers' own exporters take minutes; ours on tiny show the whole path: export, bandwidth, protocol."""
+    code, out, _ = run_cli(capsys, "bench-peers", "--model", "tiny", "--work", str(tmp_path / "work"), "--only",
+                           "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-tokens", "16", "--new-tokens", "8",
+                           "--threads", "1",
+                           "--json", str(tmp_path / "peers.json"))
+    assert code == 0
+    result = json.loads((tmp_path / "peers.json").read_text())
+    (row,) = result["bundles"]
+    assert row["name"] == "ours-onnx" and not row["peer"] and row["vs_faster_peer"] is None
+    assert row["latency"]["threads"] == 1 and row["latency"]["decode_tokens_per_s"] > 0
+    assert row["export"]["seconds"] > 0 and row["export"]["peak_rss_bytes"] > 50e6
+    assert "--activations int8" in row["export"]["command"]
+    # the tied int4 table is read by the LM head: all of the weights but the RoPE caches are streamed
+    bundle = tmp_path / "work" / "ours-onnx"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    rope = 2 * manifest["max_seq_len"] * manifest["architecture"]["head_dim"] // 2 * 4
+    external = (bundle / "model.onnx.data").stat().st_size - rope
+    assert external <= row["bandwidth_limit"]["read_bytes_per_token"] <= external + (bundle / "model.onnx").stat().st_size
+    bandwidth = result["bandwidth_gb_s"]["1"]
+    assert isinstance(bandwidth, float) and bandwidth > 1
+    assert row["bandwidth_limit"]["of_limit"] == pytest.approx(
+        row["latency"]["decode_tokens_per_s"] * row["bandwidth_limit"]["read_bytes_per_token"] / (bandwidth * 1e9))
+    assert "| ours-onnx | 1 |" in out
