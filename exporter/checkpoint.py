@@ -143,11 +143,37 @@ def shard_files(model_dir: Path) -> list[Path]:
                     "qwen-edge reads safetensors weights only: convert .bin files with transformers' save_pretrained")
 
 
-def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint, HF names, in the dtypes stored."""
+class LazyTensor:
+    """A checkpoint tensor read from its file only when asked for (`load`), checked like an eager one. Exports
+    that quantize a weight read it then, so the whole model is never in memory at once."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...]):
+        self.path, self.name, self.shape = path, name, shape
+
+    def load(self) -> torch.Tensor:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(self.path, framework="pt") as f:
+                return _checked(self.path, self.name, f.get_tensor(self.name))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise UserError(f"{self.path} is corrupt or truncated ({str(exc).splitlines()[0]}); "
+                            "download the file again") from None
+
+
+def _checked(path: Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise UserError(f"{path.name}: tensor {name} holds NaN or infinite values; the checkpoint "
+                        "is damaged (re-download it, or re-save it from a healthy model)")
+    return tensor
+
+
+def load_state_dict(model_dir: Path, lazy=None) -> dict[str, torch.Tensor | LazyTensor]:
+    """Every tensor of the checkpoint, HF names, in the dtypes stored. Names for which `lazy(name)` is true come
+    as LazyTensors (shape and dtype checked now, values read and checked on load())."""
     from safetensors import SafetensorError, safe_open
 
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor | LazyTensor] = {}
     for path in shard_files(model_dir):
         try:
             with safe_open(path, framework="pt") as f:
@@ -156,11 +182,10 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
                     if dtype not in SUPPORTED_DTYPES:
                         raise UserError(f"{path.name}: tensor {name} is {dtype}; supported are F32, F16 and BF16 "
                                         "(export the full-precision checkpoint, qwen-edge quantizes it itself)")
-                    tensor = f.get_tensor(name)
-                    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                        raise UserError(f"{path.name}: tensor {name} holds NaN or infinite values; the checkpoint "
-                                        "is damaged (re-download it, or re-save it from a healthy model)")
-                    tensors[name] = tensor
+                    if lazy is not None and lazy(name):
+                        tensors[name] = LazyTensor(path, name, tuple(f.get_slice(name).get_shape()))
+                    else:
+                        tensors[name] = _checked(path, name, f.get_tensor(name))
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise UserError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}); "
                             "download the file again") from None

@@ -62,6 +62,9 @@ def _quant_options(p: argparse.ArgumentParser) -> None:
                         "model's problems), or a .txt / .jsonl file (default: builtin)")
     p.add_argument("--samples", type=int, default=128, metavar="N", help="calibration windows (default: 128)")
     p.add_argument("--seq-len", type=int, default=512, metavar="N", help="tokens per window (default: 512)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where AWQ's calibration and searches run: cuda uses a GPU when torch sees one (one block "
+                        "at a time on it; the model stays in host memory); round-to-nearest needs none (default: cpu)")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -289,12 +292,19 @@ def run_parity(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def check_device(device: str) -> str:
+    from exporter.quantize import check_device as check
+
+    return check(device)
+
+
 def run_quantize(args) -> int:
     from exporter.quantize import quantize_checkpoint
 
     summary = quantize_checkpoint(args.model, args.quant, args.out, group_size=args.group_size,
                                   symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib,
-                                  samples=args.samples, seq_len=args.seq_len, overwrite=args.overwrite)
+                                  samples=args.samples, seq_len=args.seq_len, overwrite=args.overwrite,
+                                  device=check_device(args.device))
     recipe = summary["recipe"]
     group = f", group {recipe['group_size']}" if recipe["group_size"] else ""
     print(f"wrote {recipe['method']} int{recipe['bits']}{group} checkpoint ({summary['quantized_weights']} weights "
@@ -433,7 +443,7 @@ def run_export(args) -> int:
                      symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
                      seq_len=args.seq_len, max_seq_len=args.max_seq_len, profile=args.profile,
                      npu_chunk=args.npu_chunk, delegate=args.delegate, activations=args.activations,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, device=check_device(args.device))
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
     return 0

@@ -19,7 +19,8 @@ KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]"
 
 
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
-            samples: int, seq_len: int, max_seq_len: int, progress: bool = True, release: bool = False):
+            samples: int, seq_len: int, max_seq_len: int, progress: bool = True, release: bool = False,
+            device: str = "cpu"):
     """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir).
 
     release=True (exports): the module keeps no float values for quantized weights (see quantize_module)."""
@@ -37,17 +38,20 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
             raise UserError(f"{model} is already quantized as {name}; drop --quant or pass its full-precision source")
         return module, weights, {"name": name, **_recipe_fields(recipe)}, config, model_dir
     quant = quant or "int4"
-    module, config = from_pretrained(model_dir, max_seq_len=max_seq_len)
+    # an export that rounds every linear to nearest reads each weight from the checkpoint only when it quantizes
+    # it: the full-precision model is never in memory at once (AWQ runs the float model; fp32/fp16 keep it)
+    lazy = release and quant in ("int8", "int4", "8da4w")
+    module, config = from_pretrained(model_dir, max_seq_len=max_seq_len, lazy_linears=lazy)
     if quant == "8da4w":  # int4 RTN weights; the 8-bit dynamic activations are the target's (executorch)
         weights, recipe = quantize_with_recipe(module, model_dir, "int4", group_size, symmetric, embedding, calib,
-                                               samples, seq_len, progress, release)
+                                               samples, seq_len, progress, release, device)
         return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
     if quant == "fp32":
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
         return module, {}, {"name": "fp16", "method": "none", "bits": 16}, config, model_dir
     weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib, samples,
-                                           seq_len, progress, release)
+                                           seq_len, progress, release, device)
     return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
 
 
@@ -69,7 +73,7 @@ def _recipe_fields(recipe) -> dict:
 def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
            embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
-           activations: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+           activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
     from exporter.bundle import atomic_output_dir, copy_tokenizer_files, write_manifest
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
@@ -123,7 +127,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if not 16 <= max_seq_len <= limit:
         raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
     module, weights, quant_fields, config, model_dir = prepare(model, quant, group_size, symmetric, embedding, calib,
-                                                               samples, seq_len, max_seq_len, progress, release=True)
+                                                               samples, seq_len, max_seq_len, progress, release=True,
+                                                               device=device)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         copy_tokenizer_files(model_dir, tmp)
         fp16 = quant_fields["name"] == "fp16"

@@ -217,8 +217,12 @@ def sanitize(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, tor
     return out
 
 
-def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32):
-    """Load a Qwen3 checkpoint (dir, hub id or 'tiny') into the edge module → (module, config dict)."""
+def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32,
+                    lazy_linears: bool = False):
+    """Load a Qwen3 checkpoint (dir, hub id or 'tiny') into the edge module → (module, config dict).
+
+    lazy_linears: the decoder linears and the embedding/LM head tables are left in the file (meta parameters;
+    `module.lazy_weights` reads each on demand), for exports that quantize them one at a time."""
     from exporter import checkpoint
 
     model_dir = checkpoint.resolve_model_dir(str(model))
@@ -229,22 +233,32 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
         return module, config
     config = checkpoint.load_config(model_dir)
     args = ModelArgs.from_config(config)
-    weights = sanitize(checkpoint.load_state_dict(model_dir), args)
+    lazy = (lambda name: name.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight"))) \
+        if lazy_linears else None
+    weights = sanitize(checkpoint.load_state_dict(model_dir, lazy), args)
     return module_from_weights(args, weights, max_seq_len, dtype), config
 
 
-def module_from_weights(args: ModelArgs, weights: dict[str, torch.Tensor], max_seq_len: int,
-                        dtype: torch.dtype = torch.float32) -> Qwen3:
+def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype: torch.dtype = torch.float32) -> Qwen3:
     """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them.
-    `weights` is consumed: converted to `dtype` in place, so peak memory holds one copy of the model."""
+    `weights` is consumed: converted to `dtype` in place, so peak memory holds one copy of the model.
+    LazyTensor entries become meta parameters; `module.lazy_weights` maps their names to them."""
+    from exporter.checkpoint import LazyTensor
+
     with torch.device("meta"):
         module = Qwen3(args)
+    lazy = {}
     for name in list(weights):  # in place, so each stored-dtype tensor is freed as soon as it is converted
-        weights[name] = weights[name].to(dtype)
+        if isinstance(weights[name], LazyTensor):
+            lazy[name] = weights[name]
+            weights[name] = torch.empty(weights[name].shape, dtype=dtype, device="meta")
+        else:
+            weights[name] = weights[name].to(dtype)
     if args.tie_word_embeddings:
         weights["lm_head.weight"] = weights["embed_tokens.weight"]
     module.load_state_dict(weights, assign=True, strict=True)
     if args.tie_word_embeddings:
         module.lm_head.weight = module.embed_tokens.weight
     module.setup_caches(max_seq_len, dtype)
+    module.lazy_weights = lazy
     return module.eval()

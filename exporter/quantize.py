@@ -67,6 +67,22 @@ def release_weight(module, name: str) -> None:
         module.lm_head.weight = empty
 
 
+def _restore(module, name: str, values: torch.Tensor) -> None:
+    param = torch.nn.Parameter(values, requires_grad=False)
+    owner, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(owner), attr, param)
+    if name == "embed_tokens.weight" and module.args.tie_word_embeddings:
+        module.lm_head.weight = param
+
+
+def _values(module, name: str, param: torch.Tensor) -> torch.Tensor:
+    """A weight's values: the parameter, or for a module loaded with lazy_linears, read from the checkpoint now."""
+    lazy = getattr(module, "lazy_weights", {})
+    if param.is_meta and name in lazy:
+        return lazy.pop(name).load()
+    return param
+
+
 def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | None = None,
                     progress: bool = True, release: bool = False) -> dict[str, QuantizedTensor]:
     """QuantizedTensor per weight name; AWQ also folds its scales into `module` (exact in fp32).
@@ -81,13 +97,15 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
 
         if calib_tokens is None:
             raise ValueError("AWQ needs calibration tokens")
+        device = (recipe.calibration or {}).get("device", "cpu")
         weights, report = awq_quantize(module, calib_tokens, AWQConfig(bits=recipe.bits, group_size=recipe.group_size,
                                                                        symmetric=recipe.symmetric), progress)
         recipe.awq_alphas = report.alphas
     else:
         params = dict(module.named_parameters())
         for name in block_linear_names(module):
-            weights[name] = quantize(params.pop(name), recipe.bits, recipe.group_size, recipe.symmetric)
+            weights[name] = quantize(_values(module, name, params.pop(name)), recipe.bits, recipe.group_size,
+                                     recipe.symmetric)
             if release:
                 release_weight(module, name)
     if release and recipe.method == "awq":
@@ -95,11 +113,13 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
             release_weight(module, name)
     tables = ["embed_tokens.weight"] + ([] if module.args.tie_word_embeddings else ["lm_head.weight"])
     for name in tables:
-        table = module.get_parameter(name)
+        table = _values(module, name, module.get_parameter(name))
         if recipe.embedding == "int8":
             weights[name] = quantize(table, 8, None, True)
         elif recipe.embedding == "int4":
             weights[name] = quantize(table, 4, recipe.group_size or 128, recipe.symmetric)
+        elif module.get_parameter(name).is_meta:  # read lazily and kept unquantized: the target needs its values
+            _restore(module, name, table.float())
         del table
         if release and name in weights:
             release_weight(module, name)
@@ -218,10 +238,23 @@ def choose_group_size(args, requested: int | None) -> int:
     raise UserError(f"none of the group sizes {GROUP_SIZES} divides the linears' input widths {widths}")
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can use it here, else a UserError saying what to do."""
+    if device == "cpu":
+        return device
+    if device != "cuda":
+        raise UserError(f"--device {device}: choose cpu or cuda")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here; run on a machine with one "
+                        "and a CUDA build of torch, or leave --device out (AWQ then runs on the CPU)")
+    return device
+
+
 def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | None, symmetric: bool,
                          embedding: str, calib: str, samples: int, seq_len: int, progress: bool = True,
-                         release: bool = False):
-    """Recipe for `quant`, calibration tokens when AWQ needs them, then quantize_module → (weights, recipe)."""
+                         release: bool = False, device: str = "cpu"):
+    """Recipe for `quant`, calibration tokens when AWQ needs them, then quantize_module → (weights, recipe).
+    `device`: where AWQ's searches run (cpu or cuda); round-to-nearest needs no search."""
     from calibration.datasets import calibration_set
     from runtimes.tokenizer import QwenTokenizer
 
@@ -230,13 +263,14 @@ def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | 
     if recipe.method == "awq":
         calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
         calib_tokens = calib_set.tokens
-        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256}
+        recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256,
+                              "device": check_device(device)}
     return quantize_module(module, recipe, calib_tokens, progress, release), recipe
 
 
 def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None = None, symmetric: bool = True,
                         embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
-                        overwrite: bool = False, progress: bool = True) -> dict:
+                        overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
     from exporter.bundle import atomic_output_dir
     from exporter.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
@@ -253,7 +287,7 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
     module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib,
-                                               samples, seq_len, progress)
+                                               samples, seq_len, progress, device=device)
         recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)
         save_quantized(tmp, module, config, weights, recipe, model_dir)
     return {"out": str(out), "recipe": asdict(recipe), "seconds": time.perf_counter() - start,

@@ -21,9 +21,9 @@ from runtimes.errors import UserError
 from tests.conftest import ROOT, copy_checkpoint, run_cli, run_module
 
 
-def export_fails(capsys, model_dir, tmp_path, message):
+def export_fails(capsys, model_dir, tmp_path, message, quant="fp32"):
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", "fp32", "--out", str(out))
+    code, _, err = run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", quant, "--out", str(out))
     assert code == 2, err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
@@ -66,6 +66,18 @@ def test_non_finite_weights(capsys, tmp_path, small_checkpoint, value):
     tensors[name].view(-1)[7] = value
     save_file(tensors, model_dir / "model.safetensors")
     export_fails(capsys, model_dir, tmp_path, f"tensor {name} holds NaN or infinite values")
+
+
+def test_non_finite_weight_read_lazily(capsys, tmp_path, small_checkpoint):
+    """An int4 export reads each linear only when it quantizes it: a damaged one is still caught, cleanly."""
+    from safetensors.torch import load_file, save_file
+
+    model_dir = copy_checkpoint(small_checkpoint, tmp_path / "m")
+    tensors = load_file(model_dir / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    tensors[name].view(-1)[5] = float("nan")
+    save_file(tensors, model_dir / "model.safetensors")
+    export_fails(capsys, model_dir, tmp_path, f"tensor {name} holds NaN or infinite values", quant="int4")
 
 
 @pytest.mark.parametrize("changes, phrase", [

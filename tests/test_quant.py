@@ -128,3 +128,32 @@ def test_group_size_must_divide_every_linear_input(capsys, tmp_path):
     # without --group-size, the largest that fits is chosen: 32 divides 64, 160 and 96
     assert run_cli(capsys, "quantize", "--model", str(model_dir), "--quant", "int4", "--out", str(tmp_path / "q"))[0] == 0
     assert json.loads((tmp_path / "q" / "quant_recipe.json").read_text())["recipe"]["group_size"] == 32
+
+
+@pytest.mark.parametrize("embedding", ["int4", "none"])
+def test_lazy_loading_quantizes_what_eager_loading_does(model_dirs, embedding):
+    """Exports read each linear from the file only when quantizing it (never the whole float model at once);
+    the codes are the ones an eagerly loaded module gives, and an unquantized table gets its values back."""
+    recipe = QuantRecipe.for_quant("int4", group_size=32, embedding=embedding)
+    lazy, _ = from_pretrained(model_dirs["gqa"], max_seq_len=16, lazy_linears=True)
+    assert lazy.layers[0].mlp.up_proj.weight.is_meta and lazy.embed_tokens.weight.is_meta
+    assert not lazy.layers[0].input_layernorm.weight.is_meta
+    eager, _ = from_pretrained(model_dirs["gqa"], max_seq_len=16)
+    got = quantize_module(lazy, recipe, progress=False, release=True)
+    want = quantize_module(eager, recipe, progress=False)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name].q, want[name].q) and torch.equal(got[name].scales, want[name].scales), name
+    if embedding == "none":
+        assert torch.equal(lazy.embed_tokens.weight, eager.embed_tokens.weight)
+        assert lazy.lm_head.weight is lazy.embed_tokens.weight
+    assert not lazy.lazy_weights  # every lazy tensor was read exactly once
+
+
+def test_awq_device_flag(capsys, tmp_path):
+    """cuda where torch sees no GPU is a one-line error; the CPU search records where it ran."""
+    code, _, err = run_cli(capsys, "quantize", "--model", "tiny", "--quant", "awq-int4", "--device", "cuda",
+                           "--out", str(tmp_path / "q"))
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the error path cannot be shown here")
+    assert code == 2 and "--device cuda" in err and "sees no CUDA GPU" in err and not (tmp_path / "q").exists()

@@ -13,7 +13,8 @@ Per decoder block, on calibration activations:
 2. Clipping search. Per linear (not q/k, whose errors attention amplifies), per group of input
    channels, the clip ratio of the quantisation range that minimises that group's output error.
 Blocks are processed one at a time; the next block's input is this block's full-precision output,
-so memory stays near one block's activations.
+so memory stays near one block's activations. With device="cuda" each block, its activations and both
+searches live on the GPU while it is processed; the model stays in host memory.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _rows(x: torch.Tensor, limit: int) -> torch.Tensor:
     if x.shape[0] <= limit:
         return x
     step = x.shape[0] / limit
-    return x[(torch.arange(limit) * step).long()]  # evenly spaced tokens: deterministic
+    return x[(torch.arange(limit, device=x.device) * step).long()]  # evenly spaced tokens: deterministic
 
 
 def search_scale(x: torch.Tensor, weights: list[torch.Tensor], cfg: AWQConfig) -> tuple[torch.Tensor, float]:
@@ -71,19 +72,24 @@ def search_clip(w: torch.Tensor, x: torch.Tensor, cfg: AWQConfig, chunk: int = 1
     out, inp = w.shape
     g = cfg.group_size
     xg = x.reshape(x.shape[0], inp // g, g)  # [n, G, g]
-    best_ratio = torch.ones(out, inp // g)
+    best_ratio = torch.ones(out, inp // g, device=w.device)
     for start in range(0, out, chunk):
         rows = w[start:start + chunk]
         wg = rows.reshape(rows.shape[0], inp // g, g)
         reference = torch.einsum("ngk,ogk->ogn", xg, wg)
-        best_err = torch.full((rows.shape[0], inp // g), float("inf"))
+        best_err = torch.full((rows.shape[0], inp // g), float("inf"), device=w.device)
         for ratio in cfg.clip_ratios:
             wq = fake_quantize(rows, cfg.bits, g, cfg.symmetric, clip=ratio).reshape_as(wg)
             err = (torch.einsum("ngk,ogk->ogn", xg, wq) - reference).pow(2).mean(-1)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
-            best_ratio[start:start + chunk] = torch.where(better, torch.tensor(ratio), best_ratio[start:start + chunk])
+            best_ratio[start:start + chunk] = torch.where(better, ratio, best_ratio[start:start + chunk])
     return best_ratio
+
+
+def _to_cpu(qt: QuantizedTensor) -> QuantizedTensor:
+    return QuantizedTensor(qt.q.cpu(), qt.scales.cpu(), None if qt.zeros is None else qt.zeros.cpu(), qt.bits,
+                           qt.group_size)
 
 
 def _run_block(block, x: torch.Tensor, forward, limit: int, chunk: int = 8):
@@ -106,10 +112,10 @@ def _run_block(block, x: torch.Tensor, forward, limit: int, chunk: int = 8):
 
 
 @torch.no_grad()
-def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = True):
-    """Fold AWQ scales into `model` (in place, fp32) and quantize its block linears.
+def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = True, device: str = "cpu"):
+    """Fold AWQ scales into `model` (in place, fp32) and quantize its block linears, searching on `device`.
 
-    → (QuantizedTensor per linear name, AWQReport). `tokens` [samples, seq_len].
+    → (QuantizedTensor per linear name, on the CPU; AWQReport). `tokens` [samples, seq_len].
     """
     from tqdm import tqdm
 
@@ -118,16 +124,16 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
     args = model.args
     seq_len = tokens.shape[1]
     cos, sin = rope_tables(args.head_dim, seq_len, args.rope_theta)
-    cos, sin = cos[None, None], sin[None, None]
-    mask = torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool))[None, None]
-    input_pos = torch.arange(seq_len)
-    x = model.embed_tokens(tokens).float()
+    cos, sin = cos[None, None].to(device), sin[None, None].to(device)
+    mask = torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device))[None, None]
+    input_pos = torch.arange(seq_len, device=device)
+    x = model.embed_tokens(tokens).float().to(device)
     quantized, report = {}, AWQReport()
     for index, block in enumerate(tqdm(model.layers, desc="AWQ", unit="block", disable=not progress)):
         attn, mlp = block.self_attn, block.mlp
         cache, attn.kv_cache = attn.kv_cache, None
         stored_dtype = attn.q_proj.weight.dtype
-        block.float()  # search and fold in fp32, one block at a time
+        block.to(device=device, dtype=torch.float32)  # search and fold in fp32, one block at a time
         forward = lambda part: block(part, cos, sin, mask, input_pos)  # noqa: E731
         _, inputs = _run_block(block, x, forward, cfg.max_tokens)
         groups = [
@@ -152,8 +158,9 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
             if isinstance(module, torch.nn.Linear):
                 clip = 1.0 if name in ("self_attn.q_proj", "self_attn.k_proj") else \
                     search_clip(module.weight.float(), inputs[name], cfg)
-                quantized[f"layers.{index}.{name}.weight"] = quantize(module.weight, cfg.bits, cfg.group_size,
-                                                                      cfg.symmetric, clip)
+                quantized[f"layers.{index}.{name}.weight"] = _to_cpu(quantize(module.weight, cfg.bits, cfg.group_size,
+                                                                              cfg.symmetric, clip))
                 module.to(stored_dtype)  # its quantized copy is what counts now; the norms stay fp32
+        block.to("cpu")
         attn.kv_cache = cache
     return quantized, report
