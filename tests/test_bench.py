@@ -128,6 +128,7 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     assert (row["target"], row["quant"]) == ("onnx", "int8")
     assert row["size_bytes"] > 0 and row["memory"]["peak_rss_bytes"] > row["size_bytes"]
     assert [b["prompt_tokens"] for b in row["latency"]["by_prompt_length"]] == [16, 32]
+    assert all(b["decode_tokens_per_s"]["median"] > 0 for b in row["latency"]["by_prompt_length"])
     for key in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "decode_ms_p50", "decode_ms_p95"):
         assert row["latency"][key] > 0
     assert row["energy"]["source"] == "estimate" and row["energy"]["joules_per_token"] > 0
@@ -139,7 +140,7 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     markdown = (tmp_path / "bench.md").read_text()
     assert "tiny-onnx-int8" in markdown and "estimate: lpddr5x-4nm-cpu" in markdown and markdown in out
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "accuracy_vs_budget.png", "accuracy_vs_size.png", "speed_and_size.png"]
+        "accuracy_vs_budget.png", "accuracy_vs_size.png", "context_scaling.png", "speed_and_size.png"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -57,7 +57,8 @@ def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int
             energy = measured(meter.end(), runs * (length + new_tokens), meter.source,
                               note="whole runs (prefill + decode) / tokens processed")
         by_length.append({"prompt_tokens": length, **{k: _spread([r[k] for r in results])
-                                                      for k in ("ttft_ms", "prefill_tokens_per_s")}})
+                                                      for k in ("ttft_ms", "prefill_tokens_per_s",
+                                                                "decode_tokens_per_s")}})
         decode_runs = results
     return {
         "threads": threads or "backend default",

@@ -92,7 +92,7 @@ def et_params(config: dict) -> dict:
 def _export_llm(model: str, out: Path, work: Path, log: Path) -> dict:
     """ExecuTorch's own LLM exporter on its shipped qwen3 XNNPACK 8da4w config (group 128, KV cache, its
     SDPA op). Its loader treats a checkpoint path containing '8da4w' as already quantized: ours never does."""
-    import executorch.examples.models.qwen3 as qwen3_examples
+    import importlib.util
 
     config = json.loads((Path(model) / "config.json").read_text())
     model_class = ET_MODEL_CLASSES.get((config["hidden_size"], config["num_hidden_layers"]))
@@ -101,7 +101,11 @@ def _export_llm(model: str, out: Path, work: Path, log: Path) -> dict:
                         f"{model} has hidden size {config['hidden_size']} and {config['num_hidden_layers']} layers")
     params, ckpt = work / "export-llm-params.json", work / "export-llm-checkpoint.pth"
     params.write_text(json.dumps(et_params(config)))
-    yaml = Path(qwen3_examples.__file__).parent / "config" / "qwen3_xnnpack_q8da4w.yaml"
+    spec = importlib.util.find_spec("executorch.examples.models.qwen3")  # located, not imported (torchao's noise)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("ExecuTorch's examples (executorch.examples.models.qwen3) are not installed; "
+                        "pip install -e '.[executorch]', or leave executorch-export-llm out with --only")
+    yaml = Path(list(spec.submodule_search_locations)[0]) / "config" / "qwen3_xnnpack_q8da4w.yaml"
     convert = run_logged([sys.executable, "-m", "executorch.examples.models.qwen3.convert_weights", model,
                           str(ckpt)], log)
     export = run_logged([sys.executable, "-m", "executorch.extension.llm.export.export_llm", "--config", str(yaml),

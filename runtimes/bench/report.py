@@ -91,6 +91,23 @@ def plots(result: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title("accuracy vs size")
         written.append(_save(fig, out / "accuracy_vs_size.png"))
 
+    by_length = [r for r in rows if len(r["latency"]["by_prompt_length"]) > 1]
+    if by_length:  # how cost grows with the context (--prompt-lengths with several values)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+        for r in by_length:
+            points = [p for p in r["latency"]["by_prompt_length"] if "decode_tokens_per_s" in p]
+            lengths = [p["prompt_tokens"] for p in points]
+            left.plot(lengths, [p["decode_tokens_per_s"]["median"] for p in points], "-o", label=_name(r))
+            right.plot(lengths, [p["ttft_ms"]["median"] for p in points], "-o", label=_name(r))
+        for ax, label in ((left, "decode tokens/s"), (right, "time to first token (ms)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("prompt tokens (context)")
+            ax.set_ylabel(label)
+        right.set_yscale("log")
+        left.legend(fontsize=7)
+        fig.suptitle(f"cost vs context ({result['settings']['threads'] or 'default'} thread(s))")
+        written.append(_save(fig, out / "context_scaling.png"))
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     names = [_name(r) for r in rows]
     left.barh(names, [r["latency"]["decode_tokens_per_s"] for r in rows])
