@@ -14,16 +14,30 @@ import numpy as np
 
 def one_run(backend, prompt: list[int], new_tokens: int) -> dict:
     backend.reset()
+    state = {}
+
+    def first_token():
+        state["token"] = int(backend.prefill(prompt).argmax())
+
+    def next_token():
+        state["token"] = int(backend.decode(state["token"]).argmax())
+
+    return timed(first_token, next_token, len(prompt), new_tokens)
+
+
+def timed(first_token, next_token, prompt_len: int, new_tokens: int) -> dict:
+    """The protocol's clock around any runtime: first_token() consumes the prompt and yields one token,
+    next_token() one more greedy token."""
     start = time.perf_counter()
-    token = int(backend.prefill(prompt).argmax())
+    first_token()
     first = time.perf_counter()
     per_token = []
     for _ in range(new_tokens - 1):
         t = time.perf_counter()
-        token = int(backend.decode(token).argmax())
+        next_token()
         per_token.append(time.perf_counter() - t)
     end = time.perf_counter()
-    return {"ttft_ms": 1000 * (first - start), "prefill_tokens_per_s": len(prompt) / (first - start),
+    return {"ttft_ms": 1000 * (first - start), "prefill_tokens_per_s": prompt_len / (first - start),
             "decode_tokens_per_s": (new_tokens - 1) / (end - first),
             "per_token_ms_p50": 1000 * float(np.percentile(per_token, 50)),
             "per_token_ms_p95": 1000 * float(np.percentile(per_token, 95))}

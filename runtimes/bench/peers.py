@@ -215,23 +215,17 @@ def _summary(results: list[dict], prompt_len: int, new_tokens: int, runs: int) -
 
 
 def _genai_run(og, model, prompt: list[int], new_tokens: int) -> dict:
+    from runtimes.latency import timed
+
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
     generator = og.Generator(model, params)
-    start = time.perf_counter()
-    generator.append_tokens(prompt)
-    generator.generate_next_token()
-    first = time.perf_counter()
-    per_token = []
-    for _ in range(new_tokens - 1):
-        t = time.perf_counter()
+
+    def first_token():
+        generator.append_tokens(prompt)
         generator.generate_next_token()
-        per_token.append(time.perf_counter() - t)
-    end = time.perf_counter()
-    return {"ttft_ms": 1000 * (first - start), "prefill_tokens_per_s": len(prompt) / (first - start),
-            "decode_tokens_per_s": (new_tokens - 1) / (end - first),
-            "per_token_ms_p50": 1000 * float(np.percentile(per_token, 50)),
-            "per_token_ms_p95": 1000 * float(np.percentile(per_token, 95))}
+
+    return timed(first_token, generator.generate_next_token, len(prompt), new_tokens)
 
 
 def measure_one(kind: str, path: str, threads: int, prompt_len: int, new_tokens: int, runs: int, vocab: int) -> dict:
