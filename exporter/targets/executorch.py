@@ -314,7 +314,9 @@ def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
-    (out_dir / MODEL_FILE).write_bytes(et.buffer)
+    del edge
+    with open(out_dir / MODEL_FILE, "wb") as f:  # streamed: `et.buffer` would add one contiguous copy of the file
+        et.write_to_file(f)
     return [entry_point(module.args, max_seq_len, fp16, single_token=delegate in STATIC_DELEGATES)]
 
 
