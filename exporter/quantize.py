@@ -60,14 +60,11 @@ def release_weight(module, name: str) -> None:
     """Drop a parameter's values, keeping its shape (a meta tensor): a target reads a quantized weight's codes,
     never its float values, so exporting holds one copy of each weight, not two. A tied LM head goes too."""
     param = module.get_parameter(name)
-    empty = torch.nn.Parameter(torch.empty(param.shape, dtype=param.dtype, device="meta"), requires_grad=False)
-    owner, _, attr = name.rpartition(".")
-    setattr(module.get_submodule(owner), attr, empty)
-    if name == "embed_tokens.weight" and module.args.tie_word_embeddings:
-        module.lm_head.weight = empty
+    _set_weight(module, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
 
 
-def _restore(module, name: str, values: torch.Tensor) -> None:
+def _set_weight(module, name: str, values: torch.Tensor) -> None:
+    """Replace parameter `name` (and the LM head tied to the embedding) with `values`."""
     param = torch.nn.Parameter(values, requires_grad=False)
     owner, _, attr = name.rpartition(".")
     setattr(module.get_submodule(owner), attr, param)
@@ -99,7 +96,8 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
             raise ValueError("AWQ needs calibration tokens")
         device = (recipe.calibration or {}).get("device", "cpu")
         weights, report = awq_quantize(module, calib_tokens, AWQConfig(bits=recipe.bits, group_size=recipe.group_size,
-                                                                       symmetric=recipe.symmetric), progress)
+                                                                       symmetric=recipe.symmetric), progress,
+                                       device)
         recipe.awq_alphas = report.alphas
     else:
         params = dict(module.named_parameters())
@@ -119,7 +117,7 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
         elif recipe.embedding == "int4":
             weights[name] = quantize(table, 4, recipe.group_size or 128, recipe.symmetric)
         elif module.get_parameter(name).is_meta:  # read lazily and kept unquantized: the target needs its values
-            _restore(module, name, table.float())
+            _set_weight(module, name, table.float())
         del table
         if release and name in weights:
             release_weight(module, name)

@@ -157,3 +157,21 @@ def test_awq_device_flag(capsys, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the error path cannot be shown here")
     assert code == 2 and "--device cuda" in err and "sees no CUDA GPU" in err and not (tmp_path / "q").exists()
+
+
+def test_awq_runs_on_the_recipes_device(model_dirs, monkeypatch):
+    """quantize_module hands AWQ the device the recipe records (what --device sets)."""
+    import exporter.quant.awq as awq
+
+    seen = {}
+
+    def fake(module, tokens, cfg, progress=True, device="cpu"):
+        seen["device"] = device
+        return {}, awq.AWQReport()
+
+    monkeypatch.setattr(awq, "awq_quantize", fake)
+    module, _ = from_pretrained(model_dirs["gqa"], max_seq_len=16)
+    recipe = QuantRecipe.for_quant("awq-int4", group_size=32)
+    recipe.calibration = {"device": "cuda"}
+    quantize_module(module, recipe, torch.zeros(1, 8, dtype=torch.long), progress=False)
+    assert seen == {"device": "cuda"}
