@@ -169,8 +169,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
                            "8da4w, both with the int4 table) and with the toolchains a user would pick instead "
                            "(onnxruntime-genai's model builder, int4; ExecuTorch's export_llm, 8da4w), then measure "
                            "every artifact at every thread count with one protocol in fresh processes, and the "
-                           "machine's read bandwidth for the decode limit. Takes 20-30 minutes for the 0.6B shape "
-                           "(export_llm alone ~12). Writes bench's JSON and a Markdown table.")
+                           "machine's read bandwidth for the decode limit. Takes about 15 minutes for the 0.6B shape "
+                           "(export_llm alone ~8). Writes bench's JSON and a Markdown table.")
     p.add_argument("--model", required=True, metavar="DIR", help="local Hugging Face Qwen3 checkpoint, e.g. one "
                                                                  "from make-model --shape 0.6b")
     p.add_argument("--work", required=True, metavar="DIR", help="where the four artifacts and the log go")
