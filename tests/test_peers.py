@@ -49,9 +49,11 @@ def test_bench_peers_bad_input_is_one_line(capsys, tmp_path, argv, message):
 
 
 @pytest.mark.slow
-def test_bench_peers_exports_and_measures_ours(capsys, tmp_path):
-    """The peers' own exporters take minutes; ours on tiny show the whole path: export, bandwidth, protocol."""
-    code, out, _ = run_cli(capsys, "bench-peers", "--model", "tiny", "--work", str(tmp_path / "work"), "--only",
+def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
+    """The peers' own exporters take minutes; ours on tiny show the whole path: export, bandwidth, protocol.
+    --work is relative to where the user runs it, though the exports run elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "bench-peers", "--model", "tiny", "--work", "work", "--only",
                            "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-tokens", "16", "--new-tokens", "8",
                            "--threads", "1",
                            "--json", str(tmp_path / "peers.json"))

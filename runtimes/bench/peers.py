@@ -290,6 +290,7 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
     unknown = [n for n in only if n not in ARTIFACTS]
     if unknown:
         raise UserError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(ARTIFACTS)}")
+    model = str(Path(model).resolve())  # the exports run in other directories
     config_file = Path(model) / "config.json"
     if not config_file.is_file():
         raise UserError(f"--model {model}: no config.json there; bench-peers needs a local Hugging Face checkpoint "
@@ -298,7 +299,7 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
     genai_python = genai_python or sys.executable
     if "ort-genai" in only:
         check_genai(genai_python)
-    work = Path(work)
+    work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "bench-peers.log"
     say = (lambda text: print(f"bench-peers: {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
