@@ -285,9 +285,13 @@ def run_parity(args) -> int:
         write_json(args.json, report)
     against = f" against {report['reference']}" if args.bundle else ""
     kv = f", KV-cache vs recompute {report['kv_cache_max_abs_diff']:.2e}" if "kv_cache_max_abs_diff" in report else ""
+    flips = ""
+    if report["top1_disagreements"]:
+        flips = (f" ({report['top1_disagreements']} disagreements, where the reference's top two logits were at "
+                 f"most {report['max_disagreement_margin']:.3g} apart)")
     print(f"parity {'PASSED' if report['passed'] else 'FAILED'}{against}: {len(report['prompts'])} prompts "
           f"({report['prompt_source']}), greedy match {report['greedy_token_match']:.3f}, "
-          f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}, "
+          f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}{flips}, "
           f"max |dlogit| {report['max_abs_logit_diff']:.2e}, mean KL {report['mean_kl']:.2e}{kv}")
     return 0 if report["passed"] else 1
 

@@ -35,11 +35,17 @@ def logit_metrics(ours: np.ndarray, reference: np.ndarray) -> dict:
     """Per-position comparison of two [T, vocab] logit arrays."""
     ref_logp, our_logp = log_softmax(reference), log_softmax(ours)
     kl = (np.exp(ref_logp) * (ref_logp - our_logp)).sum(axis=-1)
+    agree = ours.argmax(-1) == reference.argmax(-1)
+    top2 = np.sort(reference.astype(np.float64), axis=-1)[:, -2:]
     return {
         "positions": int(ours.shape[0]),
-        "top1_agreement": float((ours.argmax(-1) == reference.argmax(-1)).mean()),
+        "top1_agreement": float(agree.mean()),
         "max_abs_logit_diff": float(np.abs(ours.astype(np.float64) - reference).max()),
         "mean_kl": float(kl.mean()),
+        # where the argmaxes differ, and by how much the reference's top two logits were apart there: a
+        # disagreement at a near-tie is rounding; one at a wide margin is a wrong computation
+        "disagreements": [{"position": int(i), "reference_margin": float(top2[i, 1] - top2[i, 0])}
+                          for i in np.nonzero(~agree)[0]],
     }
 
 
@@ -63,6 +69,9 @@ def summarize(records: list[dict]) -> dict:
         "teacher_forced_top1_agreement": sum(m["top1_agreement"] * m["positions"] for m in metrics) / positions,
         "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in metrics),
         "mean_kl": sum(m["mean_kl"] * m["positions"] for m in metrics) / positions,
+        "top1_disagreements": sum(len(m["disagreements"]) for m in metrics),
+        "max_disagreement_margin": max((d["reference_margin"] for m in metrics for d in m["disagreements"]),
+                                       default=None),
     }
 
 
@@ -238,6 +247,8 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
             rows = [b.prefill(sequence[:split], all_logits=True)] + [b.decode(t)[None] for t in sequence[split:]]
             logits[name] = np.concatenate(rows)
         tf = logit_metrics(logits["ours"], logits["ref"])
+        for d in tf["disagreements"]:  # position i predicts token i + 1: the prompt's own, or a generated one
+            d["predicts"] = "prompt" if d["position"] < split - 1 else "generated"
         mismatch = next((i for i, (a, b) in enumerate(zip(ours.token_ids, ref.token_ids)) if a != b), None)
         if mismatch is None and len(ours.token_ids) != len(ref.token_ids):
             mismatch = min(len(ours.token_ids), len(ref.token_ids))

@@ -9,7 +9,7 @@ import torch
 from exporter.make_model import SHAPES, write_random_checkpoint
 from exporter.model import from_pretrained
 from runtimes.backends.reference import ReferenceBackend
-from runtimes.parity import model_parity
+from runtimes.parity import logit_metrics, model_parity, summarize
 from tests.conftest import SMALL, run_module
 
 SHAPE_CASES = {
@@ -55,6 +55,19 @@ def test_exact_qwen3_0_6b_shape_via_cli(tmp_path):
         assert field in report
     assert report["greedy_token_match"] == 1.0 and report["max_abs_logit_diff"] <= 1e-3
     assert all(p["new_tokens"] >= 32 for p in report["prompts"])
+
+
+def test_disagreements_carry_the_references_margin():
+    reference = np.array([[3.0, 2.995, 0.0], [5.0, 1.0, 0.0], [0.0, 0.0, 9.0]])
+    ours = np.array([[2.99, 3.0, 0.0], [1.0, 5.0, 0.0], [0.0, 0.0, 9.1]])
+    m = logit_metrics(ours, reference)
+    assert m["top1_agreement"] == 1 / 3
+    assert [d["position"] for d in m["disagreements"]] == [0, 1]
+    assert [round(d["reference_margin"], 6) for d in m["disagreements"]] == [0.005, 4.0]
+    report = summarize([{"greedy_match": True, "teacher_forced": m},
+                        {"greedy_match": True, "teacher_forced": logit_metrics(reference, reference)}])
+    assert report["top1_disagreements"] == 2 and report["max_disagreement_margin"] == 4.0
+    assert report["teacher_forced_top1_agreement"] == 4 / 6
 
 
 def test_kv_cache_decode_equals_full_recompute(small_checkpoint):
