@@ -1,9 +1,10 @@
 """Synthetic arithmetic problems with digit-by-digit working, in Qwen3's chat format.
 
 The `tiny` model is trained on these and its task accuracy per thinking budget is measured on them.
-A working step names the place it works on ("tens 2+9+1=12 c1 r23": digits, carry, result so far),
-so a small model can find the right digits; longer numbers need more steps, so a larger thinking
-budget lets more problems finish their working.
+A working step names the place it works on and gives the two digits, then the carry (or borrow) out
+and the result digit ("tens2+9=12": with a carry of 1 from the ones, 2+9+1 = 12). A step is 7 tokens,
+so every thinking budget ends on or near a complete step, and each complete step leaves fewer digits to
+answer without working; longer numbers need more steps, so a larger budget lets more problems finish.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Problem:
         return {"+": self.a + self.b, "-": self.a - self.b, "*": self.a * self.b}[self.op]
 
     def working(self) -> str:
-        """The thinking text: one line per digit place, then the answer."""
+        """The thinking text: one step per digit place, least significant first, then the answer."""
         if self.op == "*":
             return _multiply_steps(self.a, self.b)
         if self.op == "+":
@@ -45,51 +46,41 @@ def _digits(n: int, width: int) -> list[int]:
     return [int(c) for c in str(n).zfill(width)[::-1]]
 
 
+def _steps(pairs: list[tuple[int, int]], op: str, total) -> tuple[list[str], int, str]:
+    """`place{x}{op}{y}={tt}` per place; tt is two digits: the carry (or borrow) out, then the digit."""
+    steps, carry, result = [], 0, ""
+    for place, (x, y) in zip(PLACES, pairs):
+        carry_out, digit = total(x, y, carry)
+        steps.append(f"{place}{x}{op}{y}={carry_out}{digit}")
+        result = str(digit) + result
+        carry = carry_out
+    return steps, carry, result
+
+
 def _add_steps(a: int, b: int) -> str:
     width = max(len(str(a)), len(str(b)))
-    lines, carry, result = [], 0, ""
-    for place, (x, y) in zip(PLACES, zip(_digits(a, width), _digits(b, width))):
-        total = x + y + carry
-        result = str(total % 10) + result
-        lines.append(f"{place} {x}+{y}+{carry}={total} c{total // 10} r{result}")
-        carry = total // 10
-    if carry:
-        result = "1" + result
-    lines.append(f"answer {int(result)}")
-    return "\n".join(lines)
+    steps, carry, result = _steps(list(zip(_digits(a, width), _digits(b, width))), "+",
+                                  lambda x, y, c: divmod(x + y + c, 10))
+    return " ".join(steps + [f"answer{int(str(carry) + result)}"])
 
 
 def _subtract_steps(a: int, b: int) -> str:
-    lines = []
     sign = ""
-    if a < b:
-        lines.append(f"{a} < {b}, so compute {b}-{a} and negate")
+    if a < b:  # compute b - a and negate
         a, b, sign = b, a, "-"
     width = len(str(a))
-    borrow, result = 0, ""
-    for place, (x, y) in zip(PLACES, zip(_digits(a, width), _digits(b, width))):
-        diff = x - y - borrow
-        new_borrow = 1 if diff < 0 else 0
-        result = str(diff + 10 * new_borrow) + result
-        lines.append(f"{place} {x}-{y}-{borrow}={diff + 10 * new_borrow} b{new_borrow} r{result}")
-        borrow = new_borrow
+    steps, _, result = _steps(list(zip(_digits(a, width), _digits(b, width))), "-",
+                              lambda x, y, c: (1, x - y - c + 10) if x - y - c < 0 else (0, x - y - c))
+    if sign:  # "-ones...": the operands were swapped, the answer is negative (still one token)
+        steps[0] = "-" + steps[0]
     value = int(result)
-    lines.append(f"answer {sign if value else ''}{value}")
-    return "\n".join(lines)
+    return " ".join(steps + [f"answer{sign if value else ''}{value}"])
 
 
 def _multiply_steps(a: int, b: int) -> str:
     width = len(str(a))
-    lines, carry, result = [], 0, ""
-    for place, x in zip(PLACES, _digits(a, width)):
-        total = x * b + carry
-        result = str(total % 10) + result
-        lines.append(f"{place} {x}*{b}+{carry}={total} c{total // 10} r{result}")
-        carry = total // 10
-    if carry:
-        result = str(carry) + result
-    lines.append(f"answer {int(result)}")
-    return "\n".join(lines)
+    steps, carry, result = _steps([(x, b) for x in _digits(a, width)], "*", lambda x, y, c: divmod(x * y + c, 10))
+    return " ".join(steps + [f"answer{int(str(carry) + result)}"])
 
 
 def sample_problem(rng: random.Random) -> Problem:

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from calibration.arithmetic import Problem
 from runtimes.thinking import STOP_THINKING_TEXT
 
 CASES = (
@@ -21,10 +22,11 @@ CASES = (
     {"messages": [{"role": "user", "content": "What is 4821 - 9377?"}], "budget": 32},
     {"messages": [{"role": "user", "content": "What is 306 * 7?"}], "budget": None},
     {"messages": [{"role": "user", "content": "What is 95 + 8? /no_think"}], "budget": None},
-    {"messages": [{"role": "system", "content": "You are a calculator."},
-                  {"role": "user", "content": "What is 6 * 9?"}], "budget": 16},
+    # tiny never saw a system prompt; this one still leaves it thinking, so the budget cuts it
+    {"messages": [{"role": "system", "content": "Answer with a number."},
+                  {"role": "user", "content": "What is 6042 * 9?"}], "budget": 16},
     {"messages": [{"role": "user", "content": "What is 3 + 4?"},
-                  {"role": "assistant", "content": "<think>\nones 3+4+0=7 c0 r7\nanswer 7\n</think>\n\n7"},
+                  {"role": "assistant", "content": f"<think>\n{Problem(3, '+', 4).working()}\n</think>\n\n7"},
                   {"role": "user", "content": "What is 70 - 8?"}], "budget": 64},
 )
 

@@ -30,7 +30,7 @@ def bundles(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quant", QUANTS)
+@pytest.mark.parametrize("quant", [q for q in QUANTS if q != "fp16"])
 def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
     report_path = tmp_path / "p.json"
     code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundles[quant]), "--json", str(report_path))
@@ -44,6 +44,24 @@ def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
         assert report["teacher_forced_top1_agreement"] >= 0.99
     if quant in ("int8", "8da4w"):  # the reference models the kernels' 8-bit activations
         assert report["reference"] == f"fake-quant {quant} (int8-dynamic-per-token activations)"
+
+
+@pytest.mark.slow
+def test_fp16_bundle_misses_the_bar_only_at_near_ties(bundles, capsys, tmp_path):
+    """A known miss, pinned so that it cannot grow unnoticed (or be fixed without the README saying so):
+    XNNPACK's fp16 linears accumulate in fp16 (rounding the running sum, as phones' fp16 units do), so the
+    fp16 bundle's logits are ~5x further from fp32 than ONNX Runtime's fp16 graph (README, "ExecuTorch
+    fp16"). On tiny that flips the argmax where the reference's top two logits are near-tied, all of them
+    predicting a digit of the user's own operands, never a generated token: 98.5% against the 99% bar."""
+    report_path = tmp_path / "p.json"
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundles["fp16"]), "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    assert code == 1 and "FAILED" in out and "disagreements" in out
+    assert 0.98 <= report["teacher_forced_top1_agreement"] < 0.99
+    assert report["greedy_token_match"] == 1.0 and report["mean_kl"] < 2e-4
+    flips = [d for p in report["prompts"] for d in p["teacher_forced"]["disagreements"]]
+    assert len(flips) == report["top1_disagreements"] > 0
+    assert all(d["predicts"] == "prompt" and d["reference_margin"] < 0.05 for d in flips), flips
 
 
 def test_manifest_records_what_the_kernels_do(bundles):

@@ -57,15 +57,15 @@ MESSAGES = [{"role": "user", "content": "What is 1 + 2?"}]
 
 
 def test_unlimited_thinking_ends_by_the_models_own_close(tok):
-    b = backend_for(tok, script(tok, "\nones 1+2+0=3 c0 r3\nanswer 3\n", "3"))
+    b = backend_for(tok, script(tok, "\nones1+2=03 answer3\n", "3"))
     r = run(b, tok, MESSAGES, budget=None)
     assert r.stopped_by_budget is False and r.forced_tokens == 0
-    assert r.reasoning == "ones 1+2+0=3 c0 r3\nanswer 3" and r.content == "3"
+    assert r.reasoning == "ones1+2=03 answer3" and r.content == "3"
     assert r.finish_reason == "stop" and r.thinking
 
 
 def test_budget_forces_the_stop_text_after_exactly_budget_tokens(tok):
-    long_reasoning = "\n" + "ones 1+2+0=3 c0 r3\n" * 10
+    long_reasoning = "\n" + "ones1+2=03 " * 10
     b = backend_for(tok, script(tok, long_reasoning, "3", close=False))
     stop_ids = tok.encode(STOP_THINKING_TEXT)
     r = run(b, tok, MESSAGES, budget=8, max_new_tokens=4)
