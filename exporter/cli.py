@@ -148,7 +148,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     p.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after the warm-up (default: 3)")
     p.add_argument("--text", metavar="FILE", help="held-out text for perplexity (default: held-out arithmetic "
                                                   "chats with their working, which tiny never saw)")
-    p.add_argument("--windows", type=int, default=16, metavar="N", help="perplexity windows (default: 16)")
+    p.add_argument("--windows", type=int, default=64, metavar="N",
+                   help="perplexity windows: held-out chats, one per window, or --text cut into windows (default: 64)")
     p.add_argument("--tasks", default="arithmetic", metavar="arithmetic|FILE",
                    help="task set: 'arithmetic' (tiny's held-out problems) or a .jsonl of {question, answer[, match: "
                         "exact|numeric]} (default: arithmetic)")

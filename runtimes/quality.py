@@ -40,19 +40,18 @@ def teacher_forced(candidate, reference, windows: Sequence[Sequence[int]]) -> di
             "top1_agreement": agree / positions}
 
 
-def heldout_windows(tokenizer, n: int = 64, seq_len: int = 256) -> list[list[int]]:
-    """Chat-formatted held-out arithmetic with thinking traces (seed 1234: never trained on)."""
+def heldout_windows(tokenizer, n: int = 256, seq_len: int = 256) -> list[list[int]]:
+    """n held-out arithmetic chats with thinking traces (seed 1234: never trained on), one per window, each
+    from its start (cut at seq_len). One chat per window because that is what `tiny` was trained on: chats
+    laid end to end put every chat after the first at positions and contexts it never saw, and their
+    template tokens then dominate the perplexity."""
     from calibration.arithmetic import heldout_problems
     from runtimes.chat import render
 
-    stream: list[int] = []
-    for p in heldout_problems(2000):
-        stream += tokenizer.encode(render([{"role": "user", "content": p.question},
-                                           {"role": "assistant", "content": str(p.answer),
-                                            "reasoning_content": p.working()}], add_generation_prompt=False))
-        if len(stream) >= n * seq_len:
-            break
-    return [stream[i * seq_len:(i + 1) * seq_len] for i in range(n)]
+    return [tokenizer.encode(render([{"role": "user", "content": p.question},
+                                     {"role": "assistant", "content": str(p.answer),
+                                      "reasoning_content": p.working()}], add_generation_prompt=False))[:seq_len]
+            for p in heldout_problems(n)]
 
 
 def main() -> None:

@@ -180,7 +180,7 @@ def heldout_text_windows(tokenizer, text_file: str | None, n: int, length: int) 
 
 def bench(bundles: Sequence[str], against: str | None = None, threads: int | None = None,
           prompt_lengths: Sequence[int] = (32, 128), new_tokens: int = 64, runs: int = 3,
-          text_file: str | None = None, windows: int = 16, window_len: int = 256, tasks: str = "arithmetic",
+          text_file: str | None = None, windows: int = 64, window_len: int = 256, tasks: str = "arithmetic",
           problems: int = 50, budgets: Sequence[int | None] = DEFAULT_BUDGETS, soc: str = "lpddr5x-4nm-cpu",
           energy_meter: str = "auto", android_energy: str | None = None, accuracy: bool = True,
           progress: bool = True) -> dict:
