@@ -147,6 +147,8 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     (["--soc", "nokia-3310"], "unknown --soc"),
     (["--budgets", "0,lots"], "--budgets takes comma-separated integers or none"),
     (["--tasks", "missing.jsonl"], "no such file"),
+    (["--windows", "0"], "--windows must be >= 1"),  # was a ZeroDivisionError traceback
+    (["--runs", "0"], "--runs must be >= 1"),
 ])
 def test_bench_bad_options_are_one_line(onnx_bundle, capsys, argv, message):
     code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--runs", "1", "--new-tokens", "4",

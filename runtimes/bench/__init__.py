@@ -194,6 +194,9 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
         raise UserError("give at least one --bundle DIR")
     if soc not in load_profiles():
         raise UserError(f"unknown --soc {soc!r}; choose one of {', '.join(sorted(load_profiles()))}")
+    for flag, value in (("--runs", runs), ("--new-tokens", new_tokens), ("--windows", windows), ("--problems", problems)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1 (got {value})")
     manifests = {b: read_manifest(b) for b in bundles}  # every input is checked before any slow work
     task_items = read_tasks(tasks, problems) if accuracy else None
     if accuracy and text_file is not None and not Path(text_file).is_file():
