@@ -209,11 +209,40 @@ def evaluate(model_dir: Path, n: int = 500) -> list[dict]:
     return curve
 
 
+def training_problems(model_dir: Path) -> set[Problem]:
+    """Every problem `model_dir`'s training drew, from its training.json (each stage draws `examples`
+    problems with seed + 1000, skipping the held-out set, as `run_stage` does)."""
+    record = json.loads((model_dir / "training.json").read_text())
+    exclude = set(heldout_problems())
+    seen = set()
+    for stage in ("stage1", "stage2"):
+        if stage in record:
+            seen |= set(problems(record[stage]["examples"], seed=record[stage]["seed"] + 1000, exclude=exclude))
+    return seen
+
+
+def evaluate_fresh(model_dir: Path, n: int, seed: int) -> list[dict]:
+    """The budget curve on n problems of another seed, none of them trained on or in the held-out set: a
+    second check for a recipe that was chosen on the held-out set. Prints; writes nothing."""
+    from runtimes.accuracy import budget_curve
+    from runtimes.backends.reference import ReferenceBackend
+    from runtimes.tokenizer import QwenTokenizer
+
+    fresh = problems(n, seed=seed, exclude=set(heldout_problems()) | training_problems(model_dir))
+    backend = ReferenceBackend.from_model(str(model_dir), max_seq_len=MODEL_CONFIG["max_position_embeddings"])
+    curve = budget_curve(backend, QwenTokenizer(model_dir), fresh)
+    for row in curve:
+        print(f"budget {row['budget']:>9}: accuracy {row['accuracy']:.3f}  (seed {seed}, {n} fresh problems)")
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="where to write the trained checkpoint")
     parser.add_argument("--evaluate", type=Path, metavar="DIR", help="only measure DIR's accuracy per budget")
     parser.add_argument("--problems", type=int, default=500, help="held-out problems for --evaluate")
+    parser.add_argument("--fresh-seed", type=int, metavar="S",
+                        help="with --evaluate: problems of seed S instead, none trained on nor held out (e.g. 4321)")
     parser.add_argument("--examples", type=int, default=320_000, help="problems in stage 1")
     parser.add_argument("--stage2-examples", type=int, default=80_000, help="problems in stage 2 (0: skip)")
     parser.add_argument("--stage1-from", type=Path, metavar="DIR",
@@ -223,7 +252,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.evaluate:
-        evaluate(args.evaluate, args.problems)
+        if args.fresh_seed is not None:
+            evaluate_fresh(args.evaluate, args.problems, args.fresh_seed)
+        else:
+            evaluate(args.evaluate, args.problems)
         return
     if not args.out:
         parser.error("--out is required to train")
