@@ -103,14 +103,17 @@ class Encoder:
         return prompt + reply, [0] * len(prompt) + mask
 
 
-def batches(encoder: Encoder, n_examples: int, batch_size: int, seed: int, exclude: set[Problem],
-            mix: dict[str, float] = MIX):
-    """Length-bucketed, shuffled batches of padded (input_ids, labels)."""
+def stage_problems(examples: int, stage_seed: int) -> list[Problem]:
+    """The problems a training stage draws: seed + 1000, never one of the held-out set."""
+    return problems(examples, seed=stage_seed + 1000, exclude=set(heldout_problems()))
+
+
+def batches(encoder: Encoder, pool: list[Problem], batch_size: int, seed: int, mix: dict[str, float] = MIX):
+    """Length-bucketed, shuffled batches of padded (input_ids, labels) over `pool`."""
     rng = random.Random(seed)
     kinds = list(mix)
     weights = [mix[k] for k in kinds]
     pad = encoder.tok.token_to_id("<|endoftext|>")
-    pool = problems(n_examples, seed=seed, exclude=exclude)
     examples = [encoder.example(p, rng.choices(kinds, weights)[0], rng) for p in pool]
     examples.sort(key=lambda e: len(e[0]))
     groups = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
@@ -129,7 +132,6 @@ def run_stage(model, encoder: Encoder, examples: int, batch_size: int, lr: float
               seed: int, mix: dict[str, float], name: str, log_every: int = 50) -> dict:
     """One pass over `examples` fresh problems with AdamW, warm-up and cosine decay; a fresh optimizer."""
     torch.manual_seed(seed)
-    exclude = set(heldout_problems())
     total = math.ceil(examples / batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, min(300, total // 10))
@@ -137,7 +139,7 @@ def run_stage(model, encoder: Encoder, examples: int, batch_size: int, lr: float
         min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
     start, step, seen_tokens = time.time(), 0, 0
     model.train()
-    for ids, labels in batches(encoder, examples, batch_size, seed + 1000, exclude, mix):
+    for ids, labels in batches(encoder, stage_problems(examples, seed), batch_size, seed + 1000, mix):
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -192,47 +194,33 @@ def train(out: Path, examples: int, stage2_examples: int, batch_size: int, lr: f
     }, indent=2))
 
 
-def evaluate(model_dir: Path, n: int = 500) -> list[dict]:
-    """The budget curve on the held-out problems, through the project's own runtime; writes eval.json."""
+def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> list[dict]:
+    """The budget curve through the project's own runtime: on the held-out problems (writes eval.json), or
+    with `fresh_seed` on problems of that seed that neither training (per training.json) nor the held-out set
+    drew, a second check for a recipe chosen on the held-out set (prints only)."""
     from runtimes.accuracy import budget_curve
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.tokenizer import QwenTokenizer
 
+    if fresh_seed is None:
+        chosen = heldout_problems(n)
+    else:
+        record = json.loads((model_dir / "training.json").read_text())
+        seen = set(heldout_problems())
+        for stage in (record[k] for k in ("stage1", "stage2") if k in record):
+            seen.update(stage_problems(stage["examples"], stage["seed"]))
+        chosen = problems(n, seed=fresh_seed, exclude=seen)
     backend = ReferenceBackend.from_model(str(model_dir), max_seq_len=MODEL_CONFIG["max_position_embeddings"])
-    curve = budget_curve(backend, QwenTokenizer(model_dir), heldout_problems(n))
-    (model_dir / "eval.json").write_text(json.dumps({
-        "command": f"python -m exporter.models.train_tiny --evaluate {model_dir} --problems {n}",
-        "heldout_seed": 1234, "decoding": "greedy", "curve": curve}, indent=2))
+    curve = budget_curve(backend, QwenTokenizer(model_dir), chosen)
+    if fresh_seed is None:
+        (model_dir / "eval.json").write_text(json.dumps({
+            "command": f"python -m exporter.models.train_tiny --evaluate {model_dir} --problems {n}",
+            "heldout_seed": 1234, "decoding": "greedy", "curve": curve}, indent=2))
+    else:
+        print(f"{n} fresh problems of seed {fresh_seed}, none trained on nor held out:")
     for row in curve:
         print(f"budget {row['budget']:>9}: accuracy {row['accuracy']:.3f}  "
               f"cut by budget {row['stopped_by_budget']:.2f}  mean reasoning tokens {row['mean_reasoning_tokens']:.1f}")
-    return curve
-
-
-def training_problems(model_dir: Path) -> set[Problem]:
-    """Every problem `model_dir`'s training drew, from its training.json (each stage draws `examples`
-    problems with seed + 1000, skipping the held-out set, as `run_stage` does)."""
-    record = json.loads((model_dir / "training.json").read_text())
-    exclude = set(heldout_problems())
-    seen = set()
-    for stage in ("stage1", "stage2"):
-        if stage in record:
-            seen |= set(problems(record[stage]["examples"], seed=record[stage]["seed"] + 1000, exclude=exclude))
-    return seen
-
-
-def evaluate_fresh(model_dir: Path, n: int, seed: int) -> list[dict]:
-    """The budget curve on n problems of another seed, none of them trained on or in the held-out set: a
-    second check for a recipe that was chosen on the held-out set. Prints; writes nothing."""
-    from runtimes.accuracy import budget_curve
-    from runtimes.backends.reference import ReferenceBackend
-    from runtimes.tokenizer import QwenTokenizer
-
-    fresh = problems(n, seed=seed, exclude=set(heldout_problems()) | training_problems(model_dir))
-    backend = ReferenceBackend.from_model(str(model_dir), max_seq_len=MODEL_CONFIG["max_position_embeddings"])
-    curve = budget_curve(backend, QwenTokenizer(model_dir), fresh)
-    for row in curve:
-        print(f"budget {row['budget']:>9}: accuracy {row['accuracy']:.3f}  (seed {seed}, {n} fresh problems)")
     return curve
 
 
@@ -252,10 +240,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.evaluate:
-        if args.fresh_seed is not None:
-            evaluate_fresh(args.evaluate, args.problems, args.fresh_seed)
-        else:
-            evaluate(args.evaluate, args.problems)
+        if args.fresh_seed is not None and not (args.evaluate / "training.json").is_file():
+            parser.error(f"--fresh-seed needs {args.evaluate / 'training.json'} (written by this script) to know "
+                         "which problems training drew")
+        evaluate(args.evaluate, args.problems, args.fresh_seed)
         return
     if not args.out:
         parser.error("--out is required to train")
