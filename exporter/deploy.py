@@ -22,13 +22,10 @@ def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
     """The bundle's path once it passes verification and runs on `backend` (its --target has the same name),
     the one the `app` demo uses (`runtime`: how the message names it)."""
     from runtimes.bundle import read_manifest
-    from runtimes.verify import verify
 
-    result = verify(bundle, run=False)
-    if not result["ok"]:
-        raise UserError(f"{bundle} fails verification ({result['problems'][0]}); run python -m exporter verify "
-                        f"--bundle {bundle} for every problem, and export it again")
-    manifest = read_manifest(bundle)
+    if not Path(bundle).is_dir():
+        raise UserError(f"{bundle} is not a directory; pass a bundle written by python -m exporter --out DIR")
+    manifest = read_manifest(bundle)  # every check of verify --no-run
     if manifest["backend"] != backend:
         raise UserError(f"the {app} demo runs {runtime} bundles; {bundle} is a {manifest['target']} bundle "
                         f"(export with --target {backend})")
@@ -36,11 +33,14 @@ def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    """Copy a bundle into the app, replacing only an earlier copy of a bundle (never a folder of the user's)."""
+    from exporter.output import atomic_output_dir, owner
+
+    if dst.is_dir() and owner(dst)[0] not in ("bundle", "empty"):
+        raise UserError(f"{dst} exists and is not a bundle this tool copied there ({owner(dst)[1]}); rename or "
+                        "remove it, or rename your bundle")
+    with atomic_output_dir(dst, "bundle", overwrite=True, inputs=[src]) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
 def _adb_devices() -> list[str]:

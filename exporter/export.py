@@ -11,7 +11,6 @@ import torch
 from runtimes.errors import UserError
 
 DEFAULT_MAX_SEQ_LEN = 1024
-NOT_YET: dict[str, str] = {}
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
              "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program",
@@ -70,43 +69,35 @@ def _recipe_fields(recipe) -> dict:
     return {k: fields[k] for k in ("method", "bits", "group_size", "symmetric", "embedding", "calibration")}
 
 
-def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
-           embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
-           max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
-           activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
-    from exporter.bundle import atomic_output_dir, copy_tokenizer_files, write_manifest
-    from exporter.quantize import config_sha256
-    from runtimes.tokenizer import QwenTokenizer
+TARGETS = ("onnx", "executorch", "coreml")
 
-    if target == "all":
-        return export_all(model, quant, out, group_size=group_size, symmetric=symmetric, embedding=embedding,
-                          calib=calib, samples=samples, seq_len=seq_len, max_seq_len=max_seq_len,
-                          overwrite=overwrite, progress=progress)
-    from exporter.checkpoint import load_config, resolve_model_dir
 
-    if profile == "npu" and not 1 <= npu_chunk <= 512:
-        raise UserError("--npu-chunk must be between 1 and 512")
-    if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
-        raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
-                        "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
-    if activations == "int8":
-        if target == "coreml":
-            raise UserError("--activations int8 is not available for coreml: Core ML keeps activations in fp16")
-        if target == "onnx" and (profile != "cpu" or quant in ("fp32", "fp16", "int8")):
+def _target_quant(target: str, quant: str | None) -> str | None:
+    """8da4w is ExecuTorch's name for int4 RTN weights with 8-bit dynamic activations; elsewhere it is int4."""
+    return "int4" if target != "executorch" and quant == "8da4w" else quant
+
+
+def check_options(target: str, quant: str | None, symmetric: bool, embedding: str, profile: str, npu_chunk: int,
+                  delegate: str, activations: str | None, alone: bool = True) -> None:
+    """Refuse an option combination `target` cannot honour before any slow work. With `alone` False (--target all)
+    an option that applies to other targets only is not this target's concern."""
+    if target == "onnx":
+        if profile == "npu" and not 1 <= npu_chunk <= 512:
+            raise UserError("--npu-chunk must be between 1 and 512")
+        if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
+            raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
+                            "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
+        if activations == "int8" and (profile != "cpu" or quant in ("fp32", "fp16", "int8")):
             raise UserError("--activations int8 applies to the int4 linears of the onnx cpu profile (ONNX Runtime's "
                             "MatMulNBits); use it with --quant int4 or awq-int4 and --profile cpu")
-    if activations == "float" and target == "executorch" and quant not in ("fp32", "fp16"):
-        raise UserError("XNNPACK runs quantized linears with 8-bit dynamic activations only; drop --activations "
-                        "float, or use --quant fp32/fp16 for float activations")
+    if not alone:
+        return
     if target == "coreml":
+        if activations == "int8":
+            raise UserError("--activations int8 is not available for coreml: Core ML keeps activations in fp16")
         if profile != "cpu":
             raise UserError("--profile is an onnx option; a Core ML bundle runs on CPU, GPU or the Neural Engine as "
                             "the app chooses")
-        if not symmetric:
-            raise UserError("the Core ML target takes symmetric weights only; drop --asymmetric")
-        from exporter.targets.coreml import _coremltools
-
-        _coremltools()
     if target != "executorch":
         if quant == "8da4w":
             raise UserError("--quant 8da4w (8-bit dynamic activations, int4 weights) is ExecuTorch's XNNPACK scheme; "
@@ -116,79 +107,126 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     else:
         if profile != "cpu":
             raise UserError("--profile is an onnx option; for ExecuTorch NPUs choose --delegate coreml or qnn")
+        if activations == "float" and quant not in ("fp32", "fp16"):
+            raise UserError("XNNPACK runs quantized linears with 8-bit dynamic activations only; drop --activations "
+                            "float, or use --quant fp32/fp16 for float activations")
+
+
+def _check_libraries(target: str, symmetric: bool, delegate: str) -> None:
+    """The target's libraries import and take this recipe (a missing SDK is a one-line error, before any work)."""
+    if target == "coreml":
+        if not symmetric:
+            raise UserError("the Core ML target takes symmetric weights only; drop --asymmetric")
+        from exporter.targets.coreml import _coremltools
+
+        _coremltools()
+    elif target == "executorch":
         if not symmetric:
             raise UserError("XNNPACK's low-bit linears take symmetric weights only; drop --asymmetric for executorch")
         from exporter.targets.executorch import check_delegate
 
         check_delegate(delegate)
+    else:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise UserError("the ONNX target needs onnx: pip install 'qwen-edge[onnx]'") from None
+
+
+def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
+           embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
+           max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
+           activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
+    """Export `model` to one target's bundle at `out`, or with target "all" to out/onnx, out/executorch and
+    out/coreml from one quantization (each option goes to the targets it applies to). The directory appears
+    complete or not at all."""
+    from exporter.checkpoint import load_config, resolve_model_dir
+    from exporter.output import atomic_output_dir, check_output
+
+    targets = TARGETS if target == "all" else (target,)
+    if target == "all" and quant == "8da4w" and activations == "float":
+        raise UserError("--quant 8da4w runs int8 activations; drop --activations float")
+    for name in targets:
+        check_options(name, _target_quant(name, quant), symmetric, embedding, profile, npu_chunk, delegate,
+                      activations, alone=target != "all")
+    model_dir = resolve_model_dir(model)
+    check_output(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir])
+    for name in targets:
+        _check_libraries(name, symmetric, delegate)
     start = time.perf_counter()
-    limit = load_config(resolve_model_dir(model)).get("max_position_embeddings", 131072)
+    limit = load_config(model_dir).get("max_position_embeddings", 131072)
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
     if not 16 <= max_seq_len <= limit:
         raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
-    module, weights, quant_fields, config, model_dir = prepare(model, quant, group_size, symmetric, embedding, calib,
-                                                               samples, seq_len, max_seq_len, progress, release=True,
-                                                               device=device)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        copy_tokenizer_files(model_dir, tmp)
-        fp16 = quant_fields["name"] == "fp16"
-        with torch.no_grad():
-            if target == "onnx":
-                from exporter.targets.onnx import export_onnx
+    with atomic_output_dir(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir]) as tmp:
+        module, weights, quant_fields, config, model_dir = prepare(
+            model, quant, group_size, symmetric, embedding, calib, samples, seq_len, max_seq_len, progress,
+            release=True, device=device)
+        written = []
+        for name in targets:
+            into = tmp / name if target == "all" else tmp
+            into.mkdir(exist_ok=True)
+            fields = dict(quant_fields, name=_target_quant(name, quant_fields["name"]))
+            written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into, max_seq_len,
+                                         profile=profile if name == "onnx" else "cpu", npu_chunk=npu_chunk,
+                                         delegate=delegate if name == "executorch" else "xnnpack",
+                                         activations=activations))
+    size = sum(w["bytes"] for w in written)
+    return {"out": str(Path(out)), "target": ", ".join(w["target"] for w in written),
+            "quant": quant_fields["name"], "bytes": size, "seconds": time.perf_counter() - start,
+            "manifest_sha256": [w["manifest_sha256"] for w in written]}
 
-                int8_activations = activations == "int8" and any(qt.bits == 4 for qt in weights.values())
-                if activations == "int8" and not int8_activations:
-                    raise UserError("--activations int8 applies to int4 linears; this recipe has none")
-                entry_points = export_onnx(module, weights, tmp, max_seq_len, npu_chunk if profile == "npu" else None,
-                                           fp16=fp16, int8_activations=int8_activations)
-                if int8_activations:
-                    quant_fields["activations"] = "int8-dynamic-per-block"
-            elif target == "coreml":
-                from exporter.targets.coreml import SCALE_DTYPE, export_coreml
 
-                entry_points = export_coreml(module, weights, tmp, max_seq_len)
+def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
+                  into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
+                  activations: str | None) -> dict:
+    """One target's files, tokenizer files and manifest into `into` → what was written."""
+    import hashlib
+
+    from exporter.bundle import copy_tokenizer_files, write_manifest
+    from exporter.quantize import config_sha256
+    from runtimes.tokenizer import QwenTokenizer
+
+    copy_tokenizer_files(model_dir, into)
+    fp16 = quant_fields["name"] == "fp16"
+    with torch.no_grad():
+        if target == "onnx":
+            from exporter.targets.onnx import export_onnx
+
+            int8_activations = activations == "int8" and any(qt.bits == 4 for qt in weights.values())
+            if activations == "int8" and not int8_activations:
+                raise UserError("--activations int8 applies to int4 linears; this recipe has none")
+            entry_points = export_onnx(module, weights, into, max_seq_len, npu_chunk if profile == "npu" else None,
+                                       fp16=fp16, int8_activations=int8_activations)
+            if int8_activations:
+                quant_fields["activations"] = "int8-dynamic-per-block"
+        elif target == "coreml":
+            from exporter.targets.coreml import SCALE_DTYPE, export_coreml
+
+            entry_points = export_coreml(module, weights, into, max_seq_len)
+            for bits in sorted({qt.bits for qt in weights.values()}):
+                quant_fields[f"int{bits}_scale_dtype"] = SCALE_DTYPE
+            profile, fp16 = None, True
+        else:
+            from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
+
+            special = QwenTokenizer(into).special
+            entry_points = export_executorch(module, weights, into, max_seq_len, bos_id=special.endoftext,
+                                             eos_ids=sorted(special.stop), fp16=fp16, delegate=delegate)
+            if delegate == "xnnpack":
+                if weights:
+                    quant_fields["activations"] = ACTIVATIONS
+                if any(qt.bits == 4 for qt in weights.values()):
+                    quant_fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
+            else:  # Core ML: weight-only constexpr ops with float16 scales, fp16 compute
                 for bits in sorted({qt.bits for qt in weights.values()}):
-                    quant_fields[f"int{bits}_scale_dtype"] = SCALE_DTYPE
-                profile, fp16 = None, True
-            else:
-                from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
-
-                special = QwenTokenizer(tmp).special
-                entry_points = export_executorch(module, weights, tmp, max_seq_len, bos_id=special.endoftext,
-                                                 eos_ids=sorted(special.stop), fp16=fp16, delegate=delegate)
-                if delegate == "xnnpack":
-                    if weights:
-                        quant_fields["activations"] = ACTIVATIONS
-                    if any(qt.bits == 4 for qt in weights.values()):
-                        quant_fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
-                else:  # Core ML: weight-only constexpr ops with float16 scales, fp16 compute
-                    for bits in sorted({qt.bits for qt in weights.values()}):
-                        quant_fields[f"int{bits}_scale_dtype"] = "float16"
-                profile = delegate
-        manifest = write_manifest(tmp, source_id=source_id(model, model_dir), config_sha256=config_sha256(config),
-                                  args=module.args, target=target, backend=BACKEND[target], profile=profile,
-                                  quant=quant_fields,
-                                  max_seq_len=max_seq_len, kv_dtype="float16" if fp16 else "float32",
-                                  kv_bytes_per_value=2 if fp16 else 4, kv_layout=KV_LAYOUT[target],
-                                  entry_points=entry_points, tokenizer=QwenTokenizer(tmp))
-    size = sum(entry["bytes"] for entry in manifest["files"].values())
-    return {"out": str(Path(out)), "target": f"{target} ({profile})" if profile else target, "quant": quant_fields["name"], "bytes": size,
-            "seconds": time.perf_counter() - start}
-
-
-def export_all(model: str, quant: str | None, out: str, overwrite: bool = False, **options) -> dict:
-    """One bundle per target under out/: onnx, executorch, coreml. Each is written atomically; the first
-    failure stops the run (bundles already written stay, complete)."""
-    out_dir = Path(out)
-    if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
-        raise UserError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
-    start = time.perf_counter()
-    results = []
-    for target in ("onnx", "executorch", "coreml"):
-        target_quant = quant
-        if target != "executorch" and quant == "8da4w":
-            target_quant = "int4"
-        results.append(export(model, target, target_quant, str(out_dir / target), overwrite=overwrite, **options))
-    return {"out": str(out_dir), "target": "all (" + ", ".join(r["target"] for r in results) + ")",
-            "quant": quant or "int4", "bytes": sum(r["bytes"] for r in results),
-            "seconds": time.perf_counter() - start}
+                    quant_fields[f"int{bits}_scale_dtype"] = "float16"
+            profile = delegate
+    manifest = write_manifest(into, source_id=source_id(model, model_dir), config_sha256=config_sha256(config),
+                              args=module.args, target=target, backend=BACKEND[target], profile=profile,
+                              quant=quant_fields, max_seq_len=max_seq_len,
+                              kv_dtype="float16" if fp16 else "float32", kv_bytes_per_value=2 if fp16 else 4,
+                              kv_layout=KV_LAYOUT[target], entry_points=entry_points, tokenizer=QwenTokenizer(into))
+    return {"target": f"{target} ({profile})" if profile else target,
+            "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
+            "manifest_sha256": hashlib.sha256((into / "manifest.json").read_bytes()).hexdigest()}

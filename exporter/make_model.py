@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from exporter.bundle import atomic_output_dir
+from exporter.output import RANDOM_MODEL_MARKER, atomic_output_dir
 from exporter.checkpoint import CONFIG_DTYPES
 
 # Qwen3's published config.json values for each size (Qwen/Qwen3-0.6B, -1.7B, -4B).
@@ -64,7 +64,7 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
     from safetensors.torch import save_file
 
     config = {**config, "torch_dtype": dtype}
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, "random model", overwrite=overwrite) as tmp:
         # flush each shard as soon as it is full, so memory stays near one shard (4b is 8 GB)
         written: list[tuple[Path, list[str]]] = []
         shard: dict[str, torch.Tensor] = {}
@@ -103,4 +103,8 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
                                   special=dict(QWEN3_ADDED_TOKENS))
             generation = QWEN3_GENERATION_CONFIG
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        # proof that this directory is ours to replace with --overwrite, and a label for whoever finds it
+        (tmp / RANDOM_MODEL_MARKER).write_text(json.dumps({
+            "written_by": "python -m exporter make-model", "weights": "random (normal 0, 0.02), no accuracy claims",
+            "seed": seed, "dtype": dtype, "num_hidden_layers": config["num_hidden_layers"]}, indent=2) + "\n")
     return Path(out)

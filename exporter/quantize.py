@@ -21,9 +21,9 @@ from exporter.model import hf_name
 from exporter.quant.packing import pack_int4, unpack_int4
 from exporter.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
                                 fake_quantize_activations_blockwise, quantize)
+from exporter.output import RECIPE_FILE
 from runtimes.errors import UserError
 
-RECIPE_FILE = "quant_recipe.json"
 
 
 @dataclass
@@ -270,20 +270,21 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
                         embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
                         overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
-    from exporter.bundle import atomic_output_dir
     from exporter.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
+    from exporter.output import atomic_output_dir, check_output
     from exporter.model import from_pretrained
 
     start = time.perf_counter()
     model_dir = resolve_model_dir(model)
     if is_quantized_checkpoint(model_dir):
         raise UserError(f"{model_dir} is already quantized; quantize its full-precision source instead")
+    check_output(out, "quantized checkpoint", overwrite, [model_dir])
     # keep the checkpoint's own dtype (bf16 for Qwen: half the memory of fp32); quantization math is fp32
     # per tensor, and AWQ upcasts one block at a time
     config = load_config(model_dir)
     dtype = CONFIG_DTYPES.get(config.get("torch_dtype") or config.get("dtype"), torch.float32)
     module, config = from_pretrained(model_dir, max_seq_len=8, dtype=dtype)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, "quantized checkpoint", overwrite=overwrite, inputs=[model_dir]) as tmp:
         weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib,
                                                samples, seq_len, progress, device=device)
         recipe.source_model, recipe.source_config_sha256 = str(model), config_sha256(config)

@@ -65,17 +65,21 @@ def golden_vectors(model: str = "tiny", max_new_tokens: int = 16) -> dict:
 def write_fixture_bundle(out: Path, model: str = "tiny") -> None:
     """A small valid bundle (a 1 KB stand-in model file, the real tokenizer files and a real manifest) that the
     app cores' verifier tests tamper with, as tests/test_verify.py does with an exported one."""
-    import shutil
+    from exporter.checkpoint import resolve_model_dir
+    from exporter.output import atomic_output_dir
 
+    model_dir = resolve_model_dir(model)
+    with atomic_output_dir(out, "bundle", overwrite=True, inputs=[model_dir]) as tmp:
+        _fixture(tmp, model, model_dir)
+
+
+def _fixture(out: Path, model: str, model_dir: Path) -> None:
     from exporter.bundle import copy_tokenizer_files, write_manifest
-    from exporter.checkpoint import load_config, resolve_model_dir
+    from exporter.checkpoint import load_config
     from exporter.model import ModelArgs
     from exporter.quantize import config_sha256
     from runtimes.tokenizer import QwenTokenizer
 
-    model_dir = resolve_model_dir(model)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
     (out / "model.bin").write_bytes(bytes(range(256)) * 4)
     copy_tokenizer_files(model_dir, out)
     config = load_config(model_dir)
