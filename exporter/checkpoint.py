@@ -7,13 +7,13 @@ whose message says what is wrong and what to do.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 
 from runtimes.errors import UserError
+from runtimes.files import read_json
 
 SUPPORTED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 CONFIG_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -26,6 +26,11 @@ REQUIRED_CONFIG_KEYS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads",
 )
+# (lowest, highest, Qwen3's value): a value outside these is a damaged or foreign config, not a model to run
+PHYSICS = {"rms_norm_eps": (1e-12, 1e-2, 1e-6), "rope_theta": (1.0, 1e12, 1e6)}
+BOOL_KEYS = ("tie_word_embeddings", "attention_bias", "use_sliding_window", "use_cache")
+TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+SHARD_NAME = re.compile(r"^[\w.-]+\.safetensors$")  # a file beside the index: no directories, no '..'
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
 
@@ -62,12 +67,9 @@ def _download_from_hub(repo_id: str) -> Path:
 
 def load_config(model_dir: Path) -> dict:
     path = model_dir / "config.json"
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{model_dir} has no config.json; pass a Hugging Face checkpoint directory of a Qwen3 model")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); restore the file from the original checkpoint") from None
+    config = read_json(path, "restore the file from the original checkpoint")
     validate_config(config, path)
     return config
 
@@ -85,6 +87,10 @@ def validate_config(config: dict, where: Path | str = "config.json") -> None:
     missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
     if missing:
         raise UserError(f"{where} lacks {', '.join(missing)}; restore the checkpoint's original config.json")
+    for key in BOOL_KEYS:
+        if key in config and not isinstance(config[key], bool):
+            raise UserError(f"{where}: {key} is {config[key]!r}; it must be true or false (a JSON boolean, "
+                            "not a string)")
     dtype = config.get("torch_dtype") or config.get("dtype")
     if dtype is not None and (not isinstance(dtype, str) or dtype not in CONFIG_DTYPES):
         raise UserError(f"{where} declares dtype {dtype!r}; supported are float32, float16 and bfloat16 "
@@ -107,10 +113,17 @@ def validate_config(config: dict, where: Path | str = "config.json") -> None:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
             raise UserError(f"{where}: {key} is {value!r}; it must be a whole number from 1 to {limit}")
-    for key in ("rms_norm_eps", "rope_theta"):
-        value = config.get(key, 1e-6)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            raise UserError(f"{where}: {key} is {value!r}; it must be a positive number")
+    for key, (low, high, typical) in PHYSICS.items():
+        value = config.get(key, rope.get(key, typical))  # transformers 5 may keep rope_theta in rope_parameters
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise UserError(f"{where}: {key} is {value!r}; it must be a number from {low:g} to {high:g} "
+                            f"(Qwen3 uses {typical:g})")
+    for key in TOKEN_ID_KEYS:
+        value = config.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < (1 << 31)
+                                         for i in ids):
+            raise UserError(f"{where}: {key} is {value!r}; it must be a token id, a list of them, or null")
     if config["num_attention_heads"] % config["num_key_value_heads"]:
         raise UserError(f"{where}: num_attention_heads must be a multiple of num_key_value_heads")
     if config.get("head_dim", 2) % 2 or ("head_dim" not in config
@@ -122,11 +135,16 @@ def validate_config(config: dict, where: Path | str = "config.json") -> None:
 def shard_files(model_dir: Path) -> list[Path]:
     """The safetensors files of a checkpoint, checked to exist."""
     index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{index} is unreadable ({exc}); restore it from the original checkpoint") from None
+    if index.exists():
+        fix = "restore it from the original checkpoint"
+        content = read_json(index, fix)
+        weight_map = content.get("weight_map") if isinstance(content, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise UserError(f"{index} has no weight_map object (tensor name -> shard file); {fix}")
+        bad = [f for f in weight_map.values() if not isinstance(f, str) or not SHARD_NAME.match(f)]
+        if bad:
+            raise UserError(f"{index}: weight_map names {bad[0]!r}, which is not a .safetensors file name in the "
+                            f"checkpoint directory; {fix}")
         names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (model_dir / n).is_file()]
         if missing:

@@ -155,22 +155,22 @@ class Qwen3(nn.Module):
         self.max_seq_len = 0
 
     def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None) -> None:
-        """Allocate the KV cache, RoPE tables and causal mask for `max_seq_len` positions."""
+        """Allocate the KV cache and RoPE tables for `max_seq_len` positions."""
         dtype = dtype or self.embed_tokens.weight.dtype
+        check_context(self.args, max_seq_len)
         self.max_seq_len = max_seq_len
         for layer in self.layers:
             layer.self_attn.kv_cache = KVCache(max_seq_len, self.args.num_key_value_heads, self.args.head_dim, dtype)
         cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
-        causal = torch.tril(torch.ones(max_seq_len, max_seq_len, dtype=torch.bool))
-        self.register_buffer("causal_mask", causal, persistent=False)
+        self.register_buffer("positions", torch.arange(max_seq_len), persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         """tokens [1, T] at positions input_pos [T] → logits [1, T, vocab]; writes the KV cache."""
         cos = self.rope_cos[input_pos].unsqueeze(0).unsqueeze(0)
         sin = self.rope_sin[input_pos].unsqueeze(0).unsqueeze(0)
-        mask = self.causal_mask[input_pos].unsqueeze(0).unsqueeze(0)
+        mask = (self.positions[None, :] <= input_pos[:, None]).unsqueeze(0).unsqueeze(0)  # causal, [1, 1, T, max]
         x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, input_pos)
@@ -182,6 +182,15 @@ class Qwen3(nn.Module):
 
     def decode(self, token: int, pos: int) -> torch.Tensor:
         return self.forward(torch.tensor([[token]]), torch.tensor([pos]))[0, -1]
+
+
+def check_context(args: ModelArgs, max_seq_len: int) -> None:
+    """Before any cache is allocated: a context the model supports."""
+    from runtimes.errors import UserError
+
+    if not 1 <= max_seq_len <= args.max_position_embeddings:
+        raise UserError(f"a context of {max_seq_len} positions is outside what the model supports (1 to its "
+                        f"max_position_embeddings, {args.max_position_embeddings}); choose a smaller --max-seq-len")
 
 
 def hf_name(name: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Mapping, Sequence
 
 from runtimes.errors import UserError
@@ -82,3 +83,61 @@ def thinking_requested(messages: Sequence[Message], default: bool = True) -> boo
             for match in SOFT_SWITCH.finditer(m["content"]):
                 mode = match.group(1) == "think"
     return mode
+
+
+# A chat template is code from the checkpoint. It renders in jinja2's immutable sandbox (as transformers does), so it
+# cannot reach Python objects, and within a budget, so it cannot hang or exhaust memory: at most TEMPLATE_STEPS
+# Python lines (Qwen3's own template, tools included, runs a few thousand) and no `*` / `**` building a string, list
+# or number past TEMPLATE_SIZE.
+TEMPLATE_STEPS = 2_000_000
+TEMPLATE_SIZE = 1 << 20
+
+
+class TemplateBudgetExceeded(Exception):
+    pass
+
+
+def _template_environment():
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Bounded(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context, operator, left, right):
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
+            if operator == "**" and numbers and abs(left) > 1 and abs(right) * max(abs(left), 2).bit_length() > 4096:
+                raise TemplateBudgetExceeded(f"{left!r} ** {right!r} is too large")
+            if operator == "*" and not numbers:
+                sizes = [len(v) if hasattr(v, "__len__") else abs(v) for v in (left, right)
+                         if isinstance(v, (str, list, tuple, int)) and not isinstance(v, bool)]
+                if len(sizes) == 2 and sizes[0] * sizes[1] > TEMPLATE_SIZE:
+                    raise TemplateBudgetExceeded("a repetition builds more than a million items")
+            return super().call_binop(context, operator, left, right)
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = Bounded(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env
+
+
+def render_template(source: str, steps: int = TEMPLATE_STEPS, **context) -> str:
+    """Render a checkpoint's jinja chat template with `context`, sandboxed and bounded (see TEMPLATE_STEPS).
+    Raises TemplateBudgetExceeded past the budget; jinja2's own errors for broken templates."""
+    template = _template_environment().from_string(source)
+    left = [steps]
+
+    def count(frame, event, arg):
+        left[0] -= 1
+        if left[0] < 0:
+            raise TemplateBudgetExceeded(f"rendering ran past {steps} steps")
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(count)
+    try:
+        return template.render(**context)
+    finally:
+        sys.settrace(previous)

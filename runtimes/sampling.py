@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from runtimes.errors import UserError
+from runtimes.files import read_json
+
+GENERATION_CONFIG = "generation_config.json"
 
 
 @dataclass
@@ -20,6 +25,15 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise UserError(f"--top-k must be a whole number, not {self.top_k!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < 2 ** 64):
+            raise UserError(f"--seed must be a whole number from 0 to 2**64 - 1, not {self.seed!r}")
         if self.temperature < 0:
             raise UserError("--temperature must be >= 0 (0 is greedy)")
         if self.top_k < 0:
@@ -33,18 +47,54 @@ class SamplingParams:
 
     @classmethod
     def from_generation_config(cls, config: dict, thinking: bool) -> "SamplingParams":
+        """(`config` as read_generation_config checked it.)"""
         """The checkpoint's `generation_config.json`; greedy where it does not ask to sample.
 
         Qwen3 ships its thinking-mode defaults there (temperature 0.6, top_p 0.95, top_k 20); its
         recommended non-thinking defaults (0.7, 0.8, 20) are used when thinking is off.
         """
-        if not config.get("do_sample"):
+        if not config.get("do_sample"):  # (read_generation_config checked every value's type and range)
             return cls()
         if not thinking:
             return cls(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0)
         return cls(temperature=config.get("temperature") or 1.0, top_p=config.get("top_p") or 1.0,
                    top_k=config.get("top_k") or 0, min_p=config.get("min_p") or 0.0,
                    repetition_penalty=config.get("repetition_penalty") or 1.0)
+
+
+def _check_generation_config(config, where: Path) -> dict:
+    """The fields of a generation_config.json that sampling reads, checked for type and range."""
+    fix = "fix or delete it (sampling then defaults to greedy)"
+    if not isinstance(config, dict):
+        raise UserError(f"{where} is not a JSON object; {fix}")
+    numbers = {"temperature": (0, math.inf), "top_p": (0, 1), "min_p": (0, 1), "repetition_penalty": (0, math.inf)}
+    for key, (low, high) in numbers.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                or not math.isfinite(value):
+            raise UserError(f"{where}: {key} is {value!r}; it must be a number from {low} to {high}; {fix}")
+    for key in ("top_k", "max_new_tokens", "max_length"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise UserError(f"{where}: {key} is {value!r}; it must be a whole number >= 0; {fix}")
+    if not isinstance(config.get("do_sample", False), bool):
+        raise UserError(f"{where}: do_sample is {config['do_sample']!r}; it must be true or false; {fix}")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = config.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise UserError(f"{where}: {key} is {value!r}; it must be a token id, a list of them, or null; {fix}")
+    return config
+
+
+def read_generation_config(directory: Path) -> dict:
+    """A checkpoint's or bundle's generation_config.json, checked (empty when there is none)."""
+    path = Path(directory) / GENERATION_CONFIG
+    if not path.exists() and not path.is_symlink():
+        return {}
+    return _check_generation_config(read_json(path, "fix or delete it (sampling then defaults to greedy)"), path)
 
 
 class Sampler:

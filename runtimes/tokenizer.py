@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from runtimes.errors import UserError
+from runtimes.files import JSON_LIMIT, read_json, regular_file
 
 REPLACEMENT = "\ufffd"
 
@@ -30,20 +30,20 @@ class QwenTokenizer:
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         path = directory / "tokenizer.json"
-        if not path.is_file():
+        fix = "restore it from the checkpoint"
+        if not regular_file(path):
             raise UserError(f"{directory} has no tokenizer.json; copy the checkpoint's tokenizer files "
                             "(tokenizer.json, tokenizer_config.json) into it")
+        if path.stat().st_size > 4 * JSON_LIMIT:
+            raise UserError(f"{path} is {path.stat().st_size} bytes, far larger than any tokenizer; {fix}")
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:
-            raise UserError(f"{path} cannot be read ({str(exc).splitlines()[0]}); restore it from the checkpoint") from None
+            raise UserError(f"{path} cannot be read ({str(exc).splitlines()[0]}); {fix}") from None
         config_path = directory / "tokenizer_config.json"
-        try:
-            self.config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{config_path} is not valid JSON ({exc}); restore it from the checkpoint") from None
+        self.config = read_json(config_path, fix) if config_path.exists() else {}
         if not isinstance(self.config, dict):
-            raise UserError(f"{config_path} is not a JSON object; restore it from the checkpoint")
+            raise UserError(f"{config_path} is not a JSON object; {fix}")
         self.chat_template = self.config.get("chat_template")
         if self.chat_template is not None:
             check_chat_template(self.chat_template, config_path)
@@ -56,7 +56,12 @@ class QwenTokenizer:
         self.special = SpecialIds(**ids)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        try:
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        except TypeError:  # lone surrogates: bytes that were not UTF-8, smuggled into a str by the shell or a file
+            if any("\ud800" <= ch <= "\udfff" for ch in text):
+                raise UserError("the text is not valid UTF-8 (it holds undecodable bytes); pass UTF-8 text") from None
+            raise
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
@@ -67,25 +72,21 @@ class QwenTokenizer:
 
 
 def check_chat_template(template, where) -> None:
-    """The checkpoint's chat template must render a short thinking conversation. It is rendered in jinja2's
-    sandbox (as transformers does), so a hostile template cannot reach Python objects."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """The checkpoint's chat template must render a short thinking conversation, within the sandbox and budget of
+    runtimes.chat.render_template."""
+    from runtimes.chat import TemplateBudgetExceeded, render_template
 
     if not isinstance(template, str):
         raise UserError(f"{where}: chat_template is not a single template string; qwen-edge expects Qwen3's")
-
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
     messages = [{"role": "user", "content": "What is 2 + 2?"},
                 {"role": "assistant", "content": "4", "reasoning_content": "2 plus 2"},
                 {"role": "user", "content": "And 3 + 3?"}]
     try:
-        env.from_string(template).render(messages=messages, add_generation_prompt=True, enable_thinking=True,
-                                         bos_token="", eos_token="<|im_end|>")
+        render_template(template, messages=messages, add_generation_prompt=True, enable_thinking=True,
+                        bos_token="", eos_token="<|im_end|>")
+    except TemplateBudgetExceeded as exc:
+        raise UserError(f"{where}: the chat template does too much work to render a short conversation ({exc}); "
+                        "restore the checkpoint's original tokenizer_config.json") from None
     except Exception as exc:  # syntax errors, raise_exception, sandbox violations, type errors in the template
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise UserError(f"{where}: the chat template fails to render a conversation ({reason}); "

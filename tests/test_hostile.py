@@ -239,7 +239,7 @@ def test_a_target_failing_late_leaves_nothing(capsys, tmp_path, monkeypatch):
 
 
 def test_stale_partials_of_dead_processes_are_removed(tmp_path):
-    from exporter.bundle import atomic_output_dir
+    from exporter.output import atomic_output_dir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".bundle.partial-{int(dead.stdout)}-abc"
@@ -247,6 +247,145 @@ def test_stale_partials_of_dead_processes_are_removed(tmp_path):
     (stale / "model.onnx").write_bytes(b"half")
     other = tmp_path / f".bundle.partial-{os.getpid()}-live"  # this process is alive: kept
     other.mkdir()
-    with atomic_output_dir(tmp_path / "bundle") as tmp:
+    with atomic_output_dir(tmp_path / "bundle", "bundle") as tmp:
         (tmp / "x").write_text("done")
     assert not stale.exists() and other.exists() and (tmp_path / "bundle" / "x").is_file()
+
+
+# ---- round 2: each of these was a traceback, a hang or an OOM on cd56057 -----------------------------------------
+
+def one_line_error(result, *phrases):
+    code, _, err = result
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert all(p in err for p in phrases), err
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["--temperature", "nan"], "--temperature must be a finite number"),
+    (["--top-p", "nan"], "--top-p must be a finite number"),
+    (["--seed", "-5"], "--seed must be a whole number from 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+])
+def test_chat_sampling_values(capsys, argv, phrase):
+    one_line_error(run_cli(capsys, "chat", *argv, "What is 2 + 2?"), phrase)
+
+
+def test_chat_prompt_with_invalid_utf8():
+    """Bytes that are not UTF-8 reach Python's argv as lone surrogates."""
+    proc = subprocess.run([sys.executable, "-m", "exporter", "chat", b"What is \xff\xfe?"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not valid UTF-8" in proc.stderr, proc.stderr
+
+
+def test_chat_context_past_the_model_is_refused_before_allocating(capsys):
+    start = time.perf_counter()
+    one_line_error(run_cli(capsys, "chat", "--max-seq-len", str(10 ** 9), "hi"), "max_position_embeddings, 512")
+    assert time.perf_counter() - start < 30  # nothing of 10^9 positions was allocated
+
+
+def deep(depth=100_000):
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json", "tokenizer_config.json",
+                                  "generation_config.json"])
+def test_json_nested_past_the_recursion_limit(capsys, tmp_path, small_checkpoint, name):
+    from exporter.checkpoint import resolve_model_dir
+
+    model_dir = copy_checkpoint(resolve_model_dir("tiny") if "tokenizer" in name or "generation" in name
+                                else small_checkpoint, tmp_path / "m")
+    (model_dir / name).write_text(deep())
+    export_fails(capsys, model_dir, tmp_path, "nests its JSON too deeply")
+
+
+@pytest.mark.parametrize("weight_map, phrase", [
+    ([["model.embed_tokens.weight", "model.safetensors"]], "no weight_map object"),
+    ({"model.embed_tokens.weight": 3}, "weight_map names 3"),
+    ({"model.embed_tokens.weight": "../../outside.safetensors"}, "not a .safetensors file name"),
+])
+def test_index_weight_map_of_the_wrong_shape(capsys, tmp_path, small_checkpoint, weight_map, phrase):
+    model_dir = copy_checkpoint(small_checkpoint, tmp_path / "m")
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    export_fails(capsys, model_dir, tmp_path, phrase)
+
+
+@pytest.mark.parametrize("changes, phrase", [
+    ({"tie_word_embeddings": "false"}, "tie_word_embeddings is 'false'; it must be true or false"),
+    ({"use_sliding_window": "false"}, "use_sliding_window is 'false'"),
+    ({"rms_norm_eps": 1e308}, "rms_norm_eps is 1e+308; it must be a number from 1e-12 to 0.01"),
+    ({"rope_theta": 1e-300}, "rope_theta is 1e-300; it must be a number from 1 to 1e+12"),
+    ({"eos_token_id": "<|im_end|>"}, "eos_token_id is '<|im_end|>'"),
+])
+def test_config_fields_are_type_checked_up_front(capsys, tmp_path, small_checkpoint, changes, phrase):
+    from tests.conftest import edit_config
+
+    model_dir = copy_checkpoint(small_checkpoint, tmp_path / "m")
+    edit_config(model_dir, **changes)
+    export_fails(capsys, model_dir, tmp_path, phrase)
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ("{broken", "generation_config.json is not valid JSON"),
+    ("[1, 2]", "generation_config.json is not a JSON object"),
+    ('{"do_sample": true, "temperature": "hot"}', "temperature is 'hot'"),
+    ('{"do_sample": "yes"}', "do_sample is 'yes'"),
+    ('{"top_p": 7}', "top_p is 7"),
+])
+def test_generation_config_is_checked_at_export_and_in_chat(capsys, tmp_path, content, phrase):
+    from exporter.checkpoint import resolve_model_dir
+
+    model_dir = copy_checkpoint(resolve_model_dir("tiny"), tmp_path / "m")
+    (model_dir / "generation_config.json").write_text(content)
+    export_fails(capsys, model_dir, tmp_path, phrase)
+    one_line_error(run_cli(capsys, "chat", "--model", str(model_dir), "hi"), phrase)
+
+
+def test_a_chat_template_that_would_hang_is_refused_quickly(capsys, tmp_path):
+    from exporter.checkpoint import resolve_model_dir
+
+    model_dir = copy_checkpoint(resolve_model_dir("tiny"), tmp_path / "m")
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    export_fails(capsys, model_dir, tmp_path, "does too much work")
+    one_line_error(run_cli(capsys, "chat", "--model", str(model_dir), "hi"), "does too much work")
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("source", ["{{ 'x' * 10000000000 }}", "{{ (range(100000) | list) * 100000 }}",
+                                    "{{ 10 ** 100000000 }}"])
+def test_template_operations_cannot_exhaust_memory(source):
+    from runtimes.chat import TemplateBudgetExceeded, render_template
+
+    with pytest.raises(TemplateBudgetExceeded):
+        render_template(source)
+
+
+def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, capsys):
+    """--profile, --npu-chunk, --activations and --delegate reach the targets they apply to under --target all
+    (the targets are stubbed: what is checked is what each one receives)."""
+    import exporter.export as export_module
+
+    seen = {}
+
+    def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
+                   npu_chunk, delegate, activations):
+        seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
+                            quant=quant_fields["name"])
+        (into / "model.bin").write_bytes(b"x")
+        return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64}
+
+    monkeypatch.setattr(export_module, "_write_bundle", fake_write)
+    monkeypatch.setattr(export_module, "_check_libraries", lambda *a: None)
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--activations", "int8",
+                           "--profile", "npu", "--npu-chunk", "16", "--embedding", "none", "--out",
+                           str(tmp_path / "all"))
+    assert code == 2 and "--activations int8 applies to the int4 linears of the onnx cpu profile" in err
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--profile", "npu",
+                           "--npu-chunk", "16", "--delegate", "coreml", "--out", str(tmp_path / "all"))
+    assert code == 0, err
+    assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4")
+    assert seen["executorch"] == dict(profile="cpu", npu_chunk=16, delegate="coreml", activations=None,
+                                      quant="8da4w")
+    assert seen["coreml"]["profile"] == "cpu" and seen["coreml"]["quant"] == "int4"
