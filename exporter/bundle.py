@@ -1,88 +1,32 @@
-"""Bundle directories: atomic writes, tokenizer files, and the manifest every runtime and app reads."""
+"""Writing a bundle's tokenizer files and its manifest (with the digest that protects it)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from runtimes.bundle import MANIFEST, schema_errors, sha256_file
+from runtimes.bundle import DIGEST_FILE, FORMAT_VERSION, MANIFEST, manifest_digest_line, schema_errors
 from runtimes.errors import UserError
+from runtimes.files import sha256_file
+from runtimes.sampling import GENERATION_CONFIG, read_generation_config
 from runtimes.thinking import STOP_THINKING_TEXT
 
-FORMAT_VERSION = 1
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", GENERATION_CONFIG)
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                        "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "tie_word_embeddings")
 
 
-def _apply_umask(root: Path) -> None:
-    """mkdtemp makes 0700 dirs and some writers 0600 files; give the result the user's usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    root.chmod(0o777 & ~umask)
-    for path in root.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def remove_stale_partials(out: Path) -> None:
-    """Temp dirs of earlier runs for the same --out whose process is gone (killed with SIGKILL, or a machine that
-    lost power: nothing could clean up then) are removed before a new run starts."""
-    for tmp in out.parent.glob(f".{out.name}.partial-*"):
-        try:
-            pid = int(tmp.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid == os.getpid() or _alive(pid):
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = False):
-    """Yield a temp dir beside `out`; on success it replaces `out`, on any failure it is removed.
-
-    So an interrupted or failed export never leaves a half-written directory at `out`.
-    """
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a directory path")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--out {out} already exists and is not empty; remove it or pass --overwrite")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
-    except OSError as exc:
-        raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out") from None
-    try:
-        yield tmp
-        _apply_umask(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
+    """The checkpoint's tokenizer and generation config, checked first (a bundle must not carry a file its
+    runtimes then reject)."""
     if not (model_dir / "tokenizer.json").is_file():
         raise UserError(f"{model_dir} has no tokenizer.json, and a bundle needs one for chat; "
                         "copy the checkpoint's tokenizer files next to its config.json")
+    from runtimes.tokenizer import QwenTokenizer
+
+    QwenTokenizer(model_dir)  # its problems named in the user's checkpoint, not in our temp dir
+    read_generation_config(model_dir)
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, bundle_dir / name)
@@ -132,10 +76,12 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
                            "eos": sorted(special.stop)},
         "thinking": {"stop_text": STOP_THINKING_TEXT, "stop_token_ids": tokenizer.encode(STOP_THINKING_TEXT)},
         "files": {str(p.relative_to(bundle_dir)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                  for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name != MANIFEST},
+                  for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name not in (MANIFEST, DIGEST_FILE)},
     }
     errors = schema_errors(manifest)
     if errors:
         raise AssertionError(f"exporter wrote an invalid manifest: {errors}")
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    text = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+    (bundle_dir / MANIFEST).write_bytes(text)
+    (bundle_dir / DIGEST_FILE).write_text(manifest_digest_line(text))
     return manifest

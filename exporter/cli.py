@@ -97,7 +97,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                         "ExecuTorch's Core ML delegate; qnn: Qualcomm NPUs (needs the QNN SDK)")
     p.add_argument("--out", metavar="DIR",
                    help="bundle directory to write; with --target all, one subdirectory per target")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a directory this tool wrote (never the input model, ~, . or /)")
 
 
 def build_parser() -> tuple[Parser, dict[str, Parser]]:
@@ -209,7 +210,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
                              "default: unlimited)")
     budget.add_argument("--no-think", action="store_true", help="answer without thinking (same as budget 0)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="max answer tokens (default: 256)")
-    p.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="context for --model (default: 2048)")
+    p.add_argument("--max-seq-len", type=int, metavar="N",
+                   help="context for --model (default: 2048, or the model's maximum if smaller)")
     p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy")
     p.add_argument("--top-p", type=float, metavar="P")
     p.add_argument("--top-k", type=int, metavar="K")
@@ -227,7 +229,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
                         "scaling and clipping searched on calibration data, then int4")
     _quant_options(p)
     p.add_argument("--out", required=True, metavar="QDIR", help="directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a directory this tool wrote (never the input model, ~, . or /)")
 
     p = sub("make-model", "Write a random-weight checkpoint with Qwen3's published config for a size "
                           "(for export, memory and speed work; random weights say nothing about accuracy).")
@@ -236,7 +239,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a directory this tool wrote (never the input model, ~, . or /)")
 
     p = sub("deploy", "Put a verified bundle where a demo app finds it. Android: adb push to the app's files dir "
                       "when exactly one device is attached, else stage it in APP_DIR/bundles with the adb command "
@@ -335,14 +339,20 @@ def run_make_model(args) -> int:
 def run_chat(args) -> int:
     from dataclasses import asdict
 
-    from runtimes.chat_cli import open_session, stream_chat
+    from runtimes.chat_cli import check_text, open_session, stream_chat
+    from runtimes.sampling import SamplingParams
 
+    overrides = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p,
+                 "seed": args.seed}
+    SamplingParams(**{k: v for k, v in overrides.items() if v is not None})  # bad values fail before loading
+    check_text(args.prompt, "prompt")
+    check_text(args.system or "", "--system text")
+    if args.max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be >= 1")
     backend, tokenizer, generation_config = open_session(args.model, args.bundle, args.max_seq_len)
     budget = 0 if args.no_think else args.thinking_budget
     result = stream_chat(backend, tokenizer, generation_config, args.prompt, budget=budget, system=args.system,
-                         max_new_tokens=args.max_new_tokens, overrides={
-                             "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-                             "min_p": args.min_p, "seed": args.seed}, stream=not args.json)
+                         max_new_tokens=args.max_new_tokens, overrides=overrides, stream=not args.json)
     if args.json:
         fields = asdict(result)
         fields.pop("token_ids")
@@ -373,14 +383,17 @@ def run_verify(args) -> int:
     if args.json:
         write_json(args.json, result)
     for problem in result["problems"]:
-        print(f"{args.bundle}: {problem}")
+        print(f"{args.bundle}: {problem['message']}")
     for note in result["notes"]:
         print(f"{args.bundle}: note: {note}")
-    if result["ok"]:
-        ran = "" if result["generation"] is None else f"; a short greedy generation ran ({result['generation']!r})"
-        print(f"{args.bundle}: OK{ran}")
-        return 0
-    return 1
+    if not result["ok"]:
+        return 1
+    if result["ran"]:
+        print(f"{args.bundle}: OK; a short greedy generation ran ({result['generation']!r})")
+    else:
+        why = "--no-run" if args.no_run else "see the note above"
+        print(f"{args.bundle}: files and manifest OK; entry points not run ({why})")
+    return 0
 
 
 def run_deploy(args) -> int:
@@ -451,6 +464,8 @@ def run_export(args) -> int:
                      overwrite=args.overwrite, device=check_device(args.device))
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
+    for digest in summary["manifest_sha256"]:  # to pin in an app: it proves the manifest is the one exported
+        print(f"manifest sha256: {digest}")
     return 0
 
 

@@ -1,28 +1,63 @@
-"""Open an exported bundle: read and validate its manifest, check its files, pick its backend."""
+"""The bundle contract: what a bundle directory must hold, checked the same way before every use.
+
+A bundle is its artifact file(s), the tokenizer files and `manifest.json` (fields: `manifest.schema.json`), plus
+`manifest.sha256`, one `sha256sum` line over the manifest's own bytes. Every file but those two is listed in the
+manifest with its size and sha256. `check_bundle` finds every way a directory breaks this, each problem with a
+code from PROBLEM_CODES (the Android and iOS verifiers report the same codes, checked by tests/golden/tamper.json);
+`read_manifest` is the gate every command passes before it loads a bundle.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from runtimes.errors import UserError
+from runtimes.files import read_json, sha256_file
 
 MANIFEST = "manifest.json"
+DIGEST_FILE = "manifest.sha256"
+FORMAT_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "manifest.schema.json"
+KV_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
-# backend name in manifest.json → "module:class"; each target issue adds its backend here
+PROBLEM_CODES = {
+    "manifest_missing": "manifest.json is absent",
+    "manifest_invalid": "manifest.json is not a JSON object",
+    "manifest_digest": "manifest.sha256 is absent or does not match manifest.json's bytes",
+    "schema": "a manifest field is missing, of the wrong type, out of range or inconsistent",
+    "format_version": "the manifest's format version is not the one this tool reads",
+    "unsafe_path": "a listed path is absolute, has '..' or empty parts, or a backslash",
+    "symlink": "a symbolic link in the bundle",
+    "not_regular": "a FIFO, socket or device in the bundle",
+    "missing_file": "a listed file is absent",
+    "size": "a file's size differs from the manifest's",
+    "sha256": "a file's sha256 differs from the manifest's",
+    "extra_file": "a file the manifest does not list",
+    "entry_point": "an entry point names a file the manifest does not list",
+    "generation_config": "generation_config.json is malformed or out of range",
+    "backend": "the bundle's entry points failed to load or run (verify without --no-run)",
+}
+
+# backend name in manifest.json → "module:class"
 BACKENDS: dict[str, str] = {"onnxruntime": "runtimes.backends.onnxruntime:OnnxRuntimeBackend",
                             "executorch": "runtimes.backends.executorch:ExecuTorchBackend",
                             "coreml": "runtimes.backends.coreml:CoreMLBackend"}
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+
+
+def manifest_digest_line(manifest_bytes: bytes) -> str:
+    """manifest.sha256's content: `sha256sum manifest.json` output, so `sha256sum -c` checks it too."""
+    return f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST}\n"
 
 
 def schema_errors(manifest: dict) -> list[str]:
@@ -34,43 +69,195 @@ def schema_errors(manifest: dict) -> list[str]:
             for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))]
 
 
-def verify_files(bundle: str | Path, manifest: dict) -> list[str]:
-    """Files that are missing or whose sha256 differs from the manifest's."""
-    problems = []
-    for name, entry in manifest["files"].items():
-        path = Path(bundle) / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            problems.append(f"{name} does not match its sha256")
-    return problems
+def consistency_errors(manifest: dict) -> list[str]:
+    """What the schema cannot say: the KV cache's numbers agree with the architecture and context, so a runtime
+    can trust them before it allocates anything."""
+    arch, kv = manifest["architecture"], manifest["kv_cache"]
+    errors = []
+    if kv["positions"] != manifest["max_seq_len"]:
+        errors.append(f"kv_cache/positions {kv['positions']} is not max_seq_len {manifest['max_seq_len']}")
+    expected = (2 * arch["num_hidden_layers"] * arch["num_key_value_heads"] * kv["positions"] * arch["head_dim"]
+                * KV_BYTES.get(kv["dtype"], 4))
+    if kv["bytes_at_max_context"] != expected:
+        errors.append(f"kv_cache/bytes_at_max_context {kv['bytes_at_max_context']} is not the {expected} its "
+                      "architecture, dtype and positions make")
+    if arch["num_attention_heads"] % arch["num_key_value_heads"]:
+        errors.append("architecture: num_attention_heads is not a multiple of num_key_value_heads")
+    return errors
 
 
-def read_manifest(bundle: str | Path) -> dict:
-    manifest = _load_manifest(bundle)
-    errors = schema_errors(manifest)
-    if errors:
-        raise UserError(f"{bundle}/{MANIFEST} is not a valid manifest ({errors[0]}); export the bundle again")
+def unsafe_path(name: str) -> str | None:
+    """Why a manifest file name could leave the bundle, or None: relative POSIX paths inside it only."""
+    if not name or "\\" in name or "\x00" in name:
+        return "is not a plain relative path"
+    if PurePosixPath(name).is_absolute() or name.startswith("~"):
+        return "is absolute"
+    if any(part in ("..", ".", "") for part in name.split("/")):
+        return "leaves the bundle (.. or empty parts)"
+    return None
+
+
+def _walk(bundle: Path) -> list[tuple[str, os.stat_result]]:
+    """(relative POSIX path, lstat) of everything under bundle, never following a link."""
+    found = []
+    for root, dirs, files in os.walk(bundle, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(root) / name
+            found.append((path.relative_to(bundle).as_posix(), path.lstat()))
+    return sorted(found)
+
+
+def _head(path: Path, limit: int = 256) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def _check_manifest(bundle: Path, problems: list[Problem]) -> dict | None:
+    path = bundle / MANIFEST
+    if path.is_symlink():
+        problems.append(Problem("symlink", f"{MANIFEST} is a symbolic link"))
+        return None
+    if not path.exists():
+        problems.append(Problem("manifest_missing", f"{MANIFEST} is missing: not a qwen-edge bundle"))
+        return None
+    try:
+        manifest = read_json(path, "export the bundle again")
+    except UserError as exc:
+        problems.append(Problem("manifest_invalid", str(exc)))
+        return None
+    if not isinstance(manifest, dict):
+        problems.append(Problem("manifest_invalid", f"{MANIFEST} is not a JSON object"))
+        return None
+    digest = bundle / DIGEST_FILE
+    if digest.is_symlink() or not digest.is_file():
+        problems.append(Problem("manifest_digest", f"{DIGEST_FILE} is missing, so the manifest is unprotected"))
+    elif _head(digest) != manifest_digest_line(path.read_bytes()).encode():
+        problems.append(Problem("manifest_digest", f"{MANIFEST} does not match {DIGEST_FILE} (edited after export)"))
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        problems.append(Problem("format_version", f"format_version {version!r} is not {FORMAT_VERSION}, the version "
+                                                  "this tool reads; export the bundle again with this version"))
+    errors = [e for e in schema_errors(manifest) if not e.startswith("format_version")]
+    problems += [Problem("schema", f"manifest: {e}") for e in errors]
+    if not errors:
+        problems += [Problem("schema", f"manifest: {e}") for e in consistency_errors(manifest)]
     return manifest
 
 
-def _load_manifest(bundle: str | Path) -> dict:
-    path = Path(bundle) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{bundle} is not a qwen-edge bundle (no manifest.json); "
-                        "write one with python -m exporter --target ... --out DIR")
+def check_files(bundle: Path, manifest: dict) -> list[Problem]:
+    """The files against the manifest's table, and nothing in the bundle but them (the manifest, its digest and
+    the directories that hold listed files aside)."""
+    problems = []
+    root = bundle.resolve()
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return [Problem("schema", "manifest has no files table")]
+    on_disk = dict(_walk(bundle))
+    for name, entry in sorted(files.items()):
+        why = unsafe_path(name)
+        if why:
+            problems.append(Problem("unsafe_path", f"file {name!r} {why}"))
+            continue
+        parts = PurePosixPath(name).parts
+        if any(stat.S_ISLNK(on_disk[p].st_mode) for p in ("/".join(parts[:i + 1]) for i in range(len(parts)))
+               if p in on_disk):
+            problems.append(Problem("symlink", f"{name} is or passes through a symbolic link (a bundle holds real "
+                                               "files only)"))
+            continue
+        if not (bundle / name).resolve().is_relative_to(root):
+            problems.append(Problem("unsafe_path", f"{name} resolves outside the bundle"))
+            continue
+        info = on_disk.get(name)
+        if info is None:
+            problems.append(Problem("missing_file", f"{name} is missing"))
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue  # reported below with everything else that is not a regular file
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or "sha256" not in entry:
+            continue  # the schema check reports the malformed entry
+        if info.st_size != entry["bytes"]:
+            problems.append(Problem("size", f"{name} has {info.st_size} bytes, manifest says {entry['bytes']}"))
+        elif sha256_file(bundle / name) != entry["sha256"]:
+            problems.append(Problem("sha256", f"{name} does not match its sha256 (changed after export)"))
+    listed_dirs = {"/".join(PurePosixPath(n).parts[:i]) for n in files for i in range(1, len(PurePosixPath(n).parts))}
+    for rel, info in on_disk.items():
+        mode = info.st_mode
+        if stat.S_ISLNK(mode):
+            if rel not in files:
+                problems.append(Problem("symlink", f"{rel} is a symbolic link not in the manifest"))
+        elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            problems.append(Problem("not_regular", f"{rel} is not a regular file (a FIFO, socket or device)"))
+        elif stat.S_ISREG(mode) and rel not in files and rel not in (MANIFEST, DIGEST_FILE):
+            problems.append(Problem("extra_file", f"{rel} is not in the manifest (extra file)"))
+        elif stat.S_ISDIR(mode) and rel not in listed_dirs and not any(n.startswith(f"{rel}/") for n in files):
+            problems.append(Problem("extra_file", f"{rel}/ is a directory the manifest does not list"))
+    for entry in manifest.get("entry_points") or []:
+        target = entry.get("file", "") if isinstance(entry, dict) else ""
+        if target not in files and not any(name.startswith(f"{target}/") for name in files):
+            name = entry.get("name", "?") if isinstance(entry, dict) else entry
+            problems.append(Problem("entry_point", f"entry point {name!r} names {target!r}, which the manifest does "
+                                                   "not list"))
+    return problems
+
+
+def check_bundle(bundle: str | Path) -> tuple[dict | None, list[Problem]]:
+    """(the manifest if it could be read, every problem found): `verify --no-run`."""
+    from runtimes.sampling import read_generation_config
+
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise UserError(f"{bundle} is not a directory; pass a bundle written by python -m exporter --out DIR")
+    problems: list[Problem] = []
+    manifest = _check_manifest(bundle, problems)
+    if manifest is not None:
+        problems += check_files(bundle, manifest)
+        if not any(p.code in ("missing_file", "symlink", "not_regular") for p in problems):
+            try:
+                read_generation_config(bundle)
+            except UserError as exc:
+                problems.append(Problem("generation_config", str(exc)))
+    return manifest, problems
+
+
+def read_manifest(bundle: str | Path) -> dict:
+    """The manifest of a bundle that passes every check of `verify --no-run`; otherwise a UserError naming the
+    first problem. Every command that loads a bundle comes through here."""
+    manifest, problems = check_bundle(bundle)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{bundle} fails verification: {problems[0].message}{more}; run python -m exporter verify "
+                        f"--bundle {bundle} for every problem, and export it again")
+    return manifest
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); export the bundle again") from None
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
-def load_backend(bundle: str | Path, **options):
-    manifest = read_manifest(bundle)
+def check_memory(manifest: dict, what: str) -> None:
+    """Refuse before allocating a KV cache larger than the memory this machine has free."""
+    need, free = manifest["kv_cache"]["bytes_at_max_context"], available_memory()
+    if free is not None and need > free:
+        raise UserError(f"{what}'s KV cache needs {need / 2**30:.1f} GiB at its max_seq_len of "
+                        f"{manifest['max_seq_len']}, and {free / 2**30:.1f} GiB are free here; export it with a smaller --max-seq-len")
+
+
+def load_backend(bundle: str | Path, manifest: dict | None = None, **options):
+    """The bundle's backend, after read_manifest's checks (pass `manifest` when read_manifest gave it already)
+    and a memory check."""
+    manifest = manifest or read_manifest(bundle)
     name = manifest.get("backend")
     if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS)) or "none yet"
         raise UserError(f"{bundle} needs backend {name!r}, which this runtime does not have (available: {known})")
+    check_memory(manifest, str(bundle))
     import importlib
 
     module, cls = BACKENDS[name].split(":")

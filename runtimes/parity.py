@@ -227,7 +227,7 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
 
     manifest = read_manifest(bundle)
     tokenizer = QwenTokenizer(bundle)
-    backend = load_backend(bundle)
+    backend = load_backend(bundle, manifest)
     reference, reference_name = _bundle_reference(manifest, reference_model)
     texts = CHAT_PROMPTS
     if prompts_file:

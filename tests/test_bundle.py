@@ -8,7 +8,7 @@ from exporter.bundle import copy_tokenizer_files, write_manifest
 from exporter.checkpoint import load_config, resolve_model_dir
 from exporter.model import ModelArgs
 from exporter.quantize import config_sha256
-from runtimes.bundle import load_backend, read_manifest, schema_errors, verify_files
+from runtimes.bundle import load_backend, read_manifest, schema_errors, check_files
 from runtimes.errors import UserError
 from runtimes.thinking import STOP_THINKING_TEXT
 from runtimes.tokenizer import QwenTokenizer
@@ -33,6 +33,15 @@ def bundle(tmp_path):
     return tmp_path, manifest
 
 
+def write_manifest_json(directory, manifest):
+    """A manifest edited by hand, with the digest brought up to date (only the edit itself is under test)."""
+    from runtimes.bundle import manifest_digest_line
+
+    text = json.dumps(manifest).encode()
+    (directory / "manifest.json").write_bytes(text)
+    (directory / "manifest.sha256").write_text(manifest_digest_line(text))
+
+
 def test_manifest_is_complete_and_valid(bundle):
     directory, written = bundle
     manifest = read_manifest(directory)
@@ -44,24 +53,27 @@ def test_manifest_is_complete_and_valid(bundle):
     assert manifest["special_tokens"]["think_close"] == tok.special.think_close
     # 4 layers x (k, v) x 2 kv heads x 256 positions x head_dim 32 x 4 bytes
     assert manifest["kv_cache"]["bytes_at_max_context"] == 4 * 2 * 2 * 256 * 32 * 4
-    assert verify_files(directory, manifest) == []
+    assert check_files(directory, manifest) == []
 
 
 def test_tampered_or_missing_files_are_reported(bundle):
     directory, manifest = bundle
     (directory / "model.bin").write_bytes(b"\x01" * 1000)
     (directory / "tokenizer_config.json").unlink()
-    assert verify_files(directory, manifest) == ["model.bin does not match its sha256", "tokenizer_config.json is missing"]
+    assert [(p.code, p.message) for p in check_files(directory, manifest)] == [
+        ("sha256", "model.bin does not match its sha256 (changed after export)"),
+        ("missing_file", "tokenizer_config.json is missing")]
 
 
 def test_invalid_manifest_is_a_user_error(bundle):
     directory, manifest = bundle
     broken = {k: v for k, v in manifest.items() if k != "thinking"}
     broken["max_seq_len"] = 0
-    (directory / "manifest.json").write_text(json.dumps(broken))
+    write_manifest_json(directory, broken)
     errors = schema_errors(broken)
     assert any("thinking" in e for e in errors) and any(e.startswith("max_seq_len") for e in errors)
-    with pytest.raises(UserError, match="not a valid manifest"):
+    with pytest.raises(UserError, match="fails verification: manifest: .*thinking.* is a required property "
+                                        "\\(and 1 more\\)"):
         read_manifest(directory)
     (directory / "manifest.json").write_text("{oops")
     with pytest.raises(UserError, match="not valid JSON"):
@@ -70,7 +82,7 @@ def test_invalid_manifest_is_a_user_error(bundle):
 
 def test_unknown_backend(bundle):
     directory, manifest = bundle
-    (directory / "manifest.json").write_text(json.dumps({**manifest, "target": "reference", "backend": "reference"}))
+    write_manifest_json(directory, {**manifest, "target": "reference", "backend": "reference"})
     with pytest.raises(UserError, match="needs backend 'reference'"):
         load_backend(directory)
 

@@ -12,7 +12,7 @@ import torch
 from exporter.make_model import write_random_checkpoint
 from exporter.model import from_pretrained
 from exporter.quantize import QuantRecipe, apply_fake_quant, quantize_module
-from runtimes.bundle import load_backend, read_manifest, verify_files
+from runtimes.bundle import load_backend, read_manifest, check_files
 from runtimes.errors import UserError
 from tests.conftest import SMALL, run_cli
 
@@ -37,7 +37,7 @@ def bundles(tmp_path_factory):
 @pytest.mark.parametrize("quant", QUANTS)
 def test_spec_matches_manifest_and_validates(bundles, quant):
     manifest = read_manifest(bundles[quant])
-    assert verify_files(bundles[quant], manifest) == []
+    assert check_files(bundles[quant], manifest) == []
     assert (manifest["target"], manifest["backend"]) == ("coreml", "coreml")
     assert manifest["kv_cache"]["dtype"] == "float16"
     report = validate_bundle(bundles[quant], manifest)
@@ -158,7 +158,7 @@ def test_target_all_writes_one_complete_bundle_per_target(tmp_path, capsys):
     assert code == 0 and "all (onnx (cpu), executorch (xnnpack), coreml)" in out
     for target in ("onnx", "executorch", "coreml"):
         manifest = read_manifest(tmp_path / "all" / target)
-        assert manifest["target"] == target and verify_files(tmp_path / "all" / target, manifest) == []
+        assert manifest["target"] == target and check_files(tmp_path / "all" / target, manifest) == []
 
 
 @pytest.mark.slow

