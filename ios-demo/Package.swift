@@ -33,10 +33,14 @@ products.append(.iOSApplication(
     supportedDeviceFamilies: [.phone, .pad],
     supportedInterfaceOrientations: [.portrait]
 ))
-dependencies.append(.package(url: "https://github.com/huggingface/swift-transformers", from: "0.1.17"))
+// 1.x is the first line that exports the `Tokenizers` and `Hub` products (0.1.x exports only `Transformers`). The
+// API App/BundleTokenizer.swift uses (AutoTokenizer.from(tokenizerConfig:tokenizerData:), Hub's Config([NSString:
+// Any]), Tokenizer.encode(text:addSpecialTokens:) and decode(tokens:)) was read in the 1.3.3 sources, hence exact.
+dependencies.append(.package(url: "https://github.com/huggingface/swift-transformers", exact: "1.3.3"))
 targets.append(.executableTarget(
     name: "QwenEdgeApp",
-    dependencies: ["QwenEdgeCore", .product(name: "Tokenizers", package: "swift-transformers")],
+    dependencies: ["QwenEdgeCore", .product(name: "Tokenizers", package: "swift-transformers"),
+                   .product(name: "Hub", package: "swift-transformers")],
     path: "App",
     resources: [.copy("Bundles")]
 ))
