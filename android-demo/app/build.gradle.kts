@@ -32,10 +32,11 @@ android {
 
 dependencies {
     implementation(project(":core"))
-    // ExecuTorch's Android runtime (XNNPACK and the LLM custom ops our .pte bundles call)
-    implementation("org.pytorch:executorch-android:1.0.0")
-    implementation("com.facebook.soloader:soloader:0.10.5")
-    implementation("com.facebook.fbjni:fbjni:0.5.1")
+    // ExecuTorch's Android runtime (XNNPACK and the LLM custom ops our .pte bundles call), the same release as
+    // the exporter (pyproject.toml pins executorch 1.5.1): ExecuTorch promises only that older programs run on
+    // newer runtimes, so the runtime must not be older than the exporter. The Maven artifact's POM brings its
+    // fbjni and soloader (declaring them by hand is needed only for a local executorch.aar).
+    implementation("org.pytorch:executorch-android:1.5.1")
     // Hugging Face tokenizers (tokenizer.json) through DJL's maintained bindings, with their Android natives
     implementation("ai.djl.huggingface:tokenizers:0.31.1")
     implementation("ai.djl.android:tokenizer-native:0.31.1")

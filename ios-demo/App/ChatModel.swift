@@ -1,10 +1,9 @@
 import CoreML
 import Foundation
 import QwenEdgeCore
-import Tokenizers
 
 /// One exchange as the UI shows it: the reasoning apart from the answer, and live speed.
-struct Turn: Identifiable {
+struct Turn: Identifiable, Sendable {
     let id = UUID()
     var question: String
     var reasoning = ""
@@ -13,9 +12,18 @@ struct Turn: Identifiable {
     var cutByBudget = false
 }
 
+/// A bundle found in the app, already verified: its manifest when it parsed, and every problem (empty: usable).
+struct BundleEntry: Identifiable, Sendable {
+    let name: String
+    let url: URL
+    let manifest: BundleManifest?
+    let problems: [String]
+    var id: String { name }
+}
+
 @MainActor
 final class ChatModel: ObservableObject {
-    @Published var bundles: [(name: String, url: URL, manifest: BundleManifest?, problems: [String])] = []
+    @Published var bundles: [BundleEntry] = []
     @Published var selected: String?
     @Published var thinking = true
     @Published var budget: Int? = 128
@@ -24,18 +32,22 @@ final class ChatModel: ObservableObject {
     @Published var busy = false
     @Published var error: String?
     private var model: CoreMLModel?
-    private var tokenizer: Tokenizer?
+    private var tokenizer: BundleTokenizer?
     private var manifest: BundleManifest?
 
-    /// Bundles copied into the app by `python -m exporter deploy --bundle DIR --ios ios-demo` (App/Bundles/NAME).
+    /// Bundles copied into the app by `python -m exporter deploy --bundle DIR --ios ios-demo` (App/Bundles/NAME),
+    /// a resource folder of this target, so in its resource bundle (Bundle.module), not the main bundle.
     func scan() {
-        guard let root = Bundle.main.url(forResource: "Bundles", withExtension: nil),
+        guard let root = Bundle.module.url(forResource: "Bundles", withExtension: nil),
               let names = try? FileManager.default.contentsOfDirectory(atPath: root.path) else { return }
         bundles = names.sorted().filter { !$0.hasPrefix(".") }.map { name in
             let url = root.appendingPathComponent(name)
-            var (manifest, problems) = BundleVerifier.verify(url)
-            if let m = manifest, m.backend != "coreml" { problems.append("backend \(m.backend): this app runs Core ML bundles") }
-            return (name, url, manifest, problems)
+            let report = BundleVerifier.verify(url)
+            var problems = report.problems.map(\.message)
+            if let m = report.manifest, m.backend != "coreml" {
+                problems.append("backend \(m.backend): this app runs Core ML bundles (--target coreml)")
+            }
+            return BundleEntry(name: name, url: url, manifest: report.manifest, problems: problems)
         }
     }
 
@@ -47,7 +59,7 @@ final class ChatModel: ObservableObject {
         }
         do {
             model = try CoreMLModel(bundle: entry.url, manifest: manifest, computeUnits: computeUnits)
-            tokenizer = try await AutoTokenizer.from(modelFolder: entry.url)
+            tokenizer = try BundleTokenizer(bundle: entry.url)
             self.manifest = manifest
             selected = name
             turns = []
@@ -58,7 +70,7 @@ final class ChatModel: ObservableObject {
     }
 
     func send(_ question: String) {
-        guard let model, let tokenizer, let manifest else { return }
+        guard let model, let tokenizer, let manifest, !busy else { return }
         var conversation: [Message] = turns.flatMap {
             [Message(role: "user", content: $0.question), Message(role: "assistant", content: $0.answer)]
         }
@@ -68,10 +80,11 @@ final class ChatModel: ObservableObject {
         busy = true
         let thinks = ChatTemplate.thinks(conversation, budget: budget, enableThinking: thinking)
         let budget = self.budget
-        Task.detached(priority: .userInitiated) { [weak self] in
+        // Off the main actor; `busy` keeps a second generation from starting while this one uses the model.
+        Task.detached(priority: .userInitiated) {
             do {
                 let text = try ChatTemplate.render(conversation, enableThinking: thinks)
-                let prompt = tokenizer.encode(text: text, addSpecialTokens: false)
+                let prompt = tokenizer.encode(text)
                 var channels: [String: [Int]] = ["reasoning": [], "content": []]
                 let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds)
                 var sampler = Sampler()
@@ -79,33 +92,36 @@ final class ChatModel: ObservableObject {
                 var first: Date?
                 let result = try generator.run(model, prompt: prompt, thinking: thinks, budget: budget,
                                                maxNewTokens: 512, sampler: &sampler) { channel, id, _ in
-                    if first == nil { first = Date() }
+                    let now = Date()
+                    if first == nil { first = now }
                     channels[channel, default: []].append(id)
-                    let decoded = tokenizer.decode(tokens: channels[channel]!)
+                    let decoded = tokenizer.decode(channels[channel] ?? [])
                     let steps = channels.values.map(\.count).reduce(0, +) - 1
-                    let seconds = Date().timeIntervalSince(first!)
-                    let stats = String(format: "TTFT %.0f ms  %.1f tok/s", first!.timeIntervalSince(started) * 1000,
+                    let seconds = now.timeIntervalSince(first ?? now)
+                    let stats = String(format: "TTFT %.0f ms  %.1f tok/s",
+                                       (first ?? now).timeIntervalSince(started) * 1000,
                                        seconds > 0 ? Double(steps) / seconds : 0)
                     Task { @MainActor in
                         if channel == "reasoning" {
-                            self?.turns[index].reasoning = decoded.trimmingCharacters(in: .newlines)
+                            self.turns[index].reasoning = decoded.trimmingCharacters(in: .newlines)
                         } else {
-                            self?.turns[index].answer = decoded.trimmingCharacters(in: .whitespacesAndNewlines)
+                            self.turns[index].answer = decoded.trimmingCharacters(in: .whitespacesAndNewlines)
                         }
-                        self?.turns[index].stats = stats
+                        self.turns[index].stats = stats
                     }
                 }
                 await MainActor.run {
-                    self?.turns[index].cutByBudget = result.stoppedByBudget
-                    self?.turns[index].stats = String(format: "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s (%@)",
-                                                      result.ttftMs, result.prefillTokensPerS, result.decodeTokensPerS,
-                                                      result.finishReason)
-                    self?.busy = false
+                    self.turns[index].cutByBudget = result.stoppedByBudget
+                    self.turns[index].stats = String(format: "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s (%@)",
+                                                     result.ttftMs, result.prefillTokensPerS, result.decodeTokensPerS,
+                                                     result.finishReason)
+                    self.busy = false
                 }
             } catch {
+                let message = "\(error)"
                 await MainActor.run {
-                    self?.error = "\(error)"
-                    self?.busy = false
+                    self.error = message
+                    self.busy = false
                 }
             }
         }

@@ -5,7 +5,12 @@ import QwenEdgeCore
 /// A Core ML bundle's stateful model.mlpackage behind the core's LanguageModel: the KV cache is an MLState;
 /// each call passes input_ids [1, T] and the causal mask [1, 1, T, P + T] whose width tells the program its
 /// start position (see exporter/targets/coreml.py). Prompts go in chunks of at most `manifest.chunk` tokens.
-final class CoreMLModel: LanguageModel {
+/// @unchecked Sendable: ChatModel hands it to one generation task at a time (its `busy` flag), never to two.
+final class CoreMLModel: LanguageModel, @unchecked Sendable {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
     private let model: MLModel
     private var state: MLState
     private let manifest: BundleManifest
@@ -25,7 +30,7 @@ final class CoreMLModel: LanguageModel {
         let n = tokens.count
         let end = position + n
         guard end <= manifest.maxSeqLen else {
-            throw BundleManifest.Invalid(description: "\(end) positions exceed the context of \(manifest.maxSeqLen)")
+            throw Failure(description: "\(end) positions exceed the context of \(manifest.maxSeqLen)")
         }
         let ids = try MLMultiArray(shape: [1, NSNumber(value: n)], dataType: .int32)
         for (i, t) in tokens.enumerated() { ids[i] = NSNumber(value: t) }
@@ -39,7 +44,7 @@ final class CoreMLModel: LanguageModel {
         let output = try model.prediction(from: input, using: state)
         position = end
         guard let logits = output.featureValue(for: "logits")?.multiArrayValue else {
-            throw BundleManifest.Invalid(description: "the model returned no logits")
+            throw Failure(description: "the model returned no logits")
         }
         let vocab = manifest.vocabSize
         let offset = (n - 1) * vocab  // the last position's row of [1, T, vocab]

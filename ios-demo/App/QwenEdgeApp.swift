@@ -27,7 +27,7 @@ struct ChatView: View {
                         Text("CPU + GPU").tag(MLComputeUnits.cpuAndGPU)
                         Text("All").tag(MLComputeUnits.all)
                     }
-                    List(chat.bundles, id: \.name) { bundle in
+                    List(chat.bundles) { bundle in
                         Button {
                             Task { await chat.select(bundle.name) }
                         } label: {

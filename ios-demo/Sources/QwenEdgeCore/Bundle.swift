@@ -1,14 +1,41 @@
-import CryptoKit
 import Foundation
 
-/// A bundle's manifest.json (runtimes/manifest.schema.json): the fields the app relies on, checked on parse.
-public struct BundleManifest {
-    public static let formatVersion = 1
-    static let required = ["format", "format_version", "created_by", "source_model", "architecture", "target",
-                           "backend", "quant", "max_seq_len", "kv_cache", "entry_points", "special_tokens",
-                           "thinking", "files"]
+/// The problem codes every verifier of the bundle contract reports (Python's `verify`, the Android core, this
+/// module); tests/golden/tamper.json defines them and drives all three.
+public enum ProblemCode: String, CaseIterable, Sendable {
+    case manifestMissing = "manifest_missing"
+    case manifestInvalid = "manifest_invalid"
+    case manifestDigest = "manifest_digest"
+    case schema
+    case formatVersion = "format_version"
+    case unsafePath = "unsafe_path"
+    case symlink
+    case notRegular = "not_regular"
+    case missingFile = "missing_file"
+    case size
+    case sha256
+    case extraFile = "extra_file"
+    case entryPoint = "entry_point"
+}
 
-    public struct FileEntry: Equatable {
+/// One thing wrong with a bundle: its code and a line for people.
+public struct Problem: Equatable, Sendable, CustomStringConvertible {
+    public let code: ProblemCode
+    public let message: String
+
+    public init(_ code: ProblemCode, _ message: String) {
+        (self.code, self.message) = (code, message)
+    }
+
+    public var description: String { message }
+}
+
+/// A bundle's manifest.json, checked against runtimes/manifest.schema.json on parse (nothing is defaulted: a
+/// field the schema requires and the manifest lacks is an error), and the fields the app uses.
+public struct BundleManifest: Sendable {
+    public static let formatVersion = 1
+
+    public struct FileEntry: Equatable, Sendable {
         public var sha256: String
         public var bytes: Int
     }
@@ -23,70 +50,114 @@ public struct BundleManifest {
     /// The Core ML program's prefill chunk (the bound of its flexible sequence dimension), 1 if fixed.
     public var chunk: Int
 
-    public struct Invalid: Error, CustomStringConvertible {
+    /// Why a manifest was refused: `code` is manifest_invalid, format_version or schema.
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        public let code: ProblemCode
         public let description: String
     }
 
     public static func parse(_ data: Data) throws -> BundleManifest {
-        guard let object = try? JSONSerialization.jsonObject(with: data),
-              let m = object as? [String: Any] else { throw Invalid(description: "invalid JSON") }
-        for key in required where m[key] == nil { throw Invalid(description: "'\(key)' is a required property") }
-        guard m["format"] as? String == "qwen-edge-bundle" else { throw Invalid(description: "format is not qwen-edge-bundle") }
-        guard let version = m["format_version"] as? Int, version == formatVersion else {
-            throw Invalid(description: "format_version \(m["format_version"] ?? "null") is not \(formatVersion), the version this app reads")
+        let value: JSONValue
+        do {
+            value = try JSON.parse(data)
+        } catch {
+            throw Invalid(code: .manifestInvalid, description: "manifest.json is not valid JSON (\(error))")
         }
-        func int(_ value: Any?, _ what: String) throws -> Int {
-            guard let v = value as? Int, v >= 0 else { throw Invalid(description: "\(what) is not a non-negative integer") }
+        guard let m = value.objectValue else {
+            throw Invalid(code: .manifestInvalid, description: "manifest.json is not a JSON object")
+        }
+        guard m["format_version"]?.intValue == formatVersion else {
+            let found = m["format_version"].map { $0.pretty(indent: 0) } ?? "(none)"
+            throw Invalid(code: .formatVersion, description: "format_version \(found) is not \(formatVersion), the "
+                          + "version this app reads; export the bundle again with this version")
+        }
+        let errors = ManifestSchema.shipped.errors(value)
+        if let first = errors.first {
+            let more = errors.count > 1 ? " (and \(errors.count - 1) more)" : ""
+            throw Invalid(code: .schema, description: "manifest: \(first)\(more)")
+        }
+        return try BundleManifest(m)
+    }
+
+    /// The fields, from a manifest that passed the schema (each read still fails closed, never defaults).
+    init(_ m: JSONObject) throws {
+        func fail(_ what: String) -> Invalid { Invalid(code: .schema, description: "manifest: \(what)") }
+        func int(_ value: JSONValue?, _ what: String) throws -> Int {
+            guard let v = value?.intValue, v >= 0 else { throw fail("\(what) is not a non-negative integer") }
             return v
         }
-        func dict(_ value: Any?, _ what: String) throws -> [String: Any] {
-            guard let v = value as? [String: Any] else { throw Invalid(description: "\(what) is not an object") }
-            return v
+        func string(_ value: JSONValue?, _ what: String) throws -> String {
+            guard let s = value?.stringValue else { throw fail("\(what) is not a string") }
+            return s
         }
-        let s = try dict(m["special_tokens"], "special_tokens")
-        let eos = try (s["eos"] as? [Any] ?? []).map { try int($0, "special_tokens.eos") }
-        let thinking = try dict(m["thinking"], "thinking")
-        let stopIds = try (thinking["stop_token_ids"] as? [Any] ?? []).map { try int($0, "thinking.stop_token_ids") }
-        guard !stopIds.isEmpty, let stopText = thinking["stop_text"] as? String else {
-            throw Invalid(description: "thinking needs stop_text and stop_token_ids")
+        func object(_ value: JSONValue?, _ what: String) throws -> JSONObject {
+            guard let o = value?.objectValue else { throw fail("\(what) is not an object") }
+            return o
         }
+        func ints(_ value: JSONValue?, _ what: String) throws -> [Int] {
+            guard let items = value?.arrayValue, !items.isEmpty else { throw fail("\(what) is not a non-empty array") }
+            return try items.map { try int($0, what) }
+        }
+        target = try string(m["target"], "target")
+        backend = try string(m["backend"], "backend")
+        quant = try string(try object(m["quant"], "quant")["name"], "quant.name")
+        maxSeqLen = try int(m["max_seq_len"], "max_seq_len")
+        vocabSize = try int(try object(m["architecture"], "architecture")["vocab_size"], "architecture.vocab_size")
+        let s = try object(m["special_tokens"], "special_tokens")
+        special = SpecialTokens(imStart: try int(s["im_start"], "im_start"), imEnd: try int(s["im_end"], "im_end"),
+                                thinkOpen: try int(s["think_open"], "think_open"),
+                                thinkClose: try int(s["think_close"], "think_close"),
+                                endOfText: try int(s["endoftext"], "endoftext"),
+                                eos: try ints(s["eos"], "special_tokens.eos"))
+        let thinking = try object(m["thinking"], "thinking")
+        stopThinkingText = try string(thinking["stop_text"], "thinking.stop_text")
+        stopThinkingIds = try ints(thinking["stop_token_ids"], "thinking.stop_token_ids")
         var files: [String: FileEntry] = [:]
-        for (name, value) in try dict(m["files"], "files") {
-            let entry = try dict(value, "files.\(name)")
-            guard let sha = entry["sha256"] as? String, sha.count == 64,
-                  sha.allSatisfy({ "0123456789abcdef".contains($0) }) else {
-                throw Invalid(description: "files.\(name).sha256 is not a sha256")
-            }
-            files[name] = FileEntry(sha256: sha, bytes: try int(entry["bytes"], "files.\(name).bytes"))
+        for (name, value) in try object(m["files"], "files").entries {
+            let entry = try object(value, "files.\(name)")
+            files[name] = FileEntry(sha256: try string(entry["sha256"], "files.\(name).sha256"),
+                                    bytes: try int(entry["bytes"], "files.\(name).bytes"))
         }
-        guard let points = m["entry_points"] as? [[String: Any]], !points.isEmpty else {
-            throw Invalid(description: "entry_points is empty")
-        }
-        let entryFiles = try points.map { point -> String in
-            guard let file = point["file"] as? String else { throw Invalid(description: "entry point without file") }
-            return file
-        }
+        self.files = files
+        guard let points = m["entry_points"]?.arrayValue, !points.isEmpty else { throw fail("entry_points is empty") }
+        entryFiles = try points.map { try string($0["file"], "entry point file") }
         var chunk = 1
-        if let inputs = points[0]["inputs"] as? [[String: Any]], let shape = inputs.first?["shape"] as? [Any],
-           shape.count >= 2 {
-            if let fixed = shape[1] as? Int { chunk = fixed }
-            else if let named = shape[1] as? String, let bound = Int(named.split(separator: "=").last ?? "") { chunk = bound }
+        if let shape = points[0]["inputs"]?.arrayValue?.first?["shape"]?.arrayValue, shape.count >= 2 {
+            if let fixed = shape[1].intValue {
+                chunk = fixed
+            } else if let named = shape[1].stringValue, let bound = Int(named.split(separator: "=").last ?? "") {
+                chunk = bound
+            }
         }
-        return BundleManifest(
-            target: m["target"] as? String ?? "", backend: m["backend"] as? String ?? "",
-            quant: (try dict(m["quant"], "quant"))["name"] as? String ?? "",
-            maxSeqLen: try int(m["max_seq_len"], "max_seq_len"),
-            vocabSize: try int((try dict(m["architecture"], "architecture"))["vocab_size"], "vocab_size"),
-            special: SpecialTokens(imStart: try int(s["im_start"], "im_start"), imEnd: try int(s["im_end"], "im_end"),
-                                   thinkOpen: try int(s["think_open"], "think_open"),
-                                   thinkClose: try int(s["think_close"], "think_close"),
-                                   endOfText: try int(s["endoftext"], "endoftext"), eos: eos),
-            stopThinkingText: stopText, stopThinkingIds: stopIds, files: files, entryFiles: entryFiles, chunk: chunk)
+        self.chunk = chunk
     }
 }
 
-/// The file and path rules of `python -m exporter verify` (runtimes/verify.py), applied before loading a bundle.
+/// The bundle contract of `python -m exporter verify` (runtimes/verify.py), applied before the app loads a
+/// bundle; tests/golden/tamper.json holds the cases all three verifiers must agree on. In order:
+/// 1. manifest.json exists and is a regular file (else manifest_missing, symlink or not_regular; stop);
+/// 2. manifest.sha256 holds `<sha256 of manifest.json>  manifest.json\n`, and the digest equals the pinned one
+///    when the app pins one (else manifest_digest; go on);
+/// 3. manifest.json is strict JSON and an object (manifest_invalid), has format_version 1 (format_version) and
+///    passes the schema (schema); any of these stops the check: a manifest that is wrong describes no files;
+/// 4. every listed file: a safe relative path (unsafe_path), no symbolic link on the way (symlink), present
+///    (missing_file), a regular file (not_regular), its size (size), then its sha256 (sha256);
+/// 5. everything in the bundle: no symbolic link (symlink), no FIFO, socket or device (not_regular), no file the
+///    manifest does not list besides manifest.json and manifest.sha256 (extra_file);
+/// 6. every entry point names a listed file or directory (entry_point).
+/// Nothing is followed through a symbolic link and nothing but regular files is opened (a FIFO would block).
 public enum BundleVerifier {
+    public static let manifestName = "manifest.json"
+    public static let digestName = "manifest.sha256"
+
+    public struct Report: Sendable {
+        public var manifest: BundleManifest?
+        public var problems: [Problem] = []
+        public var ok: Bool { problems.isEmpty }
+        public var codes: Set<ProblemCode> { Set(problems.map(\.code)) }
+    }
+
+    /// Why a manifest file name could leave the bundle, or nil (the rule of runtimes.verify.unsafe_path).
     public static func unsafePath(_ name: String) -> String? {
         if name.isEmpty || name.contains("\\") || name.contains("\0") { return "is not a plain relative path" }
         if name.hasPrefix("/") || name.hasPrefix("~") { return "is absolute" }
@@ -97,79 +168,143 @@ public enum BundleVerifier {
         return nil
     }
 
-    static func isSymlink(_ url: URL) -> Bool {
-        (try? url.resourceValues(forKeys: [.isSymbolicLinkKey]).isSymbolicLink) ?? false
+    enum Kind: Equatable {
+        case absent, directory, symlink, other
+        case regular(Int)
     }
 
-    public static func sha256(_ url: URL) throws -> String {
-        let handle = try FileHandle(forReadingFrom: url)
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        while let chunk = try handle.read(upToCount: 1 << 16), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
-    }
-
-    /// (manifest or nil, one line per problem; none means the bundle is good).
-    public static func verify(_ bundle: URL) -> (BundleManifest?, [String]) {
-        let manifestURL = bundle.appendingPathComponent("manifest.json")
-        if isSymlink(manifestURL) { return (nil, ["manifest.json is a symbolic link"]) }
-        guard let data = try? Data(contentsOf: manifestURL) else {
-            return (nil, ["manifest.json is missing: not a qwen-edge bundle"])
+    /// What is at `path`, without following a symbolic link there.
+    static func kind(_ path: String) -> Kind {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return .absent }
+        switch attributes[.type] as? FileAttributeType {
+        case .typeRegular?: return .regular((attributes[.size] as? NSNumber)?.intValue ?? -1)
+        case .typeDirectory?: return .directory
+        case .typeSymbolicLink?: return .symlink
+        default: return .other
         }
+    }
+
+    /// Every path under `root` (relative, "/"-separated, sorted), not descending through symbolic links.
+    static func walk(_ root: String, _ rel: String = "", into out: inout [(String, Kind)]) {
+        let dir = rel.isEmpty ? root : "\(root)/\(rel)"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names.sorted() {
+            let path = rel.isEmpty ? name : "\(rel)/\(name)"
+            let k = kind("\(root)/\(path)")
+            out.append((path, k))
+            if k == .directory { walk(root, path, into: &out) }
+        }
+    }
+
+    /// `pinnedManifestSHA256`: the manifest digest the app expects (64 hex digits), when it ships one.
+    public static func verify(_ bundle: URL, pinnedManifestSHA256: String? = nil) -> Report {
+        var report = Report()
+        let root = bundle.path
+        switch kind("\(root)/\(manifestName)") {
+        case .absent, .directory:
+            report.problems.append(Problem(.manifestMissing, "\(manifestName) is missing: not a qwen-edge bundle"))
+            return report
+        case .symlink:
+            report.problems.append(Problem(.symlink, "\(manifestName) is a symbolic link"))
+            return report
+        case .other:
+            report.problems.append(Problem(.notRegular, "\(manifestName) is not a regular file"))
+            return report
+        case .regular:
+            break
+        }
+        guard let data = FileManager.default.contents(atPath: "\(root)/\(manifestName)") else {
+            report.problems.append(Problem(.manifestMissing, "\(manifestName) cannot be read"))
+            return report
+        }
+        report.problems += digestProblems(root, data, pinned: pinnedManifestSHA256)
         let manifest: BundleManifest
-        do { manifest = try BundleManifest.parse(data) } catch { return (nil, ["manifest: \(error)"]) }
-        var problems: [String] = []
-        let root = bundle.resolvingSymlinksInPath().standardizedFileURL.path
+        do {
+            manifest = try BundleManifest.parse(data)
+        } catch let invalid as BundleManifest.Invalid {
+            report.problems.append(Problem(invalid.code, invalid.description))
+            return report
+        } catch {
+            report.problems.append(Problem(.manifestInvalid, "\(error)"))
+            return report
+        }
+        report.manifest = manifest
+        report.problems += fileProblems(root, manifest)
+        return report
+    }
+
+    static func digestProblems(_ root: String, _ manifest: Data, pinned: String?) -> [Problem] {
+        var problems: [Problem] = []
+        let hex = SHA256Hex.of(manifest)
+        let expected = Data("\(hex)  \(manifestName)\n".utf8)
+        switch kind("\(root)/\(digestName)") {
+        case .absent:
+            problems.append(Problem(.manifestDigest, "\(digestName) is missing (it holds \(manifestName)'s sha256, "
+                                    + "as sha256sum writes it)"))
+        case .regular(let size):
+            let found = size == expected.count ? FileManager.default.contents(atPath: "\(root)/\(digestName)") : nil
+            if found != expected {
+                problems.append(Problem(.manifestDigest, "\(digestName) does not hold \(manifestName)'s sha256 \(hex) "
+                                        + "(\(manifestName) changed after export, or \(digestName) is malformed)"))
+            }
+        default:
+            problems.append(Problem(.manifestDigest, "\(digestName) is not a regular file"))
+        }
+        if let pinned, pinned.lowercased() != hex {
+            problems.append(Problem(.manifestDigest, "\(manifestName) has sha256 \(hex), the app expects \(pinned)"))
+        }
+        return problems
+    }
+
+    static func fileProblems(_ root: String, _ manifest: BundleManifest) -> [Problem] {
+        var problems: [Problem] = []
         for (name, entry) in manifest.files.sorted(by: { $0.key < $1.key }) {
             if let why = unsafePath(name) {
-                problems.append("file '\(name)' \(why)")
+                problems.append(Problem(.unsafePath, "file '\(name)' \(why)"))
                 continue
             }
-            var current = bundle
+            var current = root
             var linked = false
-            for part in name.split(separator: "/") {
-                current.appendPathComponent(String(part))
-                if isSymlink(current) { linked = true }
+            for part in name.split(separator: "/") where !linked {
+                current += "/\(part)"
+                linked = kind(current) == .symlink
             }
             if linked {
-                problems.append("\(name) is or passes through a symbolic link")
+                problems.append(Problem(.symlink, "\(name) is or passes through a symbolic link (a bundle holds real "
+                                        + "files only)"))
                 continue
             }
-            let url = bundle.appendingPathComponent(name)
-            guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),
-                  attributes[.type] as? FileAttributeType == .typeRegular else {
-                problems.append("\(name) is missing")
-                continue
-            }
-            if !url.resolvingSymlinksInPath().standardizedFileURL.path.hasPrefix(root + "/") {
-                problems.append("\(name) resolves outside the bundle")
-                continue
-            }
-            let size = (attributes[.size] as? NSNumber)?.intValue ?? -1
-            if size != entry.bytes {
-                problems.append("\(name) has \(size) bytes, manifest says \(entry.bytes)")
-            } else if (try? sha256(url)) != entry.sha256 {
-                problems.append("\(name) does not match its sha256 (changed after export)")
-            }
-        }
-        if let walker = FileManager.default.enumerator(at: bundle, includingPropertiesForKeys: [.isRegularFileKey,
-                                                                                             .isSymbolicLinkKey]) {
-            var extra: [String] = []
-            for case let url as URL in walker {
-                let rel = String(url.standardizedFileURL.path.dropFirst(bundle.standardizedFileURL.path.count + 1))
-                let values = try? url.resourceValues(forKeys: [.isRegularFileKey, .isSymbolicLinkKey])
-                let isFile = (values?.isRegularFile ?? false) || (values?.isSymbolicLink ?? false)
-                if isFile && rel != "manifest.json" && manifest.files[rel] == nil {
-                    extra.append((values?.isSymbolicLink ?? false) ? "\(rel) is a symbolic link not in the manifest"
-                                                                    : "\(rel) is not in the manifest (extra file)")
+            switch kind("\(root)/\(name)") {
+            case .absent, .directory, .symlink:
+                problems.append(Problem(.missingFile, "\(name) is missing"))
+            case .other:
+                problems.append(Problem(.notRegular, "\(name) is not a regular file (a FIFO, socket or device)"))
+            case .regular(let size):
+                if size != entry.bytes {
+                    problems.append(Problem(.size, "\(name) has \(size) bytes, manifest says \(entry.bytes)"))
+                } else if (try? SHA256Hex.of(fileAt: URL(fileURLWithPath: "\(root)/\(name)"))) != entry.sha256 {
+                    problems.append(Problem(.sha256, "\(name) does not match its sha256 (changed after export)"))
                 }
             }
-            problems += extra.sorted()
+        }
+        var everything: [(String, Kind)] = []
+        walk(root, into: &everything)
+        for (rel, k) in everything where manifest.files[rel] == nil {
+            switch k {
+            case .symlink:
+                problems.append(Problem(.symlink, "\(rel) is a symbolic link not in the manifest"))
+            case .other:
+                problems.append(Problem(.notRegular, "\(rel) is not a regular file (a FIFO, socket or device)"))
+            case .regular where rel != manifestName && rel != digestName:
+                problems.append(Problem(.extraFile, "\(rel) is not in the manifest (extra file)"))
+            default:
+                break
+            }
         }
         for file in manifest.entryFiles
         where manifest.files[file] == nil && !manifest.files.keys.contains(where: { $0.hasPrefix(file + "/") }) {
-            problems.append("entry point names '\(file)', which the manifest does not list")
+            problems.append(Problem(.entryPoint, "entry point names '\(file)', which the manifest does not list"))
         }
-        return (manifest, problems)
+        return problems
     }
 }

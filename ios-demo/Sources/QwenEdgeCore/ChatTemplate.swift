@@ -1,7 +1,7 @@
 import Foundation
 
 /// One chat turn; `reasoning` is the assistant's thinking when kept apart from `content`.
-public struct Message: Equatable {
+public struct Message: Equatable, Sendable {
     public var role: String
     public var content: String
     public var reasoning: String?
@@ -13,7 +13,7 @@ public struct Message: Equatable {
     }
 }
 
-public enum ChatError: Error, Equatable {
+public enum ChatError: Error, Equatable, Sendable {
     case badMessage(String)
     case empty
 }

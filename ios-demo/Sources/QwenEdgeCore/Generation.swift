@@ -1,7 +1,7 @@
 import Foundation
 
 /// Qwen3's special token ids, read from a bundle's manifest (never literals).
-public struct SpecialTokens: Equatable {
+public struct SpecialTokens: Equatable, Sendable {
     public var imStart, imEnd, thinkOpen, thinkClose, endOfText: Int
     public var eos: [Int]
 
@@ -15,7 +15,7 @@ public struct SpecialTokens: Equatable {
 
 /// Budget-capped thinking, mirroring runtimes/thinking.py: counts the tokens generated inside think; once
 /// `budget` are spent without a close tag, hands back the stop-thinking ids (from the manifest) one per step.
-public struct ThinkingBudget {
+public struct ThinkingBudget: Sendable {
     let budget: Int?
     let thinkOpen: Int, thinkClose: Int
     let stopIds: [Int]
@@ -60,7 +60,7 @@ public protocol LanguageModel: AnyObject {
 }
 
 /// Greedy (temperature 0) or temperature / top-k / top-p sampling with a seeded generator.
-public struct Sampler {
+public struct Sampler: Sendable {
     public var temperature: Float = 0
     public var topK = 0
     public var topP: Float = 1
@@ -101,7 +101,7 @@ public struct Sampler {
     }
 }
 
-struct SplitMix {
+struct SplitMix: Sendable {
     var state: UInt64
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
@@ -113,8 +113,8 @@ struct SplitMix {
 }
 
 /// The generation loop over any LanguageModel, mirroring runtimes/generate.py.
-public struct Generator {
-    public struct Result {
+public struct Generator: Sendable {
+    public struct Result: Sendable {
         public var tokenIds: [Int] = []
         public var reasoningTokens = 0, forcedTokens = 0, contentTokens = 0
         public var stoppedByBudget = false

@@ -21,7 +21,7 @@ object Bundles {
     fun list(context: Context): List<BundleEntry> =
         root(context).listFiles { f -> f.isDirectory }.orEmpty().sortedBy { it.name }.map { dir ->
             val report = BundleVerifier.verify(dir.toPath())
-            val problems = report.problems.toMutableList()
+            val problems = report.problems.map { it.message }.toMutableList()
             val manifest = report.manifest
             if (manifest != null && manifest.backend != "executorch") {
                 problems += "backend ${manifest.backend}: this app runs ExecuTorch bundles (--target executorch)"

@@ -1,5 +1,6 @@
 package dev.qwenedge.core;
 
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -8,13 +9,22 @@ import java.util.Map;
 
 /**
  * A bundle's manifest.json (runtimes/manifest.schema.json), the one interface between the Python side and the
- * apps. Parsing checks the fields the app relies on; BundleVerifier checks the files.
+ * apps. Parsing checks strict JSON, format_version and the whole schema (ManifestSchema) before reading the
+ * fields the app uses; BundleVerifier checks the files.
  */
 public final class Manifest {
     public static final int FORMAT_VERSION = 1;
-    static final String[] REQUIRED = {"format", "format_version", "created_by", "source_model", "architecture",
-            "target", "backend", "quant", "max_seq_len", "kv_cache", "entry_points", "special_tokens", "thinking",
-            "files"};
+
+    /** Why a manifest was refused: code is MANIFEST_INVALID, FORMAT_VERSION or SCHEMA. */
+    public static final class Invalid extends IllegalArgumentException {
+        private static final long serialVersionUID = 1L;
+        public final Problem.Code code;
+
+        Invalid(Problem.Code code, String message) {
+            super(message);
+            this.code = code;
+        }
+    }
 
     public static final class FileEntry {
         public final String sha256;
@@ -98,23 +108,44 @@ public final class Manifest {
         singleTokenEntry = single;
     }
 
-    /** Parses and checks a manifest; IllegalArgumentException says what is wrong, in one line. */
+    /** Parses and checks a manifest's UTF-8 bytes; Manifest.Invalid says what is wrong (one line) and its code. */
+    public static Manifest parse(byte[] utf8) {
+        Object value;
+        try {
+            value = Json.parse(utf8);
+        } catch (IllegalArgumentException ex) {
+            throw new Invalid(Problem.Code.MANIFEST_INVALID, "manifest.json is not valid JSON (" + ex.getMessage() + ")");
+        }
+        return parse(value);
+    }
+
     public static Manifest parse(String json) {
-        Map<String, Object> m = Json.object(Json.parse(json), "manifest");
-        for (String key : REQUIRED) {
-            if (!m.containsKey(key)) {
-                throw new IllegalArgumentException("'" + key + "' is a required property");
-            }
+        return parse(json.getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static Manifest parse(Object value) {
+        if (!(value instanceof Map)) {
+            throw new Invalid(Problem.Code.MANIFEST_INVALID, "manifest.json is not a JSON object");
         }
-        if (!"qwen-edge-bundle".equals(m.get("format"))) {
-            throw new IllegalArgumentException("format is not qwen-edge-bundle");
-        }
+        @SuppressWarnings("unchecked")
+        Map<String, Object> m = (Map<String, Object>) value;
         Object version = m.get("format_version");
-        if (!(version instanceof Long) || (Long) version != FORMAT_VERSION) {
-            throw new IllegalArgumentException("format_version " + version + " is not " + FORMAT_VERSION
-                    + ", the version this app reads");
+        Long whole = Json.wholeNumber(version);
+        if (whole == null || whole != FORMAT_VERSION) {
+            throw new Invalid(Problem.Code.FORMAT_VERSION, "format_version "
+                    + (m.containsKey("format_version") ? Json.write(version, 0) : "(none)") + " is not "
+                    + FORMAT_VERSION + ", the version this app reads; export the bundle again with this version");
         }
-        return new Manifest(m);
+        List<String> errors = ManifestSchema.shipped().errors(m);
+        if (!errors.isEmpty()) {
+            throw new Invalid(Problem.Code.SCHEMA, "manifest: " + errors.get(0)
+                    + (errors.size() > 1 ? " (and " + (errors.size() - 1) + " more)" : ""));
+        }
+        try {
+            return new Manifest(m);
+        } catch (IllegalArgumentException ex) {  // the schema passed, so only a field the app reads stricter
+            throw new Invalid(Problem.Code.SCHEMA, "manifest: " + ex.getMessage());
+        }
     }
 
     private static int positive(Object value, String what) {

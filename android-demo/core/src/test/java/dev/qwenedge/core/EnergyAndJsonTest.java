@@ -2,7 +2,10 @@ package dev.qwenedge.core;
 
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
 
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.util.List;
 import java.util.Map;
 import org.junit.Test;
@@ -23,10 +26,38 @@ public class EnergyAndJsonTest {
 
     @Test
     public void jsonReaderIsStrict() {
-        assertEquals(List.of(1L, 2.5, "a\nb", true), Json.parse("[1, 2.5, \"a\\nb\", true]"));
-        for (String bad : new String[] {"{", "[1,]", "{\"a\" 1}", "01x", "\"\\q\"", "[1] 2", "nul"}) {
+        assertEquals(List.of(1L, -0L, 2.5, 1e-6, 100.0, "a\nbé😀/", true), Json.parse(
+                "[1, -0, 2.5, 1e-06, 1E+2, \"a\\nb\\u00e9\\ud83d\\ude00\\/\", true]"));
+        for (String bad : new String[] {"01", "-01", "1.", ".5", "1e", "+1", "1E400", "-1e999", "NaN", "Infinity",
+                "[1,]", "{\"a\": 1,}", "{\"a\" 1}", "{a: 1}", "'a'", "\"\\q\"", "\"\\ud800\"", "\"a\u0001b\"",
+                "\"a\nb\"", "[1] 2", "nul", "", "\uFEFF{}", "{\"a\": 1, \"a\": 2}", "[".repeat(200) + "]".repeat(200)}) {
             assertThrows(bad, IllegalArgumentException.class, () -> Json.parse(bad));
         }
-        assertThrows(IllegalArgumentException.class, () -> Json.parse("[".repeat(100) + "]".repeat(100)));
+        assertThrows(IllegalArgumentException.class, () -> Json.parse(new byte[] {0x22, (byte) 0xC3, 0x28, 0x22}));
+        Json.parse("[".repeat(100) + "]".repeat(100));
+    }
+
+    /** The fixture's manifest with max_seq_len written 0256, 256. or 1E400 is not JSON: MANIFEST_INVALID. */
+    @Test
+    public void manifestsWithInvalidNumbersAreRejected() throws Exception {
+        String good = new String(Files.readAllBytes(GoldenTest.root().resolve("tests/golden/bundle/manifest.json")),
+                StandardCharsets.UTF_8);
+        assertTrue(good.contains("\"max_seq_len\": 256,"));
+        assertEquals(256, Manifest.parse(good).maxSeqLen);
+        assertEquals(256, Manifest.parse(good.replace("\"max_seq_len\": 256,", "\"max_seq_len\": 256.0,")).maxSeqLen);
+        for (String number : new String[] {"0256", "256.", "1E400"}) {
+            String text = good.replace("\"max_seq_len\": 256,", "\"max_seq_len\": " + number + ",");
+            Manifest.Invalid invalid = assertThrows(number, Manifest.Invalid.class, () -> Manifest.parse(text));
+            assertEquals(number, Problem.Code.MANIFEST_INVALID, invalid.code);
+        }
+        Manifest.Invalid typed = assertThrows(Manifest.Invalid.class,
+                () -> Manifest.parse(good.replace("\"max_seq_len\": 256,", "\"max_seq_len\": \"256\",")));
+        assertEquals(Problem.Code.SCHEMA, typed.code);
+    }
+
+    @Test
+    public void jsonWritesTheExportersLayout() {
+        Object value = Json.parse("{\"b\": [1, 2], \"a\": {}, \"s\": \"</think>\\u001b\"}");
+        assertEquals("{\n  \"b\": [\n    1,\n    2\n  ],\n  \"a\": {},\n  \"s\": \"</think>\\u001b\"\n}", Json.write(value, 2));
     }
 }
