@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from runtimes.errors import UserError
-from runtimes.files import read_json, sha256_file
+from runtimes.files import JSON_LIMIT, regular_file, sha256_file
 
 MANIFEST = "manifest.json"
 DIGEST_FILE = "manifest.sha256"
@@ -112,7 +112,37 @@ def _head(path: Path, limit: int = 256) -> bytes:
         return f.read(limit)
 
 
+def _strict_object(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is beyond a double")
+    return value
+
+
+def parse_manifest(data: bytes):
+    """RFC 8259 JSON and nothing looser, as the apps' parsers read it: no NaN or Infinity, no number beyond a
+    double, no duplicate keys, no byte order mark, no lone surrogates."""
+    def constant(name):
+        raise ValueError(f"{name} is not JSON")
+
+    text = data.decode("utf-8")  # a byte order mark stays a character, which json refuses
+    value = json.loads(text, object_pairs_hook=_strict_object, parse_constant=constant, parse_float=_finite)
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+    return value
+
+
 def _check_manifest(bundle: Path, problems: list[Problem]) -> dict | None:
+    """The manifest, if the files and schema may be checked against it; otherwise None (the problems say why).
+    Past a missing, unreadable or invalid manifest, a wrong format version or a schema error nothing else is
+    checked: there is no contract to check the files against. The digest is checked whenever the manifest's bytes
+    can be read."""
     path = bundle / MANIFEST
     if path.is_symlink():
         problems.append(Problem("symlink", f"{MANIFEST} is a symbolic link"))
@@ -120,27 +150,41 @@ def _check_manifest(bundle: Path, problems: list[Problem]) -> dict | None:
     if not path.exists():
         problems.append(Problem("manifest_missing", f"{MANIFEST} is missing: not a qwen-edge bundle"))
         return None
+    if not regular_file(path):
+        problems.append(Problem("not_regular", f"{MANIFEST} is not a regular file (a FIFO, socket or device)"))
+        return None
+    if path.stat().st_size > JSON_LIMIT:
+        problems.append(Problem("manifest_invalid", f"{MANIFEST} is larger than any manifest"))
+        return None
+    data = path.read_bytes()
+    manifest, invalid = None, None
     try:
-        manifest = read_json(path, "export the bundle again")
-    except UserError as exc:
-        problems.append(Problem("manifest_invalid", str(exc)))
+        manifest = parse_manifest(data)
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        invalid = Problem("manifest_invalid", f"{MANIFEST} is not valid JSON ({exc})")
+    digest = bundle / DIGEST_FILE
+    if not regular_file(digest):
+        digest_problem = Problem("manifest_digest", f"{DIGEST_FILE} is missing or not a regular file, so the "
+                                                    "manifest is unprotected")
+    elif _head(digest) != manifest_digest_line(data).encode():
+        digest_problem = Problem("manifest_digest", f"{MANIFEST} does not match {DIGEST_FILE} (edited after export)")
+    else:
+        digest_problem = None
+    problems += [p for p in (invalid, digest_problem) if p]  # the more fundamental first
+    if invalid:
         return None
     if not isinstance(manifest, dict):
         problems.append(Problem("manifest_invalid", f"{MANIFEST} is not a JSON object"))
         return None
-    digest = bundle / DIGEST_FILE
-    if digest.is_symlink() or not digest.is_file():
-        problems.append(Problem("manifest_digest", f"{DIGEST_FILE} is missing, so the manifest is unprotected"))
-    elif _head(digest) != manifest_digest_line(path.read_bytes()).encode():
-        problems.append(Problem("manifest_digest", f"{MANIFEST} does not match {DIGEST_FILE} (edited after export)"))
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         problems.append(Problem("format_version", f"format_version {version!r} is not {FORMAT_VERSION}, the version "
                                                   "this tool reads; export the bundle again with this version"))
-    errors = [e for e in schema_errors(manifest) if not e.startswith("format_version")]
-    problems += [Problem("schema", f"manifest: {e}") for e in errors]
-    if not errors:
-        problems += [Problem("schema", f"manifest: {e}") for e in consistency_errors(manifest)]
+        return None
+    errors = schema_errors(manifest) or consistency_errors(manifest)
+    if errors:
+        problems += [Problem("schema", f"manifest: {e}") for e in errors]
+        return None
     return manifest
 
 
@@ -168,8 +212,8 @@ def check_files(bundle: Path, manifest: dict) -> list[Problem]:
             problems.append(Problem("unsafe_path", f"{name} resolves outside the bundle"))
             continue
         info = on_disk.get(name)
-        if info is None:
-            problems.append(Problem("missing_file", f"{name} is missing"))
+        if info is None or stat.S_ISDIR(info.st_mode):
+            problems.append(Problem("missing_file", f"{name} is missing" + (" (a directory is there)" if info else "")))
             continue
         if not stat.S_ISREG(info.st_mode):
             continue  # reported below with everything else that is not a regular file
@@ -179,8 +223,7 @@ def check_files(bundle: Path, manifest: dict) -> list[Problem]:
             problems.append(Problem("size", f"{name} has {info.st_size} bytes, manifest says {entry['bytes']}"))
         elif sha256_file(bundle / name) != entry["sha256"]:
             problems.append(Problem("sha256", f"{name} does not match its sha256 (changed after export)"))
-    listed_dirs = {"/".join(PurePosixPath(n).parts[:i]) for n in files for i in range(1, len(PurePosixPath(n).parts))}
-    for rel, info in on_disk.items():
+    for rel, info in on_disk.items():  # (directories are not files: an empty one is harmless)
         mode = info.st_mode
         if stat.S_ISLNK(mode):
             if rel not in files:
@@ -189,8 +232,6 @@ def check_files(bundle: Path, manifest: dict) -> list[Problem]:
             problems.append(Problem("not_regular", f"{rel} is not a regular file (a FIFO, socket or device)"))
         elif stat.S_ISREG(mode) and rel not in files and rel not in (MANIFEST, DIGEST_FILE):
             problems.append(Problem("extra_file", f"{rel} is not in the manifest (extra file)"))
-        elif stat.S_ISDIR(mode) and rel not in listed_dirs and not any(n.startswith(f"{rel}/") for n in files):
-            problems.append(Problem("extra_file", f"{rel}/ is a directory the manifest does not list"))
     for entry in manifest.get("entry_points") or []:
         target = entry.get("file", "") if isinstance(entry, dict) else ""
         if target not in files and not any(name.startswith(f"{target}/") for name in files):
