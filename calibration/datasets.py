@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from calibration.arithmetic import problems
+from runtimes.eval.arithmetic import problems
 from runtimes.chat import render
 from runtimes.errors import UserError
 

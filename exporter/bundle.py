@@ -9,10 +9,10 @@ from pathlib import Path
 from runtimes.bundle import DIGEST_FILE, FORMAT_VERSION, MANIFEST, manifest_digest_line, schema_errors
 from runtimes.errors import UserError
 from runtimes.files import sha256_file
-from runtimes.sampling import GENERATION_CONFIG, read_generation_config
+from runtimes.sampling import read_generation_config
 from runtimes.thinking import STOP_THINKING_TEXT
+from runtimes.tokenizer import TOKENIZER_FILES
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", GENERATION_CONFIG)
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                        "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "tie_word_embeddings")
 

@@ -23,9 +23,10 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
     """→ (module with caches for max_seq_len, QuantizedTensor per name, manifest quant dict, config, model_dir).
 
     release=True (exports): the module keeps no float values for quantized weights (see quantize_module)."""
-    from exporter.checkpoint import resolve_model_dir
-    from exporter.model import from_pretrained
-    from exporter.quantize import is_quantized_checkpoint, load_quantized, quantize_with_recipe
+    from runtimes.checkpoint import resolve_model_dir
+    from runtimes.model import from_pretrained
+    from exporter.quantize import awq_cached, quantize_with_recipe
+    from runtimes.quant.recipe import is_quantized_checkpoint, load_quantized
 
     model_dir = resolve_model_dir(model)
     if is_quantized_checkpoint(model_dir):
@@ -35,29 +36,37 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
             name = quant  # the same int4 RTN weights, run with 8-bit dynamic activations
         elif quant not in (None, name):
             raise UserError(f"{model} is already quantized as {name}; drop --quant or pass its full-precision source")
-        return module, weights, {"name": name, **_recipe_fields(recipe)}, config, model_dir
+        return module, weights, {"name": name, **_recipe_fields(recipe), **_checkpoint(model_dir)}, config, model_dir
     quant = quant or "int4"
     # an export that rounds every linear to nearest reads each weight from the checkpoint only when it quantizes
     # it: the full-precision model is never in memory at once (AWQ runs the float model; fp32/fp16 keep it)
     lazy = release and quant in ("int8", "int4", "8da4w")
     module, config = from_pretrained(model_dir, max_seq_len=max_seq_len, lazy_linears=lazy)
-    if quant == "8da4w":  # int4 RTN weights; the 8-bit dynamic activations are the target's (executorch)
-        weights, recipe = quantize_with_recipe(module, model_dir, "int4", group_size, symmetric, embedding, calib,
-                                               samples, seq_len, progress, release, device)
-        return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
     if quant == "fp32":
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32
         return module, {}, {"name": "fp16", "method": "none", "bits": 16}, config, model_dir
-    weights, recipe = quantize_with_recipe(module, model_dir, quant, group_size, symmetric, embedding, calib, samples,
-                                           seq_len, progress, release, device)
+    if quant == "awq-int4":
+        module, weights, recipe, qdir = awq_cached(module, model_dir, config, quant, group_size, symmetric, embedding,
+                                                   calib, samples, seq_len, max_seq_len, progress, device)
+        return module, weights, {"name": quant, **_recipe_fields(recipe), **_checkpoint(qdir)}, config, model_dir
+    # int8, int4 and 8da4w (int4 RTN weights; the 8-bit dynamic activations are the target's, executorch's)
+    weights, recipe = quantize_with_recipe(module, model_dir, "int4" if quant == "8da4w" else quant, group_size,
+                                           symmetric, embedding, calib, samples, seq_len, progress, release, device)
     return module, weights, {"name": quant, **_recipe_fields(recipe)}, config, model_dir
+
+
+def _checkpoint(qdir: Path) -> dict:
+    """The manifest's record of the quantized checkpoint a bundle's weights come from (parity reads it)."""
+    from runtimes.quant.recipe import quantized_weights_sha256
+
+    return {"checkpoint": {"path": str(Path(qdir).resolve()), "sha256": quantized_weights_sha256(qdir)}}
 
 
 def source_id(model: str, model_dir: Path) -> str:
     """How a manifest names its source: 'tiny' and hub ids as given, a local directory as an absolute path
     (so parity --bundle finds it from any working directory)."""
-    from exporter.checkpoint import BUNDLED_MODELS_DIR
+    from runtimes.checkpoint import BUNDLED_MODELS_DIR
 
     if model_dir.resolve().parent == BUNDLED_MODELS_DIR.resolve() or not Path(model).expanduser().exists():
         return model
@@ -140,15 +149,15 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     """Export `model` to one target's bundle at `out`, or with target "all" to out/onnx, out/executorch and
     out/coreml from one quantization (each option goes to the targets it applies to). The directory appears
     complete or not at all."""
-    from exporter.checkpoint import load_config, resolve_model_dir
+    from runtimes.checkpoint import load_config, resolve_model_dir
     from exporter.output import atomic_output_dir, check_output
 
     targets = TARGETS if target == "all" else (target,)
     if target == "all" and quant == "8da4w" and activations == "float":
         raise UserError("--quant 8da4w runs int8 activations; drop --activations float")
     for name in targets:
-        check_options(name, _target_quant(name, quant), symmetric, embedding, profile, npu_chunk, delegate,
-                      activations, alone=target != "all")
+        check_options(name, _target_quant(name, quant) if target == "all" else quant, symmetric, embedding, profile,
+                      npu_chunk, delegate, activations, alone=target != "all")
     model_dir = resolve_model_dir(model)
     check_output(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir])
     for name in targets:
@@ -172,7 +181,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                                          delegate=delegate if name == "executorch" else "xnnpack",
                                          activations=activations))
     size = sum(w["bytes"] for w in written)
-    return {"out": str(Path(out)), "target": ", ".join(w["target"] for w in written),
+    names = ", ".join(w["target"] for w in written)
+    return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
             "quant": quant_fields["name"], "bytes": size, "seconds": time.perf_counter() - start,
             "manifest_sha256": [w["manifest_sha256"] for w in written]}
 
@@ -184,7 +194,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
     import hashlib
 
     from exporter.bundle import copy_tokenizer_files, write_manifest
-    from exporter.quantize import config_sha256
+    from runtimes.checkpoint import config_sha256
     from runtimes.tokenizer import QwenTokenizer
 
     copy_tokenizer_files(model_dir, into)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from exporter.output import RANDOM_MODEL_MARKER, atomic_output_dir
-from exporter.checkpoint import CONFIG_DTYPES
+from runtimes.checkpoint import CONFIG_DTYPES
 
 # Qwen3's published config.json values for each size (Qwen/Qwen3-0.6B, -1.7B, -4B).
 _COMMON = {
@@ -35,7 +35,7 @@ SHAPES = {
 
 def random_weights(config: dict, seed: int = 0, dtype: torch.dtype = torch.bfloat16):
     """Yield (hf_name, tensor) per layer group: normal(0, 0.02) matrices, norms near 1."""
-    from exporter.model import ModelArgs, Qwen3, hf_name
+    from runtimes.model import ModelArgs, Qwen3, hf_name
 
     args = ModelArgs.from_config(config)
     gen = torch.Generator().manual_seed(seed)

@@ -20,9 +20,9 @@ from typing import Sequence
 from runtimes.bundle import DIGEST_FILE, MANIFEST
 from runtimes.errors import UserError
 from runtimes.files import read_json
+from runtimes.quant.recipe import RECIPE_FILE
 
 RANDOM_MODEL_MARKER = "qwen-edge-random-model.json"
-RECIPE_FILE = "quant_recipe.json"
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
 TARGET_DIRS = ("onnx", "executorch", "coreml")
 KINDS = ("bundle", "bundles", "quantized checkpoint", "random model")

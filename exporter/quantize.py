@@ -1,251 +1,21 @@
-"""Quantize a checkpoint: recipe → QuantizedTensor per weight, the fake-quant module, QDIR files.
-
-A quantized checkpoint (QDIR) is the source's HF layout with `model.safetensors` holding the
-full-precision tensors that stay so (norms, after AWQ's folding) and, per quantized weight NAME,
-NAME.qweight (int8 codes, or int4 packed two per byte), NAME.scales (fp32) and NAME.zeros
-(asymmetric only), plus `quant_recipe.json`. Every target takes it as --model QDIR.
-"""
+"""Quantizing a checkpoint as a command: the recipe's calibration data (AWQ), the quantization itself
+(runtimes.quant), and `python -m exporter quantize`, which writes a quantized checkpoint (QDIR) atomically."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from exporter.model import hf_name
-from exporter.quant.packing import pack_int4, unpack_int4
-from exporter.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
-                                fake_quantize_activations_blockwise, quantize)
-from exporter.output import RECIPE_FILE
+from runtimes.checkpoint import config_sha256
 from runtimes.errors import UserError
-
-
-
-@dataclass
-class QuantRecipe:
-    method: str  # "rtn" | "awq"
-    bits: int  # of the block linears: 8 or 4
-    group_size: int | None  # None: per output channel
-    symmetric: bool
-    embedding: str  # "int8" (per row) | "int4" (group-wise) | "none"
-    calibration: dict | None = None  # source, samples, seq_len, sha256 (AWQ)
-    source_model: str | None = None
-    source_config_sha256: str | None = None
-    awq_alphas: dict | None = None
-
-    @classmethod
-    def for_quant(cls, quant: str, group_size: int = 128, symmetric: bool = True, embedding: str = "int8"):
-        if quant == "int8":
-            return cls("rtn", 8, None, True, embedding)
-        if quant in ("int4", "awq-int4"):
-            return cls("awq" if quant == "awq-int4" else "rtn", 4, group_size, symmetric, embedding)
-        raise UserError(f"--quant {quant} is not a weight quantization (choose int8, int4 or awq-int4)")
-
-
-def config_sha256(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def block_linear_names(module) -> list[str]:
-    return [f"{name}.weight" for name, m in module.named_modules()
-            if isinstance(m, torch.nn.Linear) and name.startswith("layers.")]
-
-
-def release_weight(module, name: str) -> None:
-    """Drop a parameter's values, keeping its shape (a meta tensor): a target reads a quantized weight's codes,
-    never its float values, so exporting holds one copy of each weight, not two. A tied LM head goes too."""
-    param = module.get_parameter(name)
-    _set_weight(module, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
-
-
-def _set_weight(module, name: str, values: torch.Tensor) -> None:
-    """Replace parameter `name` (and the LM head tied to the embedding) with `values`."""
-    param = torch.nn.Parameter(values, requires_grad=False)
-    owner, _, attr = name.rpartition(".")
-    setattr(module.get_submodule(owner), attr, param)
-    if name == "embed_tokens.weight" and module.args.tie_word_embeddings:
-        module.lm_head.weight = param
-
-
-def _values(module, name: str, param: torch.Tensor) -> torch.Tensor:
-    """A weight's values: the parameter, or for a module loaded with lazy_linears, read from the checkpoint now."""
-    lazy = getattr(module, "lazy_weights", {})
-    if param.is_meta and name in lazy:
-        return lazy.pop(name).load()
-    return param
-
-
-def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | None = None,
-                    progress: bool = True, release: bool = False) -> dict[str, QuantizedTensor]:
-    """QuantizedTensor per weight name; AWQ also folds its scales into `module` (exact in fp32).
-
-    release=True drops each quantized weight's float values from `module` once quantized (for exports, whose
-    targets read the codes): peak memory stays near one fp32 copy of the model. The module then only runs
-    after apply_fake_quant-like restoration, so parity references keep the default.
-    """
-    weights: dict[str, QuantizedTensor] = {}
-    if recipe.method == "awq":
-        from exporter.quant.awq import AWQConfig, awq_quantize
-
-        if calib_tokens is None:
-            raise ValueError("AWQ needs calibration tokens")
-        device = (recipe.calibration or {}).get("device", "cpu")
-        weights, report = awq_quantize(module, calib_tokens, AWQConfig(bits=recipe.bits, group_size=recipe.group_size,
-                                                                       symmetric=recipe.symmetric), progress,
-                                       device)
-        recipe.awq_alphas = report.alphas
-    else:
-        params = dict(module.named_parameters())
-        for name in block_linear_names(module):
-            weights[name] = quantize(_values(module, name, params.pop(name)), recipe.bits, recipe.group_size,
-                                     recipe.symmetric)
-            if release:
-                release_weight(module, name)
-    if release and recipe.method == "awq":
-        for name in list(weights):
-            release_weight(module, name)
-    tables = ["embed_tokens.weight"] + ([] if module.args.tie_word_embeddings else ["lm_head.weight"])
-    for name in tables:
-        table = _values(module, name, module.get_parameter(name))
-        if recipe.embedding == "int8":
-            weights[name] = quantize(table, 8, None, True)
-        elif recipe.embedding == "int4":
-            weights[name] = quantize(table, 4, recipe.group_size or 128, recipe.symmetric)
-        elif module.get_parameter(name).is_meta:  # read lazily and kept unquantized: the target needs its values
-            _set_weight(module, name, table.float())
-        del table
-        if release and name in weights:
-            release_weight(module, name)
-    return weights
-
-
-@torch.no_grad()
-def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: str = "float",
-                     int4_scale_dtype: str = "float32", int8_scale_dtype: str = "float32") -> None:
-    """Replace each quantized weight by its dequantized value: the parity reference for artifacts.
-
-    activations "int8-dynamic-per-token" also rounds the input of every quantized linear (the LM head included
-    when the table is quantized) as XNNPACK's dynamically quantized kernels do, "int8-dynamic-per-block" the
-    input of every 4-bit linear per weight group as ONNX Runtime's MatMulNBits at accuracy level 4 does; int4/int8_scale_dtype ("bfloat16",
-    "float16") round the scales of 4-/8-bit weights as a target that stores them so computes with them
-    (XNNPACK's qb4w kernels keep bf16 group scales, Core ML keeps fp16 scales).
-    """
-    scale_dtypes = {4: int4_scale_dtype, 8: int8_scale_dtype}
-    for name, qt in weights.items():
-        if scale_dtypes[qt.bits] != "float32":
-            qt = replace(qt, scales=qt.scales.to(getattr(torch, scale_dtypes[qt.bits])).float())
-        module.get_parameter(name).copy_(dequantize(qt))
-    if activations == "float":
-        return
-    linears = {name.removesuffix(".weight"): qt for name, qt in weights.items() if name != "embed_tokens.weight"}
-    if "embed_tokens.weight" in weights and module.args.tie_word_embeddings:
-        linears["lm_head"] = weights["embed_tokens.weight"]
-    for name, qt in sorted(linears.items()):
-        if activations == "int8-dynamic-per-token":
-            hook = lambda _, args: (fake_quantize_activations(args[0]),)  # noqa: E731
-        elif activations == "int8-dynamic-per-block":
-            if qt.bits != 4:
-                continue  # only the 4-bit MatMulNBits quantize their input (int8 linears stay DQ + MatMul)
-            hook = lambda _, args, block=qt.group_size: (fake_quantize_activations_blockwise(args[0], block),)  # noqa: E731
-        else:
-            raise ValueError(f"unknown activation quantization {activations!r}")
-        module.get_submodule(name).register_forward_pre_hook(hook)
-
-
-def save_quantized(out: Path, module, config: dict, weights: dict[str, QuantizedTensor], recipe: QuantRecipe,
-                   source_dir: Path) -> None:
-    from safetensors.torch import save_file
-
-    from exporter.bundle import TOKENIZER_FILES
-
-    tensors = {}
-    for name, param in module.state_dict().items():
-        if name in weights or (name == "lm_head.weight" and module.args.tie_word_embeddings):
-            continue
-        tensors[hf_name(name)] = param.detach().float().contiguous()
-    for name, qt in weights.items():
-        base = hf_name(name)
-        tensors[f"{base}.qweight"] = pack_int4(qt.q, qt.symmetric) if qt.bits == 4 else qt.q.contiguous()
-        tensors[f"{base}.scales"] = qt.scales.float().contiguous()
-        if qt.zeros is not None:
-            tensors[f"{base}.zeros"] = qt.zeros.contiguous()
-    save_file(tensors, out / "model.safetensors", metadata={"format": "qwen-edge-quantized"})
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    layout = {name: {"bits": qt.bits, "group_size": qt.group_size, "symmetric": qt.symmetric}
-              for name, qt in weights.items()}
-    (out / RECIPE_FILE).write_text(json.dumps({"recipe": asdict(recipe), "weights": layout}, indent=2))
-    for fname in TOKENIZER_FILES:
-        if (source_dir / fname).is_file():
-            shutil.copy2(source_dir / fname, out / fname)
-
-
-def is_quantized_checkpoint(model_dir: Path) -> bool:
-    return (model_dir / RECIPE_FILE).is_file()
-
-
-def load_quantized(model_dir: Path, max_seq_len: int = 1024):
-    """QDIR → (fake-quant fp32 module, QuantizedTensor per name, QuantRecipe, config)."""
-    from safetensors.torch import load_file
-
-    from exporter.checkpoint import load_config
-    from exporter.model import ModelArgs, module_from_weights
-
-    config = load_config(model_dir)
-    meta = json.loads((model_dir / RECIPE_FILE).read_text())
-    recipe = QuantRecipe(**meta["recipe"])
-    try:
-        tensors = load_file(model_dir / "model.safetensors")
-    except Exception as exc:
-        raise UserError(f"{model_dir}/model.safetensors is corrupt or truncated ({str(exc).splitlines()[0]}); "
-                        "quantize again") from None
-    weights = {}
-    for name, layout in meta["weights"].items():
-        base = hf_name(name)
-        signed = layout["symmetric"]
-        q = tensors.pop(f"{base}.qweight")
-        q = unpack_int4(q, signed) if layout["bits"] == 4 else q
-        zeros = tensors.pop(f"{base}.zeros", None)
-        weights[name] = QuantizedTensor(q, tensors.pop(f"{base}.scales"), zeros, layout["bits"], layout["group_size"])
-    state = {k.removeprefix("model."): v for k, v in tensors.items()}
-    for name, qt in weights.items():
-        state[name] = dequantize(qt)
-    module = module_from_weights(ModelArgs.from_config(config), state, max_seq_len)
-    return module, weights, recipe, config
-
-
-GROUP_SIZES = (128, 64, 32)
-
-
-def choose_group_size(args, requested: int | None) -> int:
-    """The requested int4 group size, checked against every linear's input width; or, when none was
-    requested, the largest of 128/64/32 that divides them all."""
-    widths = {"hidden_size": args.hidden_size, "intermediate_size": args.intermediate_size,
-              "heads x head_dim": args.num_attention_heads * args.head_dim}
-    for size in [requested] if requested else GROUP_SIZES:
-        bad = [f"{name} {width}" for name, width in widths.items() if width % size]
-        if not bad:
-            return size
-    if requested:
-        raise UserError(f"--group-size {requested} does not divide the linears' input width ({', '.join(bad)}); "
-                        "choose one that does, or leave --group-size out to pick one")
-    raise UserError(f"none of the group sizes {GROUP_SIZES} divides the linears' input widths {widths}")
-
-
-def check_device(device: str) -> str:
-    """`device` if torch can use it here, else a UserError saying what to do."""
-    if device == "cpu":
-        return device
-    if device != "cuda":
-        raise UserError(f"--device {device}: choose cpu or cuda")
-    if not torch.cuda.is_available():
-        raise UserError(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here; run on a machine with one "
-                        "and a CUDA build of torch, or leave --device out (AWQ then runs on the CPU)")
-    return device
+from runtimes.quant.recipe import (QuantRecipe, check_device, choose_group_size, is_quantized_checkpoint,
+                                   quantize_module, save_quantized)
 
 
 def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | None, symmetric: bool,
@@ -266,13 +36,56 @@ def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | 
     return quantize_module(module, recipe, calib_tokens, progress, release), recipe
 
 
+def cache_root() -> Path:
+    """Where exports keep what is slow to recompute: $QWEN_EDGE_CACHE, else $XDG_CACHE_HOME/qwen-edge, else
+    ~/.cache/qwen-edge."""
+    if os.environ.get("QWEN_EDGE_CACHE"):
+        return Path(os.environ["QWEN_EDGE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "qwen-edge"
+
+
+def awq_cached(module, model_dir: Path, config: dict, quant: str, group_size: int | None, symmetric: bool,
+               embedding: str, calib: str, samples: int, seq_len: int, max_seq_len: int, progress: bool,
+               device: str):
+    """AWQ once per (checkpoint, recipe, calibration tokens, device): the result is kept as a quantized checkpoint
+    in cache_root()/awq/KEY, which later exports reuse and parity reads (it never re-runs AWQ).
+    → (module, QuantizedTensor per name, recipe, the QDIR)."""
+    from calibration.datasets import calibration_set
+    from exporter.output import atomic_output_dir
+    from runtimes.checkpoint import shard_files
+    from runtimes.quant.recipe import load_quantized
+    from runtimes.tokenizer import QwenTokenizer
+
+    recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
+    calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
+    recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256,
+                          "device": check_device(device)}
+    identity = [config_sha256(config), str(model_dir.resolve()),
+                [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shard_files(model_dir)],
+                {k: v for k, v in asdict(recipe).items() if k != "awq_alphas"}]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    qdir = cache_root() / "awq" / key
+    if is_quantized_checkpoint(qdir):
+        module, weights, recipe, _ = load_quantized(qdir, max_seq_len)
+        if progress:
+            print(f"AWQ: reusing the weights kept in {qdir}")
+        return module, weights, recipe, qdir
+    weights = quantize_module(module, recipe, calib_set.tokens, progress, release=True)
+    recipe.source_model, recipe.source_config_sha256 = str(model_dir.resolve()), config_sha256(config)
+    with atomic_output_dir(qdir, "quantized checkpoint", overwrite=True, inputs=[model_dir]) as tmp:
+        save_quantized(tmp, module, config, weights, recipe, model_dir)
+    if progress:
+        print(f"AWQ: weights kept in {qdir} (parity reads them; later exports of this recipe reuse them)")
+    return module, weights, recipe, qdir
+
+
 def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None = None, symmetric: bool = True,
                         embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
                         overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
-    from exporter.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
+    from runtimes.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
     from exporter.output import atomic_output_dir, check_output
-    from exporter.model import from_pretrained
+    from runtimes.model import from_pretrained
 
     start = time.perf_counter()
     model_dir = resolve_model_dir(model)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from runtimes.chat import QWEN3_CHAT_TEMPLATE
+
 # Qwen2/Qwen3 pre-tokenization: contractions, letter runs with one leading non-letter, single digits,
 # punctuation runs, newlines, spaces.
 QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-CHAT_TEMPLATE = (Path(__file__).parent / "models" / "qwen3_chat_template.jinja").read_text()
+CHAT_TEMPLATE = QWEN3_CHAT_TEMPLATE.read_text()
 # The special tokens of Qwen3 that the chat format needs, and whether HF marks them `special`.
 # <think>/</think> are not special in Qwen3: skip_special_tokens does not remove them.
 CHAT_TOKENS = {"<|endoftext|>": True, "<|im_start|>": True, "<|im_end|>": True,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from runtimes.errors import UserError
 
 Message = Mapping[str, str]
+QWEN3_CHAT_TEMPLATE = Path(__file__).parent / "models" / "qwen3_chat_template.jinja"  # Qwen3's own, verbatim
 SOFT_SWITCH = re.compile(r"/(no_think|think)\b")
 
 

@@ -11,6 +11,8 @@ from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, read_json, regular_file
 
 REPLACEMENT = "\ufffd"
+# what a checkpoint and a bundle carry beside the weights for chat: tokenizer, chat template, sampling defaults
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from exporter.cli import main
 from exporter.make_model import SHAPES, write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+# exports keep AWQ results in a cache (exporter/quantize.py): the tests' go to a directory of their own, never ~/.cache
+os.environ["QWEN_EDGE_CACHE"] = tempfile.mkdtemp(prefix="qwen-edge-test-cache-")
 
 SMALL = {**SHAPES["0.6b"], "vocab_size": 512, "hidden_size": 64, "intermediate_size": 160,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
@@ -51,7 +54,7 @@ def run_module(*argv, env=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
     from runtimes.tokenizer import QwenTokenizer
 
     return QwenTokenizer(resolve_model_dir("tiny"))

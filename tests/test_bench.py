@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from runtimes.bench import energy, is_correct, read_tasks
+from runtimes.eval.bench import energy, is_correct, read_tasks
 from runtimes.errors import UserError
 from tests.conftest import run_cli
 

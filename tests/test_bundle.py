@@ -5,9 +5,9 @@ import json
 import pytest
 
 from exporter.bundle import copy_tokenizer_files, write_manifest
-from exporter.checkpoint import load_config, resolve_model_dir
-from exporter.model import ModelArgs
-from exporter.quantize import config_sha256
+from runtimes.checkpoint import load_config, resolve_model_dir
+from runtimes.model import ModelArgs
+from runtimes.checkpoint import config_sha256
 from runtimes.bundle import load_backend, read_manifest, schema_errors, check_files
 from runtimes.errors import UserError
 from runtimes.thinking import STOP_THINKING_TEXT

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from exporter.make_model import write_random_checkpoint
-from exporter.model import from_pretrained
-from exporter.quantize import QuantRecipe, apply_fake_quant, quantize_module
+from runtimes.model import from_pretrained
+from runtimes.quant.recipe import QuantRecipe, apply_fake_quant, quantize_module
 from runtimes.bundle import load_backend, read_manifest, check_files
 from runtimes.errors import UserError
 from tests.conftest import SMALL, run_cli

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from exporter.make_model import write_random_checkpoint
-from exporter.model import from_pretrained
-from exporter.quantize import QuantRecipe, quantize_module
+from runtimes.model import from_pretrained
+from runtimes.quant.recipe import QuantRecipe, quantize_module
 from runtimes.bundle import load_backend, read_manifest, check_files
 from tests.conftest import SMALL, run_cli
 

@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.checkpoint import validate_config
+from runtimes.checkpoint import validate_config
 from runtimes.bundle import schema_errors
 from runtimes.errors import UserError
 from tests.conftest import ROOT, copy_checkpoint, run_cli, run_module
@@ -115,7 +115,7 @@ def test_absurd_config(capsys, tmp_path, small_checkpoint, changes, phrase):
      "chat template fails to render"),  # the sandbox refuses to reach Python objects
 ])
 def test_broken_tokenizer_files(capsys, tmp_path, name, content, phrase):
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
 
     model_dir = copy_checkpoint(resolve_model_dir("tiny"), tmp_path / "m")
     (model_dir / name).write_text(content)
@@ -152,7 +152,7 @@ def test_fuzz_config(config):
         validate_config(config)
     except UserError:
         return
-    from exporter.model import ModelArgs
+    from runtimes.model import ModelArgs
 
     ModelArgs.from_config(config)  # accepted configs build the module's arguments
 
@@ -290,7 +290,7 @@ def deep(depth=100_000):
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json", "tokenizer_config.json",
                                   "generation_config.json"])
 def test_json_nested_past_the_recursion_limit(capsys, tmp_path, small_checkpoint, name):
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
 
     model_dir = copy_checkpoint(resolve_model_dir("tiny") if "tokenizer" in name or "generation" in name
                                 else small_checkpoint, tmp_path / "m")
@@ -332,7 +332,7 @@ def test_config_fields_are_type_checked_up_front(capsys, tmp_path, small_checkpo
     ('{"top_p": 7}', "top_p is 7"),
 ])
 def test_generation_config_is_checked_at_export_and_in_chat(capsys, tmp_path, content, phrase):
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
 
     model_dir = copy_checkpoint(resolve_model_dir("tiny"), tmp_path / "m")
     (model_dir / "generation_config.json").write_text(content)
@@ -341,7 +341,7 @@ def test_generation_config_is_checked_at_export_and_in_chat(capsys, tmp_path, co
 
 
 def test_a_chat_template_that_would_hang_is_refused_quickly(capsys, tmp_path):
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
 
     model_dir = copy_checkpoint(resolve_model_dir("tiny"), tmp_path / "m")
     config = json.loads((model_dir / "tokenizer_config.json").read_text())

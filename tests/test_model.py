@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from exporter.make_model import SHAPES, write_random_checkpoint
-from exporter.model import from_pretrained
+from runtimes.model import from_pretrained
 from runtimes.backends.reference import ReferenceBackend
-from runtimes.parity import logit_metrics, model_parity, summarize
+from runtimes.eval.parity import logit_metrics, model_parity, summarize
 from tests.conftest import SMALL, run_module
 
 SHAPE_CASES = {
@@ -87,7 +87,7 @@ def test_kv_cache_decode_equals_full_recompute(small_checkpoint):
 
 def test_parity_detects_a_wrong_model(small_checkpoint, monkeypatch):
     """Parity must fail when the module is wrong: break RoPE's theta and check the report says so."""
-    import exporter.model as model_module
+    import runtimes.model as model_module
 
     real = model_module.rope_tables
     monkeypatch.setattr(model_module, "rope_tables", lambda d, n, theta: real(d, n, theta * 10))

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from exporter.checkpoint import resolve_model_dir
+from runtimes.checkpoint import resolve_model_dir
 from exporter.make_model import SHAPES
-from exporter.quant.packing import unpack_int4
-from exporter.quantize import QuantRecipe, quantize_module
-from exporter.model import from_pretrained
+from runtimes.quant.packing import unpack_int4
+from runtimes.quant.recipe import QuantRecipe, quantize_module
+from runtimes.model import from_pretrained
 from runtimes.bundle import load_backend, read_manifest, check_files
 from tests.conftest import run_cli
 
@@ -192,8 +192,8 @@ def test_one_matmulnbits_at_level_4_is_modelled_exactly():
     import torch
     from onnx import helper, numpy_helper, TensorProto
 
-    from exporter.quant.packing import pack_int4
-    from exporter.quant.rtn import dequantize, fake_quantize_activations_blockwise, quantize
+    from runtimes.quant.packing import pack_int4
+    from runtimes.quant.rtn import dequantize, fake_quantize_activations_blockwise, quantize
 
     torch.manual_seed(0)
     K, N, g = 256, 64, 32

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from exporter.make_model import SHAPES
-from runtimes.bench.peers import _onnx_streamed_bytes, et_params
+from tools.bench_peers import _onnx_streamed_bytes, et_params
 from tests.conftest import run_cli
 
 
@@ -36,6 +36,14 @@ def test_export_llm_params_follow_the_checkpoint():
         "use_hf_rope": True, "attention_qkv_bias": False, "use_qk_norm": True, "qk_norm_before_rope": True}
 
 
+def run_peers(capsys, *argv):
+    from tools.bench_peers import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "nowhere"], "no config.json there"),
     (["--model", "tiny", "--only", "ours-onnx,litert"], "unknown artifact(s) litert"),
@@ -44,7 +52,7 @@ def test_export_llm_params_follow_the_checkpoint():
     (["--model", "tiny", "--threads", "one"], "--threads takes comma-separated integers"),
 ])
 def test_bench_peers_bad_input_is_one_line(capsys, tmp_path, argv, message):
-    code, _, err = run_cli(capsys, "bench-peers", "--work", str(tmp_path / "work"), *argv)
+    code, _, err = run_peers(capsys, "--work", str(tmp_path / "work"), *argv)
     assert code == 2 and message in err and "Traceback" not in err
 
 
@@ -53,7 +61,7 @@ def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
     """The peers' own exporters take minutes; ours on tiny show the whole path: export, bandwidth, protocol.
     --work is relative to where the user runs it, though the exports run elsewhere."""
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run_cli(capsys, "bench-peers", "--model", "tiny", "--work", "work", "--only",
+    code, out, _ = run_peers(capsys, "--model", "tiny", "--work", "work", "--only",
                            "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-tokens", "16", "--new-tokens", "8",
                            "--threads", "1",
                            "--json", str(tmp_path / "peers.json"))

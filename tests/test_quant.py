@@ -8,11 +8,11 @@ import torch
 
 from calibration.datasets import calibration_set
 from exporter.make_model import write_random_checkpoint
-from exporter.model import from_pretrained
-from exporter.quant.awq import AWQConfig, awq_quantize, search_scale
-from exporter.quant.packing import pack_int4, unpack_int4
-from exporter.quant.rtn import dequantize, fake_quantize, quantize
-from exporter.quantize import QuantRecipe, apply_fake_quant, quantize_module
+from runtimes.model import from_pretrained
+from runtimes.quant.awq import AWQConfig, awq_quantize, search_scale
+from runtimes.quant.packing import pack_int4, unpack_int4
+from runtimes.quant.rtn import dequantize, fake_quantize, quantize
+from runtimes.quant.recipe import QuantRecipe, apply_fake_quant, load_module, quantize_module
 from runtimes.errors import UserError
 from tests.conftest import SMALL, run_cli
 
@@ -84,7 +84,7 @@ def test_quantized_checkpoint_round_trip(model_dirs, tmp_path, capsys):
     # loading QDIR gives exactly the fake-quant module of the source
     module, _ = from_pretrained(model_dirs["gqa"], max_seq_len=64)
     apply_fake_quant(module, quantize_module(module, QuantRecipe.for_quant("int4", 32)))
-    loaded, _ = from_pretrained(qdir, max_seq_len=64)
+    loaded, _ = load_module(qdir, max_seq_len=64)
     ids = torch.arange(30)
     with torch.no_grad():
         assert torch.equal(module.prefill(ids), loaded.prefill(ids))
@@ -161,7 +161,7 @@ def test_awq_device_flag(capsys, tmp_path):
 
 def test_awq_runs_on_the_recipes_device(model_dirs, monkeypatch):
     """quantize_module hands AWQ the device the recipe records (what --device sets)."""
-    import exporter.quant.awq as awq
+    import runtimes.quant.awq as awq
 
     seen = {}
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from calibration.arithmetic import heldout_problems, parse_answer
-from exporter.checkpoint import resolve_model_dir
-from runtimes.accuracy import arithmetic_accuracy
+from runtimes.eval.arithmetic import heldout_problems, parse_answer
+from runtimes.checkpoint import resolve_model_dir
+from runtimes.eval.tasks import arithmetic_accuracy
 from runtimes.backends.reference import ReferenceBackend
 from runtimes.generate import run
 from tests.conftest import ROOT, run_cli
@@ -103,10 +103,10 @@ def test_chat_bad_input(capsys, argv, message):
     assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_chat_bundle_without_tokenizer(capsys, tmp_path):
+def test_chat_bundle_that_is_no_bundle(capsys, tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     code, _, err = run_cli(capsys, "chat", "--bundle", str(tmp_path), "hi")
-    assert code == 2 and "no tokenizer.json" in err
+    assert code == 2 and "fails verification" in err and len(err.strip().splitlines()) == 1
 
 
 def test_parity_on_tiny_uses_its_tokenizer(tmp_path, capsys):
@@ -118,15 +118,15 @@ def test_parity_on_tiny_uses_its_tokenizer(tmp_path, capsys):
 
 
 def test_golden_vectors_are_current():
-    from runtimes.golden import golden_vectors
+    from tools.golden import golden_vectors
 
     assert json.loads(GOLDEN.read_text()) == json.loads(json.dumps(golden_vectors("tiny"))), \
-        "regenerate with: python -m runtimes.golden --model tiny --out tests/golden/tiny.json"
+        "regenerate with: python -m tools.golden --model tiny --out tests/golden/tiny.json"
 
 
 def test_training_script_runs_end_to_end(tmp_path):
     """A few steps of both stages: the script writes a checkpoint our loader and runtime accept."""
-    from exporter.models.train_tiny import train
+    from tools.train_tiny import train
 
     out = tmp_path / "t"
     train(out, examples=96, stage2_examples=64, batch_size=32, lr=1e-3, seed=0)
@@ -140,7 +140,7 @@ def test_training_script_runs_end_to_end(tmp_path):
 
 
 def test_quality_windows_are_whole_heldout_chats(backend):
-    from runtimes.quality import heldout_windows, teacher_forced
+    from runtimes.eval.quality import heldout_windows, teacher_forced
     from runtimes.tokenizer import QwenTokenizer
 
     tok = QwenTokenizer(TINY)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporter.model import Qwen3
-from exporter.quant.rtn import QuantizedTensor
+from runtimes.model import Qwen3
+from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
 
 MODEL_FILE = "model.mlpackage"

@@ -1,5 +1,8 @@
 """ExecuTorch target: a `.pte` with XNNPACK-delegated linears and an in-place KV cache.
 
+The program is runtimes.model's Qwen3 with ExecuTorch's swaps (`for_executorch`) inside a wrapper with the
+runner's calling convention (`EdgeProgram`); the forward pass itself is the reference's.
+
     forward(tokens int64 [1, T], input_pos int64 [1] = position of tokens[0]) -> logits float32 [1, vocab]
                                                                    (the last position, as ExecuTorch's LLM runner reads)
 
@@ -31,11 +34,10 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from exporter.model import Qwen3, RMSNorm, rotate_half
-from exporter.quant.rtn import QuantizedTensor
+from runtimes.model import Qwen3, share_weights
+from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
 
 MODEL_FILE = "model.pte"
@@ -107,97 +109,58 @@ class QuantEmbedding(nn.Module):
                                                                    dtype=self.dtype)
 
 
-def _linear(module: Qwen3, name: str, quantized: dict[str, QuantizedTensor], dtype: torch.dtype,
-            dynamic: bool = True) -> nn.Linear:
-    """A new Linear for `name`: our quantized codes as a torchao tensor, or the weight in `dtype` (shared, not
-    copied, when already in it): the export never holds a second full-precision copy of the model."""
-    source = module.get_submodule(name)
-    with torch.device("meta"):
-        linear = nn.Linear(source.in_features, source.out_features, bias=source.bias is not None)
-    weight = _intx_weight(quantized[f"{name}.weight"], dtype, dynamic) if f"{name}.weight" in quantized else \
-        source.weight.detach().to(dtype)
-    linear.weight = nn.Parameter(weight, requires_grad=False)
-    if source.bias is not None:
-        linear.bias = nn.Parameter(source.bias.detach().to(dtype), requires_grad=False)
-    return linear
+class CacheOpsAttend(nn.Module):
+    """The attention core on ExecuTorch's cache ops: keys and values written in place into [1, positions, kv_heads,
+    head_dim] buffers by `llama::update_cache`, read by `llama::custom_sdpa` (causal from the start position,
+    grouped-query). `input_pos` is the start position (an int)."""
 
-
-def _norm(source: RMSNorm, dtype: torch.dtype) -> RMSNorm:
-    norm = RMSNorm(source.weight.numel(), source.eps)
-    norm.weight = nn.Parameter(source.weight.detach().to(dtype), requires_grad=False)
-    return norm
-
-
-class CacheAttention(nn.Module):
-    """Qwen3 attention over ExecuTorch's in-place cache ops (cache layout [1, positions, kv_heads, head_dim])."""
-
-    def __init__(self, module: Qwen3, prefix: str, quantized, max_seq_len: int, dtype: torch.dtype, dynamic: bool):
+    def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
         super().__init__()
-        attn = module.get_submodule(prefix)
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            setattr(self, name, _linear(module, f"{prefix}.{name}", quantized, dtype, dynamic))
-        self.q_norm, self.k_norm = _norm(attn.q_norm, dtype), _norm(attn.k_norm, dtype)
-        self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        shape = (1, max_seq_len, self.n_kv_heads, self.head_dim)
+        shape = (1, max_seq_len, n_kv_heads, head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
 
-    def forward(self, x, cos, sin, start_pos: int):
-        bsz, seq_len, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim))
-        v = self.v_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        torch.ops.llama.update_cache(k, self.k_cache, start_pos)
-        torch.ops.llama.update_cache(v, self.v_cache, start_pos)
-        out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, None, 0.0, True)
-        return self.o_proj(out.reshape(bsz, seq_len, -1))
+    def forward(self, q, k, v, input_pos: int, mask=None):
+        bsz, seq_len = q.shape[:2]
+        torch.ops.llama.update_cache(k, self.k_cache, input_pos)
+        torch.ops.llama.update_cache(v, self.v_cache, input_pos)
+        out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, input_pos, None, 0.0, True)
+        return out.reshape(bsz, seq_len, -1)
 
 
-class EdgeBlock(nn.Module):
-    def __init__(self, module: Qwen3, i: int, quantized, max_seq_len: int, dtype: torch.dtype, dynamic: bool):
-        super().__init__()
-        layer = module.layers[i]
-        self.input_layernorm = _norm(layer.input_layernorm, dtype)
-        self.post_attention_layernorm = _norm(layer.post_attention_layernorm, dtype)
-        self.self_attn = CacheAttention(module, f"layers.{i}.self_attn", quantized, max_seq_len, dtype, dynamic)
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            setattr(self, name, _linear(module, f"layers.{i}.mlp.{name}", quantized, dtype, dynamic))
-
-    def forward(self, x, cos, sin, start_pos: int):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos)
-        h = self.post_attention_layernorm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+def for_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype,
+                   dynamic: bool = True) -> Qwen3:
+    """The model with ExecuTorch's swaps, beside `module` (sharing its tensors): weights in `dtype`, quantized
+    linears as torchao tensors of our codes (dynamic: 8-bit dynamic activations, XNNPACK's kernels; else
+    weight-only), the quantized table gathered by ExecuTorch's embedding kernels, and attention on its cache ops."""
+    model = share_weights(module).to(dtype)
+    table = quantized.get("embed_tokens.weight")
+    if table is not None:
+        model.embed_tokens = QuantEmbedding(table, dtype)
+    weights = dict(quantized)
+    if module.args.tie_word_embeddings and table is not None:
+        weights["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
+    for name, qt in weights.items():
+        if name != "embed_tokens.weight":
+            model.get_submodule(name.removesuffix(".weight")).weight = nn.Parameter(
+                _intx_weight(qt, dtype, dynamic), requires_grad=False)
+    for layer in model.layers:
+        layer.self_attn.attend = CacheOpsAttend(max_seq_len, module.args.num_key_value_heads, module.args.head_dim,
+                                                dtype)
+    return model
 
 
 class EdgeProgram(nn.Module):
-    """The edge module rearranged for ExecuTorch: start-position input, last-position logits. Built beside
-    `module` (which it does not change), sharing its unquantized tensors."""
+    """What is exported: forward(tokens [1, T], input_pos [1] = the position of tokens[0]) → logits of the last
+    position [1, vocab], as ExecuTorch's LLM runner calls it, around the swapped model."""
 
-    def __init__(self, module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype,
-                 single_token: bool = False):
+    def __init__(self, model: Qwen3, max_seq_len: int, dtype: torch.dtype, single_token: bool = False):
         super().__init__()
-        self.max_seq_len = max_seq_len
-        # single_token: a static-shape program (T = 1) whose linears are weight-only, for NPU delegates that
-        # take neither symbolic sizes nor dynamically quantized activations (Core ML)
+        self.model, self.max_seq_len = model, max_seq_len
+        # single_token: a static-shape program (T = 1), for NPU delegates that take no symbolic sizes (Core ML)
         self.single_token = single_token
-        dynamic = not single_token
-        table = quantized.get("embed_tokens.weight")
-        if table is None:
-            self.embed_tokens = nn.Embedding.from_pretrained(module.embed_tokens.weight.detach().to(dtype))
-        else:
-            self.embed_tokens = QuantEmbedding(table, dtype)
-        self.layers = nn.ModuleList(EdgeBlock(module, i, quantized, max_seq_len, dtype, dynamic)
-                                    for i in range(len(module.layers)))
-        self.norm = _norm(module.norm, dtype)
-        head = dict(quantized)
-        if module.args.tie_word_embeddings and table is not None:
-            head["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
-        self.lm_head = _linear(module, "lm_head", head, dtype, dynamic)
-        cos, sin = module.rope_cos[:max_seq_len], module.rope_sin[:max_seq_len]
-        self.register_buffer("rope_cos", cos.to(dtype).clone(), persistent=False)
-        self.register_buffer("rope_sin", sin.to(dtype).clone(), persistent=False)
+        self.register_buffer("rope_cos", model.rope_cos[:max_seq_len].to(dtype).clone(), persistent=False)
+        self.register_buffer("rope_sin", model.rope_sin[:max_seq_len].to(dtype).clone(), persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         seq_len = tokens.shape[1]
@@ -210,10 +173,8 @@ class EdgeProgram(nn.Module):
         else:
             cos = self.rope_cos.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
             sin = self.rope_sin.narrow(0, start, seq_len).view(1, seq_len, 1, -1)
-        x = self.embed_tokens(tokens)
-        for layer in self.layers:
-            x = layer(x, cos, sin, start)
-        return self.lm_head(self.norm(x[:, -1, :]))
+        hidden = self.model.hidden_states(tokens, start, rope=(cos, sin))
+        return self.model.logits(hidden[:, -1, :])
 
 
 def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int,
@@ -222,8 +183,10 @@ def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_l
     from torchao.utils import unwrap_tensor_subclass
 
     _load_custom_ops()
-    program = EdgeProgram(module, quantized, max_seq_len, torch.float16 if fp16 else torch.float32,
-                          single_token).eval()
+    dtype = torch.float16 if fp16 else torch.float32
+    # static single-token programs (Core ML) keep weight-only linears: Core ML has no dynamically quantized ones
+    model = for_executorch(module, quantized, max_seq_len, dtype, dynamic=not single_token)
+    program = EdgeProgram(model, max_seq_len, dtype, single_token).eval()
     with _quiet():
         unwrap_tensor_subclass(program)
     return program
@@ -334,6 +297,6 @@ def entry_point(args, max_seq_len: int, fp16: bool, single_token: bool = False) 
             "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, 1 if single_token else "seq_len"]},
                        {"name": "input_pos", "dtype": "int64", "shape": [1]}],
             "outputs": [{"name": "logits", "dtype": dtype, "shape": [1, args.vocab_size]}],
-            "states": [{"name": f"layers.{i}.self_attn.{kind}_cache", "dtype": dtype,
+            "states": [{"name": f"model.layers.{i}.self_attn.attend.{kind}_cache", "dtype": dtype,
                         "shape": [1, max_seq_len, args.num_key_value_heads, args.head_dim]}
                        for i in range(args.num_hidden_layers) for kind in ("k", "v")]}

@@ -22,8 +22,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.quant.packing import pack_int4
-from exporter.quant.rtn import QuantizedTensor
+from runtimes.quant.packing import pack_int4
+from runtimes.quant.rtn import QuantizedTensor
 
 OPSET = 21
 MODEL_FILE = "model.onnx"

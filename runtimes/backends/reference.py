@@ -1,4 +1,4 @@
-"""The reference backend: the project's own edge module in PyTorch (fp32 by default)."""
+"""The reference backend: the project's own Qwen3 module (runtimes.model) in PyTorch, fp32 by default."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ class ReferenceBackend:
 
     @classmethod
     def from_model(cls, model: str, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32):
-        from exporter.model import from_pretrained  # the runtime needs exporter only for this backend
+        """A checkpoint directory, hub id, 'tiny' or quantized checkpoint (its fake-quant module)."""
+        from runtimes.quant.recipe import load_module
 
-        module, _ = from_pretrained(model, max_seq_len=max_seq_len, dtype=dtype)
+        module, _ = load_module(model, max_seq_len=max_seq_len, dtype=dtype)
         return cls(module)
 
     def _check_room(self, n: int) -> None:

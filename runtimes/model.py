@@ -1,9 +1,13 @@
-"""The Qwen3 edge module: the whole model in one file, written for export.
+"""The Qwen3 module: the one definition of the model, for the reference runtime and every target.
 
-A static KV cache of `max_seq_len` positions is updated in place at `input_pos`, so one
-graph serves prefill (a chunk of tokens) and decode (one token). RoPE tables and the causal
-mask are precomputed buffers. Numerics follow Hugging Face's Qwen3 (rotate-half RoPE,
-RMSNorm in fp32, per-head q/k RMSNorm before RoPE) so fp32 logits match `transformers`.
+A static KV cache of `max_seq_len` positions is updated in place at `input_pos`, so one forward serves prefill
+(a chunk of tokens) and decode (one token); RoPE tables are precomputed. Numerics follow Hugging Face's Qwen3
+(rotate-half RoPE, RMSNorm in fp32, per-head q/k RMSNorm before RoPE), so fp32 logits match `transformers`.
+
+Targets change the model by swapping modules, never by rewriting its forward pass (as ExecuTorch's LLM exporter
+swaps its KV cache and SDPA): each attention's `attend` (the KV cache and the attention over it: ExecuTorch's
+cache ops, Core ML states), the linears (quantized kernels) and the embedding. `share_weights` gives a target
+its own module objects over the same tensors, so several targets can be built from one loaded model.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class ModelArgs:
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
-        """Build from a (validated) HF `config.json` dict; see exporter.checkpoint.validate_config."""
+        """Build from a (validated) HF `config.json` dict; see runtimes.checkpoint.validate_config."""
         values = {f.name: config[f.name] for f in fields(cls) if f.name in config}
         values.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
         rope = config.get("rope_parameters") or {}
@@ -75,11 +79,39 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, T, heads, head_dim], cos / sin [1, T, 1, head_dim]."""
+    return x * cos + rotate_half(x) * sin
+
+
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
     angles = torch.cat((freqs, freqs), dim=-1)
     return angles.cos(), angles.sin()
+
+
+class Attend(nn.Module):
+    """The part of attention targets replace: the new keys and values into the cache, then causal grouped-query
+    attention over it. q, k, v come as [B, T, heads, head_dim] after QK-norm and RoPE; the result is
+    [B, T, heads * head_dim]. Without a cache (calibration) it attends within the chunk under `mask`."""
+
+    def __init__(self, n_heads: int, n_kv_heads: int):
+        super().__init__()
+        self.groups = n_heads // n_kv_heads
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, q, k, v, input_pos: torch.Tensor, mask: torch.Tensor | None):
+        bsz, seq_len = q.shape[:2]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)
+            if mask is None:  # causal: a query sees the cache up to its own position
+                mask = (torch.arange(k.shape[2])[None, :] <= input_pos[:, None])[None, None]
+        k = k.repeat_interleave(self.groups, dim=1).to(q.dtype)
+        v = v.repeat_interleave(self.groups, dim=1).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).reshape(bsz, seq_len, -1)
 
 
 class Attention(nn.Module):
@@ -95,25 +127,14 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=bias)
         self.q_norm = RMSNorm(self.head_dim, args.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps)
-        self.kv_cache: KVCache | None = None
+        self.attend = Attend(self.n_heads, self.n_kv_heads)
 
     def forward(self, x, cos, sin, mask, input_pos):
         bsz, seq_len, _ = x.shape
-        q = self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim))
         v = self.v_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
-        q = self.q_norm(q).transpose(1, 2)
-        k = self.k_norm(k).transpose(1, 2)
-        v = v.transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        if self.kv_cache is not None:  # without a cache (calibration), attend within the chunk
-            k, v = self.kv_cache.update(input_pos, k, v)
-        groups = self.n_heads // self.n_kv_heads
-        k = k.repeat_interleave(groups, dim=1).to(q.dtype)
-        v = v.repeat_interleave(groups, dim=1).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(out.transpose(1, 2).reshape(bsz, seq_len, -1))
+        return self.o_proj(self.attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, input_pos, mask))
 
 
 class MLP(nn.Module):
@@ -154,27 +175,38 @@ class Qwen3(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.max_seq_len = 0
 
-    def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None) -> None:
-        """Allocate the KV cache and RoPE tables for `max_seq_len` positions."""
+    def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None, kv_cache: bool = True) -> None:
+        """The RoPE tables and (kv_cache) the reference KV cache for `max_seq_len` positions."""
         dtype = dtype or self.embed_tokens.weight.dtype
         check_context(self.args, max_seq_len)
         self.max_seq_len = max_seq_len
         for layer in self.layers:
-            layer.self_attn.kv_cache = KVCache(max_seq_len, self.args.num_key_value_heads, self.args.head_dim, dtype)
+            layer.self_attn.attend.kv_cache = KVCache(max_seq_len, self.args.num_key_value_heads, self.args.head_dim,
+                                                      dtype) if kv_cache else None
         cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
-        self.register_buffer("positions", torch.arange(max_seq_len), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        """tokens [1, T] at positions input_pos [T] → logits [1, T, vocab]; writes the KV cache."""
-        cos = self.rope_cos[input_pos].unsqueeze(0).unsqueeze(0)
-        sin = self.rope_sin[input_pos].unsqueeze(0).unsqueeze(0)
-        mask = (self.positions[None, :] <= input_pos[:, None]).unsqueeze(0).unsqueeze(0)  # causal, [1, 1, T, max]
+    def rope(self, input_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [1, T, 1, head_dim] at positions input_pos [T]."""
+        return self.rope_cos[input_pos][None, :, None], self.rope_sin[input_pos][None, :, None]
+
+    def hidden_states(self, tokens: torch.Tensor, input_pos, rope=None, mask=None) -> torch.Tensor:
+        """tokens [1, T] → the last layer's output [1, T, hidden], writing the caches. `input_pos` is what the
+        attention cores in use take (positions [T] for the reference); `rope` (cos, sin) defaults to
+        self.rope(input_pos); `mask` to causal over the cache."""
+        cos, sin = rope if rope is not None else self.rope(input_pos)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, input_pos)
-        return self.lm_head(self.norm(x))
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.norm(hidden))
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """tokens [1, T] at positions input_pos [T] → logits [1, T, vocab]; writes the KV cache."""
+        return self.logits(self.hidden_states(tokens, input_pos))
 
     def prefill(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
         input_pos = torch.arange(start_pos, start_pos + tokens.shape[-1])
@@ -182,6 +214,23 @@ class Qwen3(nn.Module):
 
     def decode(self, token: int, pos: int) -> torch.Tensor:
         return self.forward(torch.tensor([[token]]), torch.tensor([pos]))[0, -1]
+
+
+def share_weights(module: Qwen3) -> Qwen3:
+    """A new Qwen3 whose parameters and RoPE tables are `module`'s tensors (nothing copied) but whose module
+    objects are its own: a target swaps modules and converts dtypes in it without touching `module`. It has no
+    KV cache; the target installs its attention cores."""
+    with torch.device("meta"):
+        twin = Qwen3(module.args)
+    twin.load_state_dict(module.state_dict(), assign=True, strict=True)
+    if module.args.tie_word_embeddings:
+        twin.lm_head.weight = twin.embed_tokens.weight
+    twin.max_seq_len = module.max_seq_len
+    twin.register_buffer("rope_cos", module.rope_cos, persistent=False)
+    twin.register_buffer("rope_sin", module.rope_sin, persistent=False)
+    for layer in twin.layers:
+        layer.self_attn.attend.kv_cache = None
+    return twin.eval()
 
 
 def check_context(args: ModelArgs, max_seq_len: int) -> None:
@@ -232,14 +281,12 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
 
     lazy_linears: the decoder linears and the embedding/LM head tables are left in the file (meta parameters;
     `module.lazy_weights` reads each on demand), for exports that quantize them one at a time."""
-    from exporter import checkpoint
+    from runtimes import checkpoint
+    from runtimes.errors import UserError
 
     model_dir = checkpoint.resolve_model_dir(str(model))
-    if (model_dir / "quant_recipe.json").is_file():  # a quantized checkpoint: its fake-quant module
-        from exporter.quantize import load_quantized
-
-        module, _, _, config = load_quantized(model_dir, max_seq_len)
-        return module, config
+    if (model_dir / checkpoint.QUANT_RECIPE).is_file():
+        raise UserError(f"{model} is a quantized checkpoint; its module is runtimes.quant.recipe.load_module's")
     config = checkpoint.load_config(model_dir)
     args = ModelArgs.from_config(config)
     lazy = (lambda name: name.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight"))) \
@@ -252,7 +299,7 @@ def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype:
     """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them.
     `weights` is consumed: converted to `dtype` in place, so peak memory holds one copy of the model.
     LazyTensor entries become meta parameters; `module.lazy_weights` maps their names to them."""
-    from exporter.checkpoint import LazyTensor
+    from runtimes.checkpoint import LazyTensor
 
     with torch.device("meta"):
         module = Qwen3(args)

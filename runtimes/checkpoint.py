@@ -7,6 +7,8 @@ whose message says what is wrong and what to do.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -32,7 +34,8 @@ BOOL_KEYS = ("tie_word_embeddings", "attention_bias", "use_sliding_window", "use
 TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 SHARD_NAME = re.compile(r"^[\w.-]+\.safetensors$")  # a file beside the index: no directories, no '..'
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
+QUANT_RECIPE = "quant_recipe.json"  # marks a quantized checkpoint (runtimes.quant.recipe)
+BUNDLED_MODELS_DIR = Path(__file__).parent / "models"  # tiny
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -63,6 +66,11 @@ def _download_from_hub(repo_id: str) -> Path:
             f"could not fetch {repo_id} from the Hugging Face hub ({reason}); "
             "check the id and your network, or download it elsewhere and pass the directory"
         ) from None
+
+
+def config_sha256(config: dict) -> str:
+    """How a bundle names the exact config it came from."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def load_config(model_dir: Path) -> dict:

@@ -1,6 +1,6 @@
 """Train `tiny`, the bundled Qwen3-architecture reasoner, from scratch on synthetic arithmetic.
 
-    OMP_NUM_THREADS=1 python -m exporter.models.train_tiny --out exporter/models/tiny
+    OMP_NUM_THREADS=1 python -m tools.train_tiny --out runtimes/models/tiny
 
 Seeded and reproducible (same seed, threads and library versions → same weights; the shipped weights
 were trained on one thread). Stage 1 took 49 minutes and stage 2 11 on one core of a 2-core machine
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from calibration.arithmetic import Problem, heldout_problems, problems
+from runtimes.eval.arithmetic import Problem, heldout_problems, problems
 from exporter.qwen_tokenizer import CHAT_TOKENS, configure_qwen_pipeline, write_tokenizer_files
 from runtimes.chat import render
 from runtimes.thinking import STOP_THINKING_TEXT
@@ -189,7 +189,7 @@ def train(out: Path, examples: int, stage2_examples: int, batch_size: int, lr: f
     model.save_pretrained(out, safe_serialization=True)
     write_tokenizer_files(tokenizer, out, model_max_length=MODEL_CONFIG["max_position_embeddings"])
     (out / "training.json").write_text(json.dumps({
-        "script": "python -m exporter.models.train_tiny", "seed": seed, **stages,
+        "script": "python -m tools.train_tiny", "seed": seed, **stages,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }, indent=2))
 
@@ -198,7 +198,7 @@ def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> li
     """The budget curve through the project's own runtime: on the held-out problems (writes eval.json), or
     with `fresh_seed` on problems of that seed that neither training (per training.json) nor the held-out set
     drew, a second check for a recipe chosen on the held-out set (prints only)."""
-    from runtimes.accuracy import budget_curve
+    from runtimes.eval.tasks import budget_curve
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.tokenizer import QwenTokenizer
 
@@ -214,7 +214,7 @@ def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> li
     curve = budget_curve(backend, QwenTokenizer(model_dir), chosen)
     if fresh_seed is None:
         (model_dir / "eval.json").write_text(json.dumps({
-            "command": f"python -m exporter.models.train_tiny --evaluate {model_dir} --problems {n}",
+            "command": f"python -m tools.train_tiny --evaluate {model_dir} --problems {n}",
             "heldout_seed": 1234, "decoding": "greedy", "curve": curve}, indent=2))
     else:
         print(f"{n} fresh problems of seed {fresh_seed}, none trained on nor held out:")

@@ -4,7 +4,7 @@ Speed, memory and energy of each bundle are measured in a fresh child process (s
 alone): PEERS.md's protocol per prompt length (fixed prompt ids, greedy new tokens one at a time, one warm-up,
 then `runs` runs, medians with [min, max]). Accuracy runs here: teacher-forced perplexity, KL and top-1 against
 the fp32 source model over held-out windows, and task accuracy per thinking budget for bundle and fp32 side by
-side. The JSON is the single result; Markdown and plots are rendered from it (runtimes/bench/report.py).
+side. The JSON is the single result; Markdown and plots are rendered from it (runtimes/eval/bench/report.py).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def _speed_worker(bundle: str, threads: int | None, prompt_lengths: Sequence[int
 def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int], new_tokens: int, runs: int,
                   meter_kind: str = "auto") -> dict:
     """Latency per prompt length, decode speed, peak RSS and (where a meter exists) measured decode energy."""
-    from runtimes.bench.energy import available_meter, measured
+    from runtimes.eval.bench.energy import available_meter, measured
     from runtimes.bundle import load_backend
-    from runtimes.latency import one_run
+    from runtimes.eval.latency import one_run
 
     backend = load_backend(bundle, threads=threads)
     vocab = read_vocab(bundle)
@@ -114,7 +114,7 @@ def read_tasks(spec: str, n: int) -> tuple[list[dict], str]:
     """Question/answer items: 'arithmetic' (tiny's held-out problems, numeric match) or a .jsonl file of
     {"question", "answer", optional "match": "exact"|"numeric"}."""
     if spec == "arithmetic":
-        from calibration.arithmetic import heldout_problems
+        from runtimes.eval.arithmetic import heldout_problems
 
         return [{"question": p.question, "answer": str(p.answer), "match": "numeric"}
                 for p in heldout_problems(n)], "arithmetic (held-out, seed 1234)"
@@ -166,7 +166,7 @@ def task_accuracy(backend, tokenizer, items: list[dict], budget: int | None, max
 
 def heldout_text_windows(tokenizer, text_file: str | None, n: int, length: int) -> tuple[list[list[int]], str]:
     if text_file is None:
-        from runtimes.quality import heldout_windows
+        from runtimes.eval.quality import heldout_windows
 
         return heldout_windows(tokenizer, n, length), "arithmetic chats with working (held-out, seed 1234)"
     path = Path(text_file)
@@ -186,7 +186,7 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
           progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from runtimes.bench.energy import estimate, import_android, load_profiles
+    from runtimes.eval.bench.energy import estimate, import_android, load_profiles
     from runtimes.bundle import read_manifest
     from runtimes.tokenizer import QwenTokenizer
 
@@ -276,7 +276,7 @@ def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows
               budgets) -> dict:
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.bundle import load_backend
-    from runtimes.quality import teacher_forced
+    from runtimes.eval.quality import teacher_forced
 
     source = against or manifest["source_model"]["id"]
     max_len = manifest["max_seq_len"]

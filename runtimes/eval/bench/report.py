@@ -51,7 +51,7 @@ def markdown(result: dict) -> str:
     if estimates:
         lines += ["", f"Energy marked `estimate` is not a measurement: DRAM bytes and operations per decoded token "
                       f"times the constants of SoC profile {', '.join(estimates)} "
-                      "(runtimes/bench/soc_profiles.json, with their sources)."]
+                      "(runtimes/eval/bench/soc_profiles.json, with their sources)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""`python -m exporter bench-peers`: our exporter against the toolchains a user would pick instead, in one run.
+"""`python -m tools.bench_peers`: our exporter against the toolchains a user would pick instead, in one run.
 
 One Hugging Face checkpoint is exported four ways, each in a child process (wall time, and peak RSS from
 wait4, which covers the child's own children):
@@ -186,7 +186,7 @@ def measure_bandwidth(threads: Sequence[int], work: Path) -> dict[str, float | s
     """GB/s per thread count from bandwidth.c, or why it could not be measured."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        return {str(t): "no C compiler (cc) to build runtimes/bench/bandwidth.c" for t in threads}
+        return {str(t): "no C compiler (cc) to build runtimes/eval/bench/bandwidth.c" for t in threads}
     binary = work / "bandwidth"
     built = subprocess.run([compiler, "-O2", "-fopenmp", str(HERE / "bandwidth.c"), "-o", str(binary)],
                            capture_output=True, text=True)
@@ -205,7 +205,7 @@ def _spread(values: list[float]) -> dict:
 
 
 def _summary(results: list[dict], prompt_len: int, new_tokens: int, runs: int) -> dict:
-    from runtimes.bench import peak_rss_bytes
+    from runtimes.eval.bench import peak_rss_bytes
 
     return {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "runs": runs,
             **{k: _spread([r[k] for r in results]) for k in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
@@ -215,7 +215,7 @@ def _summary(results: list[dict], prompt_len: int, new_tokens: int, runs: int) -
 
 
 def _genai_run(og, model, prompt: list[int], new_tokens: int) -> dict:
-    from runtimes.latency import timed
+    from runtimes.eval.latency import timed
 
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
@@ -249,7 +249,7 @@ def measure_one(kind: str, path: str, threads: int, prompt_len: int, new_tokens:
         finally:
             shutil.rmtree(copy, ignore_errors=True)
         return _summary(results, prompt_len, new_tokens, runs)
-    from runtimes.latency import one_run
+    from runtimes.eval.latency import one_run
 
     if kind == "pte":
         from runtimes.backends.executorch import ExecuTorchBackend, _runtime
@@ -266,7 +266,7 @@ def measure_one(kind: str, path: str, threads: int, prompt_len: int, new_tokens:
 
 def _measure_in_child(python: str, kind: str, path: Path, threads: int, prompt_len: int, new_tokens: int,
                       runs: int, vocab: int) -> dict:
-    cmd = [python, "-m", "runtimes.bench.peers", kind, str(path), str(threads), str(prompt_len), str(new_tokens),
+    cmd = [python, "-m", "tools.bench_peers", kind, str(path), str(threads), str(prompt_len), str(new_tokens),
            str(runs), str(vocab)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -345,7 +345,7 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
         t = row["latency"]["threads"]
         peers = [r["latency"]["decode_tokens_per_s"] for r in rows if r["peer"] and r["latency"]["threads"] == t]
         row["vs_faster_peer"] = row["latency"]["decode_tokens_per_s"] / max(peers) if peers else None
-    return {"created_by": "python -m exporter bench-peers", "date": time.strftime("%Y-%m-%d"),
+    return {"created_by": "python -m tools.bench_peers", "date": time.strftime("%Y-%m-%d"),
             "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
                         "processor": platform.processor() or "unknown"},
             "model": str(model),
@@ -382,6 +382,56 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # the measuring child: python -m runtimes.bench.peers KIND PATH THREADS PROMPT NEW RUNS VOCAB
-    kind, path, *numbers = sys.argv[1:8]
-    print(json.dumps(measure_one(kind, path, *map(int, numbers))))
+def main(argv: list[str] | None = None) -> int:
+    """python -m tools.bench_peers --model DIR --work DIR [...]: one line on stderr and exit 2 for user errors."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_peers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="DIR", help="a local Hugging Face Qwen3 checkpoint, e.g. "
+                                                                      "one from make-model --shape 0.6b")
+    parser.add_argument("--work", required=True, metavar="DIR", help="where the four artifacts and the log go")
+    parser.add_argument("--threads", default="1,2", metavar="N,N", help="thread counts (default: 1,2)")
+    parser.add_argument("--group-size", type=int, default=128, metavar="G",
+                        help="int4 group / block size for all (default: 128, export_llm's)")
+    parser.add_argument("--prompt-tokens", type=int, default=128, metavar="N", help="prompt length (default: 128)")
+    parser.add_argument("--new-tokens", type=int, default=128, metavar="N", help="greedy new tokens (default: 128)")
+    parser.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
+    parser.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {', '.join(ARTIFACTS)}")
+    parser.add_argument("--genai-python", metavar="PYTHON", help="an interpreter with onnxruntime-genai "
+                                                                 "(default: this one; pip install -e '.[peers]')")
+    parser.add_argument("--no-export", action="store_true", help="measure the artifacts already in --work")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
+    args = parser.parse_args(argv)
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        print(f"error: --threads takes comma-separated integers, not {args.threads!r}", file=sys.stderr)
+        return 2
+    try:
+        from runtimes.checkpoint import resolve_model_dir
+
+        model = str(resolve_model_dir(args.model)) if args.model == "tiny" else args.model
+        result = compare(model, args.work, threads=threads, group=args.group_size, prompt_len=args.prompt_tokens,
+                         new_tokens=args.new_tokens, runs=args.runs, genai_python=args.genai_python,
+                         export=not args.no_export, only=args.only.split(",") if args.only else ARTIFACTS)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = markdown(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        # the measuring child: python -m tools.bench_peers KIND PATH THREADS PROMPT NEW RUNS VOCAB
+        kind, path, *numbers = sys.argv[1:8]
+        print(json.dumps(measure_one(kind, path, *map(int, numbers))))
+    else:
+        sys.exit(main())

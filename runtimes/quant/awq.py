@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from exporter.quant.rtn import QuantizedTensor, fake_quantize, quantize
+from runtimes.quant.rtn import QuantizedTensor, fake_quantize, quantize
 
 
 @dataclass
@@ -119,19 +119,19 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
     """
     from tqdm import tqdm
 
-    from exporter.model import rope_tables
+    from runtimes.model import rope_tables
 
     args = model.args
     seq_len = tokens.shape[1]
     cos, sin = rope_tables(args.head_dim, seq_len, args.rope_theta)
-    cos, sin = cos[None, None].to(device), sin[None, None].to(device)
+    cos, sin = cos[None, :, None].to(device), sin[None, :, None].to(device)
     mask = torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device))[None, None]
     input_pos = torch.arange(seq_len, device=device)
     x = model.embed_tokens(tokens).float().to(device)
     quantized, report = {}, AWQReport()
     for index, block in enumerate(tqdm(model.layers, desc="AWQ", unit="block", disable=not progress)):
         attn, mlp = block.self_attn, block.mlp
-        cache, attn.kv_cache = attn.kv_cache, None
+        cache, attn.attend.kv_cache = attn.attend.kv_cache, None
         stored_dtype = attn.q_proj.weight.dtype
         block.to(device=device, dtype=torch.float32)  # search and fold in fp32, one block at a time
         forward = lambda part: block(part, cos, sin, mask, input_pos)  # noqa: E731
@@ -162,5 +162,5 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
                                                                               cfg.symmetric, clip))
                 module.to(stored_dtype)  # its quantized copy is what counts now; the norms stay fp32
         block.to("cpu")
-        attn.kv_cache = cache
+        attn.attend.kv_cache = cache
     return quantized, report

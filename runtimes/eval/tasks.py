@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from calibration.arithmetic import Problem, parse_answer
+from runtimes.eval.arithmetic import Problem, parse_answer
 from runtimes.backends import Backend
 from runtimes.generate import run
 from runtimes.tokenizer import QwenTokenizer

@@ -1,6 +1,6 @@
 """Golden vectors for the demo apps: what the Python runtime renders, tokenizes, forces and generates.
 
-    python -m runtimes.golden --model tiny --out tests/golden/tiny.json --bundle-out tests/golden/bundle
+    python -m tools.golden --model tiny --out tests/golden/tiny.json --bundle-out tests/golden/bundle
 
 The Android and iOS cores replay these to prove they mirror the runtime (template, tokenizer,
 thinking budget, greedy decoding) without reinventing it.
@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from calibration.arithmetic import Problem
+from runtimes.eval.arithmetic import Problem
 from runtimes.thinking import STOP_THINKING_TEXT
 
 CASES = (
@@ -32,7 +32,7 @@ CASES = (
 
 
 def golden_vectors(model: str = "tiny", max_new_tokens: int = 16) -> dict:
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.chat import render
     from runtimes.generate import prepare_prompt, run
@@ -65,7 +65,7 @@ def golden_vectors(model: str = "tiny", max_new_tokens: int = 16) -> dict:
 def write_fixture_bundle(out: Path, model: str = "tiny") -> None:
     """A small valid bundle (a 1 KB stand-in model file, the real tokenizer files and a real manifest) that the
     app cores' verifier tests tamper with, as tests/test_verify.py does with an exported one."""
-    from exporter.checkpoint import resolve_model_dir
+    from runtimes.checkpoint import resolve_model_dir
     from exporter.output import atomic_output_dir
 
     model_dir = resolve_model_dir(model)
@@ -75,9 +75,9 @@ def write_fixture_bundle(out: Path, model: str = "tiny") -> None:
 
 def _fixture(out: Path, model: str, model_dir: Path) -> None:
     from exporter.bundle import copy_tokenizer_files, write_manifest
-    from exporter.checkpoint import load_config
-    from exporter.model import ModelArgs
-    from exporter.quantize import config_sha256
+    from runtimes.checkpoint import load_config
+    from runtimes.model import ModelArgs
+    from runtimes.checkpoint import config_sha256
     from runtimes.tokenizer import QwenTokenizer
 
     (out / "model.bin").write_bytes(bytes(range(256)) * 4)

@@ -1,7 +1,7 @@
 """Why ExecuTorch's fp16 bundle of `tiny` is further from fp32 than ONNX Runtime's: emulate both kinds of fp16
 arithmetic on the fp32 edge module, over the parity prompts (prompt + the reference's continuation).
 
-    python -m tests.tools.fp16_sums
+    python -m tools.fp16_sums
 
 "fp16 storage" rounds weights, every linear's and norm's output and the residual stream to fp16 but sums
 each dot product in fp32; "fp16 running sums" also rounds the running sum after every multiply-add, as
@@ -13,10 +13,10 @@ import copy
 import numpy as np
 import torch
 
-from exporter.model import RMSNorm, from_pretrained
+from runtimes.model import RMSNorm, from_pretrained
 from runtimes.backends.reference import ReferenceBackend
 from runtimes.generate import prepare_prompt, run
-from runtimes.parity import CHAT_PROMPTS
+from runtimes.eval.parity import CHAT_PROMPTS
 from runtimes.tokenizer import QwenTokenizer
 
 
@@ -53,7 +53,7 @@ def fp16_running_sums(module):
 
 
 def main() -> None:
-    tok = QwenTokenizer("exporter/models/tiny")
+    tok = QwenTokenizer("runtimes/models/tiny")
     fp32, _ = from_pretrained("tiny", max_seq_len=256)
     sequences = []
     for text in CHAT_PROMPTS:

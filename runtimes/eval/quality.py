@@ -3,7 +3,7 @@
 Teacher-forced over held-out token windows: perplexity of both, KL(reference ‖ candidate) and
 top-1 agreement per position; optionally task accuracy per thinking budget.
 
-    python -m runtimes.quality --reference tiny --candidate QDIR [--tasks 500] [--json FILE]
+    python -m runtimes.eval.quality --reference tiny --candidate QDIR [--tasks 500] [--json FILE]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtimes.parity import log_softmax
+from runtimes.eval.parity import log_softmax
 
 
 def teacher_forced(candidate, reference, windows: Sequence[Sequence[int]]) -> dict:
@@ -45,7 +45,7 @@ def heldout_windows(tokenizer, n: int = 256, seq_len: int = 256) -> list[list[in
     from its start (cut at seq_len). One chat per window because that is what `tiny` was trained on: chats
     laid end to end put every chat after the first at positions and contexts it never saw, and their
     template tokens then dominate the perplexity."""
-    from calibration.arithmetic import heldout_problems
+    from runtimes.eval.arithmetic import heldout_problems
     from runtimes.chat import render
 
     return [tokenizer.encode(render([{"role": "user", "content": p.question},
@@ -55,9 +55,9 @@ def heldout_windows(tokenizer, n: int = 256, seq_len: int = 256) -> list[list[in
 
 
 def main() -> None:
-    from calibration.arithmetic import heldout_problems
-    from exporter.checkpoint import resolve_model_dir
-    from runtimes.accuracy import budget_curve
+    from runtimes.eval.arithmetic import heldout_problems
+    from runtimes.checkpoint import resolve_model_dir
+    from runtimes.eval.tasks import budget_curve
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.tokenizer import QwenTokenizer
 

@@ -137,14 +137,14 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
     """The fp32 edge module against transformers: teacher-forced logits, greedy tokens, KV-cache path."""
     from tqdm import tqdm
 
-    from exporter.checkpoint import resolve_model_dir
-    from exporter.model import from_pretrained
+    from runtimes.checkpoint import QUANT_RECIPE, resolve_model_dir
+    from runtimes.model import from_pretrained
     from runtimes.backends.reference import ReferenceBackend
 
     model_dir = resolve_model_dir(model)
-    if (model_dir / "quant_recipe.json").is_file():
+    if (model_dir / QUANT_RECIPE).is_file():
         raise UserError(f"{model} is a quantized checkpoint, which transformers cannot load; parity --model checks "
-                        "full-precision checkpoints (measure a quantized one with python -m runtimes.quality)")
+                        "full-precision checkpoints (measure a quantized one with python -m runtimes.eval.quality)")
     module, config = from_pretrained(model_dir, max_seq_len=8)  # caches re-made per prompt below
     prompts, source = read_prompts(prompts_file, model_dir / "tokenizer.json", config["vocab_size"], seed)
     hf_forward, hf_greedy = _hf_reference(model_dir)
@@ -191,23 +191,18 @@ CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?",
 
 
 def _bundle_reference(manifest: dict, reference_model: str | None):
-    """The parity reference of a bundle: its source model in fp32, fake-quantized exactly as recorded."""
-    from exporter.export import prepare
-    from exporter.quantize import apply_fake_quant, config_sha256
+    """The parity reference of a bundle: its source model in fp32, with the bundle's quantized weights
+    dequantized (fake-quant) and activations and scales rounded as its kernels do."""
     from runtimes.backends.reference import ReferenceBackend
+    from runtimes.checkpoint import config_sha256
+    from runtimes.quant.recipe import apply_fake_quant, reference_weights
 
     quant = manifest["quant"]
     source = reference_model or manifest["source_model"]["id"]
-    calib = quant.get("calibration") or {}
-    module, weights, fields, config, _ = prepare(
-        source, quant["name"], quant.get("group_size"), quant.get("symmetric", True),
-        quant.get("embedding", "int8"), calib.get("source", "builtin"), calib.get("samples", 128),
-        calib.get("seq_len", 512), manifest["max_seq_len"], progress=False)
+    module, weights, config = reference_weights(source, quant, manifest["max_seq_len"])
     if config_sha256(config) != manifest["source_model"]["config_sha256"]:
         raise UserError(f"{source} is not the model this bundle was exported from (config differs); "
                         "pass the right one with --reference")
-    if calib and (fields.get("calibration") or {}).get("sha256") != calib.get("sha256"):
-        raise UserError("AWQ calibration data differs from what the bundle recorded; pass the same --calib file")
     activations = quant.get("activations", "float")
     apply_fake_quant(module, weights, activations, quant.get("int4_scale_dtype", "float32"),
                      quant.get("int8_scale_dtype", "float32"))

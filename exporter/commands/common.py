@@ -1,0 +1,84 @@
+"""Arguments and small helpers that several commands share."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from runtimes.errors import UserError
+
+
+def model_argument(p: argparse.ArgumentParser, default: str | None = "tiny", required: bool = False) -> None:
+    p.add_argument("--model", default=None if required else default, required=required, metavar="DIR|HUB_ID|tiny",
+                   help="a Qwen3 checkpoint: a local Hugging Face directory (config.json + *.safetensors), a "
+                        "quantized checkpoint written by `quantize`, a hub id such as Qwen/Qwen3-0.6B (needs "
+                        f"network), or 'tiny', the bundled model (default: {default})")
+
+
+def quant_arguments(p: argparse.ArgumentParser) -> None:
+    """How weights are quantized: shared by export and quantize."""
+    p.add_argument("--group-size", type=int, choices=(32, 64, 128),
+                   help="int4 group size: smaller is more accurate and larger (default: the largest of 128, 64, 32 "
+                        "that divides every linear's input width; 128 for Qwen3 0.6B-4B, 64 for tiny)")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="int4 with a zero point per group (default: symmetric, which every target runs)")
+    p.add_argument("--embedding", default="int8", choices=("int8", "int4", "none"),
+                   help="the embedding / LM head table: int8 per row, int4 group-wise, or unquantized (default: int8)")
+    p.add_argument("--calib", default="builtin", metavar="builtin|arithmetic|FILE",
+                   help="AWQ calibration text: builtin (docs + chat arithmetic), arithmetic (tiny's problems), or a "
+                        ".txt / .jsonl file (default: builtin)")
+    p.add_argument("--samples", type=int, default=128, metavar="N", help="AWQ calibration windows (default: 128)")
+    p.add_argument("--seq-len", type=int, default=512, metavar="N", help="tokens per window (default: 512)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where AWQ's searches run; cuda takes one block at a time onto a GPU (default: cpu)")
+
+
+def out_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", metavar="DIR", help=f"{what} to write; it appears complete or not at all")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out when it is a directory this tool wrote (never the input model, ~, . or /)")
+
+
+def check_writable(path: str | None) -> None:
+    """Fail before the work, not after it, when a report file cannot be written."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+    if Path(path).is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
+
+
+def write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror}); check that its directory exists") from None
+
+
+def write_json(path: str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2))
+
+
+def int_list(text: str, flag: str, allow_none: bool = False) -> list:
+    """'32,128' → [32, 128]; with allow_none, 'none' (or 'unlimited') → None."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_none and part.lower() in ("none", "unlimited"):
+            values.append(None)
+            continue
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise UserError(f"{flag} takes comma-separated integers{' or none' if allow_none else ''}, "
+                            f"not {part!r}") from None
+    return values
+
+
+def check_device(device: str) -> str:
+    from runtimes.quant.recipe import check_device as check
+
+    return check(device)

@@ -1,0 +1,60 @@
+"""`python -m exporter [export]`: a checkpoint to one target's bundle, or to all three from one quantization."""
+
+from __future__ import annotations
+
+import argparse
+
+from exporter.commands.common import check_device, model_argument, out_arguments, quant_arguments
+from runtimes.errors import UserError
+
+SUMMARY = "export a checkpoint to one target or all (the default command)"
+TARGETS = ("onnx", "executorch", "coreml", "all")
+QUANTS = ("fp32", "fp16", "int8", "int4", "awq-int4", "8da4w")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model_argument(p)
+    p.add_argument("--target", choices=TARGETS,
+                   help="onnx: ONNX Runtime (CPU, mobile, NPU execution providers); executorch: a .pte for XNNPACK "
+                        "(or --delegate); coreml: a stateful .mlpackage for iOS 18 / macOS 15; all: the three, each in "
+                        "a subdirectory of --out")
+    p.add_argument("--quant", choices=QUANTS,
+                   help="fp32/fp16: unquantized; int8: per output channel; int4: group-wise round-to-nearest; "
+                        "awq-int4: activation-aware int4 (slow: its result is cached); 8da4w: ExecuTorch's name for int4 "
+                        "with 8-bit dynamic activations (default: int4, or a quantized --model's own recipe)")
+    quant_arguments(p)
+    p.add_argument("--max-seq-len", type=int, metavar="N",
+                   help="the context the bundle holds (default: 1024, or the model's maximum if smaller)")
+    p.add_argument("--profile", default="cpu", choices=("cpu", "npu"),
+                   help="onnx: cpu is one dynamic graph with ONNX Runtime's fused kernels; npu is static prefill and "
+                        "decode graphs of standard ops, as NPU execution providers (QNN) require (default: cpu)")
+    p.add_argument("--npu-chunk", type=int, default=32, metavar="N",
+                   help="onnx npu profile: tokens per prefill call (default: 32)")
+    p.add_argument("--activations", choices=("float", "int8"),
+                   help="how int4 linears see their input on onnx: float (exact to the fake-quant weights) or int8 "
+                        "(faster; ONNX Runtime quantizes per weight group). executorch quantized linears are always "
+                        "int8 (XNNPACK's only low-bit kernels); coreml is float")
+    p.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "coreml", "qnn"),
+                   help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
+                        "needs the QNN SDK) (default: xnnpack)")
+    out_arguments(p, "the bundle directory (with --target all, one subdirectory per target)")
+
+
+def run(args) -> int:
+    # --target/--out are checked here, not by argparse, so that a mistyped flag is the error reported first
+    missing = [flag for flag, value in (("--target", args.target), ("--out", args.out)) if value is None]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} required, e.g. python -m exporter --model tiny --target onnx "
+                        "--quant int4 --out dist/tiny-onnx")
+    from exporter.export import export
+
+    summary = export(args.model, args.target, args.quant, args.out, group_size=args.group_size,
+                     symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
+                     seq_len=args.seq_len, max_seq_len=args.max_seq_len, profile=args.profile,
+                     npu_chunk=args.npu_chunk, delegate=args.delegate, activations=args.activations,
+                     overwrite=args.overwrite, device=check_device(args.device))
+    print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
+          f"{summary['out']} in {summary['seconds']:.1f}s")
+    for digest in summary["manifest_sha256"]:  # to pin in an app: it proves the manifest is the one exported
+        print(f"manifest sha256: {digest}")
+    return 0

@@ -1,0 +1,57 @@
+"""`python -m exporter parity`: a bundle against its reference, or the edge module against transformers."""
+
+from __future__ import annotations
+
+import argparse
+
+from exporter.commands.common import check_writable, write_json
+from runtimes.errors import UserError
+
+SUMMARY = "compare a bundle, or the edge module itself, against its reference"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bundle", metavar="DIR", help="a bundle: compared with the fp32 model or, when quantized, "
+                                                       "with the fake-quant reference of its own weights")
+    which.add_argument("--model", metavar="DIR|HUB_ID|tiny",
+                       help="a checkpoint: our fp32 module compared with transformers' Qwen3ForCausalLM")
+    p.add_argument("--prompts", metavar="FILE", help="one prompt per line (default: built-in prompts)")
+    p.add_argument("--new-tokens", type=int, default=32, metavar="N", help="greedy tokens per prompt (default: 32)")
+    p.add_argument("--thinking-budget", type=int, metavar="N",
+                   help="thinking budget of the compared chat generations, --bundle only (default: 32)")
+    p.add_argument("--reference", metavar="DIR|QDIR",
+                   help="the model (or quantized checkpoint) the bundle came from (default: what its manifest names)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| (default: 1e-3)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+
+
+def run(args) -> int:
+    if args.new_tokens < 1:
+        raise UserError("--new-tokens must be >= 1")
+    if args.thinking_budget is not None and args.thinking_budget < 0:
+        raise UserError("--thinking-budget must be >= 0 (0 turns thinking off)")
+    check_writable(args.json)
+    if args.bundle:
+        from runtimes.eval.parity import bundle_parity
+
+        budget = 32 if args.thinking_budget is None else args.thinking_budget
+        report = bundle_parity(args.bundle, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance,
+                               thinking_budget=budget, reference_model=args.reference)
+    else:
+        from runtimes.eval.parity import model_parity
+
+        report = model_parity(args.model, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance)
+    if args.json:
+        write_json(args.json, report)
+    against = f" against {report['reference']}" if args.bundle else ""
+    kv = f", KV-cache vs recompute {report['kv_cache_max_abs_diff']:.2e}" if "kv_cache_max_abs_diff" in report else ""
+    flips = ""
+    if report["top1_disagreements"]:
+        flips = (f" ({report['top1_disagreements']} disagreements, where the reference's top two logits were at "
+                 f"most {report['max_disagreement_margin']:.3g} apart)")
+    print(f"parity {'PASSED' if report['passed'] else 'FAILED'}{against}: {len(report['prompts'])} prompts "
+          f"({report['prompt_source']}), greedy match {report['greedy_token_match']:.3f}, "
+          f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}{flips}, "
+          f"max |dlogit| {report['max_abs_logit_diff']:.2e}, mean KL {report['mean_kl']:.2e}{kv}")
+    return 0 if report["passed"] else 1

@@ -1,0 +1,35 @@
+"""`python -m exporter quantize`: quantize once into a quantized checkpoint (QDIR) that every target reuses."""
+
+from __future__ import annotations
+
+import argparse
+
+from exporter.commands.common import check_device, model_argument, out_arguments, quant_arguments
+
+SUMMARY = "write a quantized checkpoint once, for every target to reuse"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model_argument(p)
+    p.add_argument("--quant", required=True, choices=("int8", "int4", "awq-int4"),
+                   help="int8: per output channel; int4: group-wise round-to-nearest; awq-int4: activation-aware "
+                        "scaling and clipping searched on calibration data, then int4")
+    quant_arguments(p)
+    out_arguments(p, "the quantized checkpoint")
+
+
+def run(args) -> int:
+    from exporter.quantize import quantize_checkpoint
+    from runtimes.errors import UserError
+
+    if args.out is None:
+        raise UserError("--out is required, e.g. python -m exporter quantize --model tiny --quant int4 --out q-tiny")
+    summary = quantize_checkpoint(args.model, args.quant, args.out, group_size=args.group_size,
+                                  symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib,
+                                  samples=args.samples, seq_len=args.seq_len, overwrite=args.overwrite,
+                                  device=check_device(args.device))
+    recipe = summary["recipe"]
+    group = f", group {recipe['group_size']}" if recipe["group_size"] else ""
+    print(f"wrote {recipe['method']} int{recipe['bits']}{group} checkpoint ({summary['quantized_weights']} weights "
+          f"quantized, embedding {recipe['embedding']}) to {summary['out']} in {summary['seconds']:.1f}s")
+    return 0

@@ -1,0 +1,37 @@
+"""`python -m exporter verify`: a bundle's contract, then its entry points on the backend here."""
+
+from __future__ import annotations
+
+import argparse
+
+from exporter.commands.common import check_writable, write_json
+
+SUMMARY = "check a bundle's manifest, files and paths, then run it briefly"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, metavar="DIR", help="the bundle to verify")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--no-run", action="store_true", help="check the files and manifest only")
+
+
+def run(args) -> int:
+    """One line per problem; exit 1 when the bundle is bad."""
+    from runtimes.verify import verify
+
+    check_writable(args.json)
+    result = verify(args.bundle, run=not args.no_run)
+    if args.json:
+        write_json(args.json, result)
+    for problem in result["problems"]:
+        print(f"{args.bundle}: {problem['message']}")
+    for note in result["notes"]:
+        print(f"{args.bundle}: note: {note}")
+    if not result["ok"]:
+        return 1
+    if result["ran"]:
+        print(f"{args.bundle}: OK; a short greedy generation ran ({result['generation']!r})")
+    else:
+        why = "--no-run" if args.no_run else "see the note above"
+        print(f"{args.bundle}: files and manifest OK; entry points not run ({why})")
+    return 0
