@@ -54,10 +54,10 @@ def _adb_devices() -> list[str]:
 
 
 def deploy_android(bundle: str, app_dir: str) -> list[str]:
-    src = _verified(bundle, "executorch", "Android", "ExecuTorch")
     app = Path(app_dir)
     if not (app / "settings.gradle.kts").is_file():
         raise UserError(f"{app_dir} is not the Android demo (no settings.gradle.kts); pass --android android-demo")
+    src = _verified(bundle, "executorch", "Android", "ExecuTorch")
     devices = _adb_devices()
     remote = f"{ANDROID_DIR}/{src.name}"
     if len(devices) == 1:

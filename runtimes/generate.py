@@ -10,6 +10,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from runtimes.backends import Backend
@@ -47,9 +48,15 @@ class Event:
     result: GenerationResult | None = None
 
 
-def peak_memory_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. On Linux from VmHWM, which restarts at exec: getrusage's ru_maxrss
+    survives exec, so a child started from a large parent would report the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def prepare_prompt(tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None,
@@ -130,7 +137,7 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
         finish_reason=finish, ttft_ms=1000 * ((first_token_at or end) - start),
         prefill_tokens_per_s=len(prompt) / prefill_s if prefill_s else 0.0,
         decode_tokens_per_s=decode_steps / (end - first_token_at) if first_token_at and end > first_token_at else 0.0,
-        peak_memory_mb=peak_memory_mb(), token_ids=generated,
+        peak_memory_mb=peak_rss_bytes() / (1 << 20), token_ids=generated,
     )
     yield Event("done", result=result)
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from runtimes.eval.bench import energy, is_correct, read_tasks
+from runtimes.eval.bench import energy
+from runtimes.eval.tasks import is_correct, read_tasks
 from runtimes.errors import UserError
 from tests.conftest import run_cli
 
@@ -69,7 +70,7 @@ def test_powermetrics_samples_are_integrated():
 
 
 def test_android_record_is_integrated(tmp_path):
-    record = {"device": "Pixel 8", "tokens": 10, "samples": [
+    record = {"device": "Pixel 8", "bundle": "tiny-et", "tokens": 10, "samples": [
         {"t_ms": 0, "current_ua": -500_000, "voltage_mv": 4000},
         {"t_ms": 1000, "current_ua": -700_000, "voltage_mv": 4000}]}
     path = tmp_path / "energy.json"
@@ -77,9 +78,11 @@ def test_android_record_is_integrated(tmp_path):
     result = energy.import_android(path)
     assert result["joules"] == pytest.approx(2.4)  # mean 0.6 A x 4 V x 1 s
     assert (result["joules_per_token"], result["source"]) == (pytest.approx(0.24), "android")
-    path.write_text("{}")
-    with pytest.raises(UserError, match="not an Android energy record"):
-        energy.import_android(path)
+    assert result["bundle"] == "tiny-et"
+    for broken in ({}, {**record, "bundle": None, "samples": [{"t_ms": 0}]}, [1]):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(UserError, match="not an Android energy record"):
+            energy.import_android(path)
 
 
 def test_estimate_is_labelled_and_scales_with_traffic():
@@ -117,6 +120,12 @@ def onnx_bundle(tmp_path_factory):
 
 @pytest.mark.slow
 def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
+    import numpy as np
+
+    from runtimes.bundle import read_manifest
+    from runtimes.generate import peak_rss_bytes
+
+    ballast = np.ones(600 << 20, dtype=np.uint8)  # this process now peaks past 600 MB; the measuring child must not
     report = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--json", str(report), "--markdown",
                            str(tmp_path / "bench.md"), "--plots", str(tmp_path / "plots"), "--runs", "1",
@@ -126,7 +135,9 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     result = json.loads(report.read_text())
     row = result["bundles"][0]
     assert (row["target"], row["quant"]) == ("onnx", "int8")
-    assert row["size_bytes"] > 0 and row["memory"]["peak_rss_bytes"] > row["size_bytes"]
+    assert row["size_bytes"] == sum(f["bytes"] for f in read_manifest(onnx_bundle)["files"].values())
+    # speed and memory were measured in a fresh process: its peak is its own, not this one's (VmHWM, not ru_maxrss)
+    assert row["memory"]["peak_rss_bytes"] < peak_rss_bytes() - 400e6 and ballast.sum() > 0
     assert [b["prompt_tokens"] for b in row["latency"]["by_prompt_length"]] == [16, 32]
     assert all(b["decode_tokens_per_s"]["median"] > 0 for b in row["latency"]["by_prompt_length"])
     for key in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "decode_ms_p50", "decode_ms_p95"):
@@ -136,7 +147,11 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     assert accuracy["fp_model"] == "tiny" and 0.99 <= accuracy["top1_agreement_vs_fp"] <= 1
     assert accuracy["kl_vs_fp"] < 1e-2 and accuracy["perplexity"] > 1
     assert [t["thinking_budget"] for t in accuracy["task"]] == [0, "unlimited"]
-    assert all(t["n"] == 4 and 0 <= t["accuracy"] <= 1 and 0 <= t["fp_accuracy"] <= 1 for t in accuracy["task"])
+    # tiny answers ~96% of held-out problems with unlimited thinking: budgets must reach the model, and int8 is
+    # within a problem of fp32
+    unlimited = accuracy["task"][1]
+    assert unlimited["n"] == 4 and unlimited["fp_accuracy"] >= 0.75, accuracy["task"]
+    assert all(abs(t["accuracy"] - t["fp_accuracy"]) <= 0.25 for t in accuracy["task"]), accuracy["task"]
     markdown = (tmp_path / "bench.md").read_text()
     assert "tiny-onnx-int8" in markdown and "estimate: lpddr5x-4nm-cpu" in markdown and markdown in out
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
@@ -154,6 +169,25 @@ def test_bench_bad_options_are_one_line(onnx_bundle, capsys, argv, message):
     code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--runs", "1", "--new-tokens", "4",
                            "--prompt-lengths", "8", "--windows", "1", "--problems", "1", *argv)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_named_energy_meter_that_cannot_be_read_is_an_error(onnx_bundle, capsys, monkeypatch):
+    def unreadable(*args, **kwargs):
+        raise OSError("no RAPL domains under /sys/class/powercap")
+
+    monkeypatch.setattr(energy, "RaplMeter", unreadable)
+    code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--energy", "rapl", "--no-accuracy")
+    assert code == 2 and "--energy rapl: this machine has no readable rapl meter" in err
+
+
+def test_an_android_record_counts_only_for_the_bundle_it_names(onnx_bundle, capsys, tmp_path):
+    record = tmp_path / "energy.json"
+    record.write_text(json.dumps({"device": "Pixel 8", "bundle": "tiny-et", "tokens": 10, "samples": [
+        {"t_ms": 0, "current_ua": -500_000, "voltage_mv": 4000}, {"t_ms": 1000, "current_ua": -700_000,
+                                                                  "voltage_mv": 4000}]}))
+    code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--android-energy", str(record),
+                           "--no-accuracy")
+    assert code == 2 and "records bundle 'tiny-et', which is none of the --bundle directories" in err
 
 
 def test_bench_rejects_a_directory_that_is_not_a_bundle(capsys, tmp_path):

@@ -1,6 +1,5 @@
 """Every bad input gets one line on stderr that says what to do, and exit code 2; never a traceback."""
 
-import json
 
 import pytest
 from safetensors.torch import save_file

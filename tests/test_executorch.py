@@ -11,7 +11,7 @@ from runtimes.quant.recipe import QuantRecipe, quantize_module
 from runtimes.bundle import load_backend, read_manifest, check_files
 from tests.conftest import SMALL, run_cli
 
-pytest.importorskip("executorch")
+import executorch  # noqa: F401  (a required backend: its absence fails the run, it is never skipped)
 
 # int4 and 8da4w lower to the same program (RTN int4 weights, 8-bit dynamic activations): 8da4w stands for both
 QUANTS = ("fp32", "fp16", "int8", "8da4w")
@@ -94,7 +94,7 @@ def test_program_carries_llm_runner_metadata(bundles, tiny_tokenizer):
 
 def test_stock_llm_runner_generates_the_same_tokens(bundles, tiny_tokenizer):
     """ExecuTorch's own C++ text runner (as its Android/iOS LLM APIs use) runs our .pte with our tokenizer.json."""
-    runner_mod = pytest.importorskip("executorch.extension.llm.runner")
+    import executorch.extension.llm.runner as runner_mod
     from runtimes.chat import render
     from runtimes.generate import run
 
@@ -191,7 +191,7 @@ def test_qnn_without_its_sdk_says_what_to_install(capsys, tmp_path, monkeypatch)
 
 def test_coreml_delegate_puts_the_linears_in_core_ml(small_module, tmp_path, capsys):
     """Lowered here (coremltools converts on Linux); not executed: the Core ML delegate runs on Apple devices."""
-    pytest.importorskip("coremltools")
+    import coremltools  # noqa: F401
     from exporter.targets.executorch import delegation, lower
 
     weights = quantize_module(small_module, QuantRecipe.for_quant("int4", group_size=32))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.make_model import SHAPES, write_random_checkpoint
+from exporter.make_model import write_random_checkpoint
 from runtimes.model import from_pretrained
 from runtimes.backends.reference import ReferenceBackend
 from runtimes.eval.parity import logit_metrics, model_parity, summarize

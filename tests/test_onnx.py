@@ -11,7 +11,7 @@ from exporter.make_model import SHAPES
 from runtimes.quant.packing import unpack_int4
 from runtimes.quant.recipe import QuantRecipe, quantize_module
 from runtimes.model import from_pretrained
-from runtimes.bundle import load_backend, read_manifest, check_files
+from runtimes.bundle import check_files, read_manifest
 from tests.conftest import run_cli
 
 

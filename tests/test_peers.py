@@ -5,11 +5,11 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from exporter.make_model import SHAPES
 from tools.bench_peers import _onnx_streamed_bytes, et_params
-from tests.conftest import run_cli
+
 
 
 def test_streamed_bytes_leave_out_only_what_a_step_gathers(tmp_path):

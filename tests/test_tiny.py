@@ -1,14 +1,13 @@
 """The bundled `tiny` reasoner end to end: transformers agreement, thinking budget, chat CLI, golden vectors."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from runtimes.eval.arithmetic import heldout_problems, parse_answer
+from runtimes.eval.arithmetic import heldout_problems
 from runtimes.checkpoint import resolve_model_dir
-from runtimes.eval.tasks import arithmetic_accuracy
+from runtimes.eval.tasks import arithmetic_items, first_number, task_accuracy
 from runtimes.backends.reference import ReferenceBackend
 from runtimes.generate import run
 from tests.conftest import ROOT, run_cli
@@ -54,7 +53,7 @@ def test_budget_8_caps_reasoning_and_still_answers(backend, tiny_tokenizer):
         assert r.reasoning_tokens <= 8
         assert r.stopped_by_budget == (r.reasoning_tokens == 8)
         assert r.stopped_by_budget  # every working is longer than 8 tokens
-        assert parse_answer(r.content) is not None, r.content
+        assert first_number(r.content) is not None, r.content
 
 
 def test_no_think_has_no_reasoning_and_unlimited_closes_by_itself(backend, tiny_tokenizer):
@@ -68,8 +67,8 @@ def test_no_think_has_no_reasoning_and_unlimited_closes_by_itself(backend, tiny_
 
 def test_thinking_helps(backend, tiny_tokenizer):
     problems = heldout_problems(60)
-    thinking = arithmetic_accuracy(backend, tiny_tokenizer, problems, None)["accuracy"]
-    direct = arithmetic_accuracy(backend, tiny_tokenizer, problems, 0)["accuracy"]
+    thinking = task_accuracy(backend, tiny_tokenizer, arithmetic_items(problems), None)["accuracy"]
+    direct = task_accuracy(backend, tiny_tokenizer, arithmetic_items(problems), 0)["accuracy"]
     assert thinking >= 0.85 and direct < thinking - 0.2
 
 

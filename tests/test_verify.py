@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from runtimes.bundle import manifest_digest_line, unsafe_path
-from runtimes.verify import verify
+
 from tests.conftest import run_cli
 
 

@@ -200,15 +200,12 @@ def measure_bandwidth(threads: Sequence[int], work: Path) -> dict[str, float | s
 
 
 # -- latency, one protocol for all ------------------------------------------------------------------------
-def _spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def _summary(results: list[dict], prompt_len: int, new_tokens: int, runs: int) -> dict:
-    from runtimes.eval.bench import peak_rss_bytes
+    from runtimes.eval.latency import spread
+    from runtimes.generate import peak_rss_bytes
 
     return {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "runs": runs,
-            **{k: _spread([r[k] for r in results]) for k in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
+            **{k: spread([r[k] for r in results]) for k in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
             "decode_ms_p50": statistics.median(r["per_token_ms_p50"] for r in results),
             "decode_ms_p95": statistics.median(r["per_token_ms_p95"] for r in results),
             "peak_rss_bytes": peak_rss_bytes()}

@@ -34,6 +34,7 @@ MIX = {"thinking": 0.45, "non_thinking": 0.2, "truncated": 0.35}
 # examples are cut early, and accuracy at budget 8 fell below answering without thinking (26.0% vs 31.6%).
 STAGE2_MIX = {"thinking": 0.25, "non_thinking": 0.1, "truncated": 0.65}
 STAGE2_EARLY_CUT = 0.8  # share of stage-2 truncated examples cut within the first EARLY_CUT_TOKENS
+CURVE_BUDGETS = (0, 8, 16, 32, 64, 128, None)  # the accuracy-vs-budget curve of the model card (None: unlimited)
 EARLY_CUT_TOKENS = 10  # budget 8 ends one 7-token step in (after the "\n" that opens the working)
 MODEL_CONFIG = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 192,
@@ -198,7 +199,7 @@ def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> li
     """The budget curve through the project's own runtime: on the held-out problems (writes eval.json), or
     with `fresh_seed` on problems of that seed that neither training (per training.json) nor the held-out set
     drew, a second check for a recipe chosen on the held-out set (prints only)."""
-    from runtimes.eval.tasks import budget_curve
+    from runtimes.eval.tasks import arithmetic_items, budget_curve
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.tokenizer import QwenTokenizer
 
@@ -211,7 +212,7 @@ def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> li
             seen.update(stage_problems(stage["examples"], stage["seed"]))
         chosen = problems(n, seed=fresh_seed, exclude=seen)
     backend = ReferenceBackend.from_model(str(model_dir), max_seq_len=MODEL_CONFIG["max_position_embeddings"])
-    curve = budget_curve(backend, QwenTokenizer(model_dir), chosen)
+    curve = budget_curve(backend, QwenTokenizer(model_dir), arithmetic_items(chosen), CURVE_BUDGETS)
     if fresh_seed is None:
         (model_dir / "eval.json").write_text(json.dumps({
             "command": f"python -m tools.train_tiny --evaluate {model_dir} --problems {n}",

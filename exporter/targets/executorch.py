@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from runtimes.backends.executorch import load_kernels
 from runtimes.model import Qwen3, share_weights
 from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
@@ -45,13 +46,6 @@ ACTIVATIONS = "int8-dynamic-per-token"
 INT4_SCALE_DTYPE = "bfloat16"  # XNNPACK's qb4w kernels keep group scales in bf16 (the partitioner converts them)
 DELEGATES = ("xnnpack", "coreml", "qnn")
 STATIC_DELEGATES = ("coreml",)  # delegates that need the static single-token program
-
-
-def _load_custom_ops() -> None:
-    """Register ExecuTorch's LLM ops (update_cache, custom_sdpa) and quantized kernels (embedding_byte) with torch."""
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import-time deprecation notice
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-    import executorch.kernels.quantized  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -182,7 +176,8 @@ def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_l
     """The program to torch.export: quantized linears as torchao tensors (unwrapped for export)."""
     from torchao.utils import unwrap_tensor_subclass
 
-    _load_custom_ops()
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import-time deprecation notice
+    load_kernels()
     dtype = torch.float16 if fp16 else torch.float32
     # static single-token programs (Core ML) keep weight-only linears: Core ML has no dynamically quantized ones
     model = for_executorch(module, quantized, max_seq_len, dtype, dynamic=not single_token)

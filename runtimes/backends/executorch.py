@@ -15,18 +15,23 @@ import numpy as np
 from runtimes.errors import UserError
 
 
-def _runtime():
+def load_kernels() -> None:
+    """Register the kernels our programs call beyond ExecuTorch's portable ones, with torch (export) and with the
+    runtime (loading): the LLM ops (llama::update_cache, llama::custom_sdpa) and the quantized kernels
+    (quantized_decomposed::embedding_byte / embedding_4bit). An app's ExecuTorch build must link the same:
+    its LLM custom-ops and quantized-kernels libraries, with XNNPACK."""
     try:
         import torch  # noqa: F401  (the pybindings need libtorch loaded first)
-
-        # the program calls ExecuTorch's LLM ops (update_cache, custom_sdpa) and quantized kernels
-        # (embedding_byte): loading these libraries registers them with the runtime
         import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
         import executorch.kernels.quantized  # noqa: F401
-        from executorch.extension.pybindings import portable_lib
     except ImportError as exc:
-        raise UserError(f"this bundle runs on ExecuTorch, which is not installed here ({exc}); "
-                        "pip install 'qwen-edge[executorch]'") from None
+        raise UserError(f"ExecuTorch is not installed here ({exc}); pip install 'qwen-edge[executorch]'") from None
+
+
+def _runtime():
+    load_kernels()
+    from executorch.extension.pybindings import portable_lib
+
     return portable_lib
 
 

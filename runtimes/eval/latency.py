@@ -12,6 +12,11 @@ import time
 import numpy as np
 
 
+def spread(values: list[float]) -> dict:
+    """The protocol's summary of repeated runs: median with [min, max]."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def one_run(backend, prompt: list[int], new_tokens: int) -> dict:
     backend.reset()
     state = {}
@@ -41,15 +46,3 @@ def timed(first_token, next_token, prompt_len: int, new_tokens: int) -> dict:
             "decode_tokens_per_s": (new_tokens - 1) / (end - first),
             "per_token_ms_p50": 1000 * float(np.percentile(per_token, 50)),
             "per_token_ms_p95": 1000 * float(np.percentile(per_token, 95))}
-
-
-def measure(backend, prompt_len: int = 128, new_tokens: int = 128, runs: int = 3, vocab: int = 1000,
-            seed: int = 0) -> dict:
-    prompt = np.random.default_rng(seed).integers(0, vocab, prompt_len).tolist()
-    one_run(backend, prompt, new_tokens)  # warm-up
-    results = [one_run(backend, prompt, new_tokens) for _ in range(runs)]
-    summary = {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "runs": runs}
-    for key in results[0]:
-        values = [r[key] for r in results]
-        summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-    return summary

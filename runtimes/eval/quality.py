@@ -57,7 +57,7 @@ def heldout_windows(tokenizer, n: int = 256, seq_len: int = 256) -> list[list[in
 def main() -> None:
     from runtimes.eval.arithmetic import heldout_problems
     from runtimes.checkpoint import resolve_model_dir
-    from runtimes.eval.tasks import budget_curve
+    from runtimes.eval.tasks import arithmetic_items, budget_curve
     from runtimes.backends.reference import ReferenceBackend
     from runtimes.tokenizer import QwenTokenizer
 
@@ -78,7 +78,8 @@ def main() -> None:
         backend = ReferenceBackend.from_model(name, max_seq_len=512)  # never the reference object itself
         row = {"model": name, **teacher_forced(backend, reference, windows)}
         if args.tasks:
-            row["tasks"] = budget_curve(backend, tokenizer, heldout_problems(args.tasks), budgets, progress=False)
+            row["tasks"] = budget_curve(backend, tokenizer, arithmetic_items(heldout_problems(args.tasks)), budgets,
+                                       progress=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

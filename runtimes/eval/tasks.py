@@ -1,42 +1,94 @@
-"""Task accuracy per thinking budget on the arithmetic problems `tiny` was trained for."""
+"""Task accuracy per thinking budget: question/answer items, one answer parser, greedy generation on any backend.
+
+Items are {"question", "answer", "match": "numeric" | "exact"}: the arithmetic problems `tiny` was trained for
+(held out), or a user's .jsonl.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Iterable, Sequence
 
-from runtimes.eval.arithmetic import Problem, parse_answer
-from runtimes.backends import Backend
-from runtimes.generate import run
-from runtimes.tokenizer import QwenTokenizer
+from runtimes.errors import UserError
 
-DEFAULT_BUDGETS: tuple[int | None, ...] = (0, 8, 16, 32, 64, 128, None)  # None: unlimited
+DEFAULT_BUDGETS: tuple[int | None, ...] = (0, 32, 128, None)  # None: unlimited
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def budget_label(budget: int | None) -> str:
     return "unlimited" if budget is None else str(budget)
 
 
-def arithmetic_accuracy(backend: Backend, tokenizer: QwenTokenizer, problems: Sequence[Problem],
-                        budget: int | None, max_new_tokens: int = 16, progress=None) -> dict:
-    """Greedy exact-match accuracy: the first integer of the answer against the true result."""
+def first_number(text: str) -> float | None:
+    """The first number an answer states (thousands separators ignored), or None."""
+    found = NUMBER.search(text.replace(",", ""))
+    return float(found.group()) if found else None
+
+
+def arithmetic_items(problems) -> list[dict]:
+    return [{"question": p.question, "answer": str(p.answer), "match": "numeric"} for p in problems]
+
+
+def read_tasks(spec: str, n: int) -> tuple[list[dict], str]:
+    """(the first n items, where they came from): 'arithmetic' (tiny's held-out problems) or a .jsonl file of
+    {"question", "answer", optional "match": "exact"|"numeric"}."""
+    if spec == "arithmetic":
+        from runtimes.eval.arithmetic import heldout_problems
+
+        return arithmetic_items(heldout_problems(n)), "arithmetic (held-out, seed 1234)"
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--tasks {spec}: no such file (give a .jsonl of question/answer pairs, or 'arithmetic')")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            question, answer = str(item["question"]), str(item["answer"])
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise UserError(f"{path}:{number}: not a JSON object with question and answer ({exc})") from None
+        match = item.get("match", "numeric" if first_number(answer) is not None else "exact")
+        if match not in ("exact", "numeric"):
+            raise UserError(f"{path}:{number}: match must be 'exact' or 'numeric', not {match!r}")
+        items.append({"question": question, "answer": answer, "match": match})
+    if not items:
+        raise UserError(f"{path} has no tasks")
+    return items[:n], str(path)
+
+
+def is_correct(content: str, item: dict) -> bool:
+    if item["match"] == "numeric":
+        got, want = first_number(content), first_number(item["answer"])
+        return got is not None and want is not None and abs(got - want) <= 1e-9 * max(1.0, abs(want))
+    return content.strip() == item["answer"].strip()
+
+
+def task_accuracy(backend, tokenizer, items: Sequence[dict], budget: int | None, max_new_tokens: int = 32,
+                  progress=None) -> dict:
+    """Greedy accuracy on `items` with a thinking budget, and how often the budget cut the thinking."""
+    from runtimes.generate import run
+
     correct = cut = reasoning_tokens = 0
-    for problem in problems:
-        result = run(backend, tokenizer, [{"role": "user", "content": problem.question}], budget=budget,
+    for item in items:
+        result = run(backend, tokenizer, [{"role": "user", "content": item["question"]}], budget=budget,
                      max_new_tokens=max_new_tokens)
-        correct += parse_answer(result.content) == problem.answer
+        correct += is_correct(result.content, item)
         cut += result.stopped_by_budget
         reasoning_tokens += result.reasoning_tokens
         if progress is not None:
             progress.update(1)
-    n = len(problems)
-    return {"budget": budget_label(budget), "problems": n, "accuracy": correct / n,
-            "stopped_by_budget": cut / n, "mean_reasoning_tokens": reasoning_tokens / n}
+    n = len(items)
+    return {"budget": budget_label(budget), "problems": n, "accuracy": correct / n, "stopped_by_budget": cut / n,
+            "mean_reasoning_tokens": reasoning_tokens / n}
 
 
-def budget_curve(backend: Backend, tokenizer: QwenTokenizer, problems: Sequence[Problem],
-                 budgets: Iterable[int | None] = DEFAULT_BUDGETS, progress: bool = True) -> list[dict]:
+def budget_curve(backend, tokenizer, items: Sequence[dict], budgets: Iterable[int | None] = DEFAULT_BUDGETS,
+                 progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
     budgets = list(budgets)
-    with tqdm(total=len(budgets) * len(problems), desc="accuracy", unit="problem", disable=not progress) as bar:
-        return [arithmetic_accuracy(backend, tokenizer, problems, b, progress=bar) for b in budgets]
+    with tqdm(total=len(budgets) * len(items), desc="accuracy", unit="problem", disable=not progress) as bar:
+        return [task_accuracy(backend, tokenizer, items, b, progress=bar) for b in budgets]

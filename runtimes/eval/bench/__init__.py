@@ -9,12 +9,9 @@ side. The JSON is the single result; Markdown and plots are rendered from it (ru
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -22,8 +19,10 @@ from typing import Sequence
 import numpy as np
 
 from runtimes.errors import UserError
+from runtimes.eval.latency import spread
+from runtimes.eval.tasks import DEFAULT_BUDGETS, read_tasks, task_accuracy
+from runtimes.generate import peak_rss_bytes
 
-DEFAULT_BUDGETS: tuple[int | None, ...] = (0, 32, 128, None)
 
 
 def _speed_worker(bundle: str, threads: int | None, prompt_lengths: Sequence[int], new_tokens: int, runs: int,
@@ -56,7 +55,7 @@ def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int
         if meter is not None and length == prompt_lengths[-1]:
             energy = measured(meter.end(), runs * (length + new_tokens), meter.source,
                               note="whole runs (prefill + decode) / tokens processed")
-        by_length.append({"prompt_tokens": length, **{k: _spread([r[k] for r in results])
+        by_length.append({"prompt_tokens": length, **{k: spread([r[k] for r in results])
                                                       for k in ("ttft_ms", "prefill_tokens_per_s",
                                                                 "decode_tokens_per_s")}})
         decode_runs = results
@@ -64,27 +63,12 @@ def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int
         "threads": threads or "backend default",
         "by_prompt_length": by_length,
         "new_tokens": new_tokens, "runs": runs,
-        "decode_tokens_per_s": _spread([r["decode_tokens_per_s"] for r in decode_runs]),
+        "decode_tokens_per_s": spread([r["decode_tokens_per_s"] for r in decode_runs]),
         "decode_ms_p50": statistics.median(r["per_token_ms_p50"] for r in decode_runs),
         "decode_ms_p95": statistics.median(r["per_token_ms_p95"] for r in decode_runs),
         "peak_rss_bytes": peak_rss_bytes(),
         "energy": energy,
     }
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory. On Linux from VmHWM, which restarts at exec: getrusage's ru_maxrss
-    survives exec, so a child started from a large parent would report the parent's peak."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
-def _spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def read_vocab(bundle: str) -> int:
@@ -108,60 +92,6 @@ def _speed_in_child(bundle: str, threads, prompt_lengths, new_tokens, runs, mete
     if status != "ok":
         raise UserError(f"measuring {bundle} failed: {value}")
     return value
-
-
-def read_tasks(spec: str, n: int) -> tuple[list[dict], str]:
-    """Question/answer items: 'arithmetic' (tiny's held-out problems, numeric match) or a .jsonl file of
-    {"question", "answer", optional "match": "exact"|"numeric"}."""
-    if spec == "arithmetic":
-        from runtimes.eval.arithmetic import heldout_problems
-
-        return [{"question": p.question, "answer": str(p.answer), "match": "numeric"}
-                for p in heldout_problems(n)], "arithmetic (held-out, seed 1234)"
-    path = Path(spec)
-    if not path.is_file():
-        raise UserError(f"--tasks {spec}: no such file (give a .jsonl of question/answer pairs, or 'arithmetic')")
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            question, answer = str(item["question"]), str(item["answer"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{path}:{number}: not a JSON object with question and answer ({exc})") from None
-        match = item.get("match", "numeric" if _number(answer) is not None else "exact")
-        if match not in ("exact", "numeric"):
-            raise UserError(f"{path}:{number}: match must be 'exact' or 'numeric', not {match!r}")
-        items.append({"question": question, "answer": answer, "match": match})
-    if not items:
-        raise UserError(f"{path} has no tasks")
-    return items[:n], str(path)
-
-
-def _number(text: str) -> float | None:
-    import re
-
-    found = re.search(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
-    return float(found.group()) if found else None
-
-
-def is_correct(content: str, item: dict) -> bool:
-    if item["match"] == "numeric":
-        got, want = _number(content), _number(item["answer"])
-        return got is not None and want is not None and abs(got - want) <= 1e-9 * max(1.0, abs(want))
-    return content.strip() == item["answer"].strip()
-
-
-def task_accuracy(backend, tokenizer, items: list[dict], budget: int | None, max_new_tokens: int = 32) -> float:
-    from runtimes.generate import run
-
-    correct = 0
-    for item in items:
-        result = run(backend, tokenizer, [{"role": "user", "content": item["question"]}], budget=budget,
-                     max_new_tokens=max_new_tokens)
-        correct += is_correct(result.content, item)
-    return correct / len(items)
 
 
 def heldout_text_windows(tokenizer, text_file: str | None, n: int, length: int) -> tuple[list[list[int]], str]:
@@ -202,6 +132,13 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
     if accuracy and text_file is not None and not Path(text_file).is_file():
         raise UserError(f"--text {text_file}: no such file")
     android = import_android(android_energy) if android_energy else None
+    if android is not None and android["bundle"] not in [Path(b).name for b in bundles]:
+        raise UserError(f"{android_energy} records bundle {android['bundle']!r}, which is none of the --bundle "
+                        "directories; the record counts for the bundle it was measured on only")
+    if energy_meter not in ("auto", "none"):
+        from runtimes.eval.bench.energy import available_meter
+
+        available_meter(energy_meter)  # a named meter that cannot be read here fails now, not as a silent estimate
     fp_cache: dict[str, dict] = {}
     rows = []
     steps = len(bundles) * (2 if accuracy else 1)
@@ -216,7 +153,7 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
             speed = _speed_in_child(bundle, threads, lengths, new_tokens, runs, energy_meter)
             bar.update(1)
             row = _row(bundle, manifest, speed)
-            if android is not None and (len(bundles) == 1 or android.get("bundle") == Path(bundle).name):
+            if android is not None and android["bundle"] == Path(bundle).name:
                 row["energy"] = android
             elif speed["energy"] is not None:
                 row["energy"] = speed["energy"]
@@ -296,9 +233,9 @@ def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows
     for budget in budgets:
         key = (task_source, len(items), budget)
         if key not in fp_entry["task"]:
-            fp_entry["task"][key] = task_accuracy(fp, tokenizer, items, budget)
+            fp_entry["task"][key] = task_accuracy(fp, tokenizer, items, budget)["accuracy"]
         curve.append({"thinking_budget": "unlimited" if budget is None else budget, "n": len(items),
-                      "accuracy": task_accuracy(backend, tokenizer, items, budget),
+                      "accuracy": task_accuracy(backend, tokenizer, items, budget)["accuracy"],
                       "fp_accuracy": fp_entry["task"][key]})
     return {"fp_model": source, "text": text_source, "positions": tf["positions"], "perplexity": tf["perplexity"],
             "fp_perplexity": tf["perplexity_reference"], "kl_vs_fp": tf["mean_kl"],

@@ -112,17 +112,22 @@ class PowermetricsMeter:
 
 
 def available_meter(kind: str = "auto"):
-    """The meter to use on this machine for a CPU backend, or None. kind: auto | rapl | powermetrics | nvml."""
+    """The meter to use on this machine for a CPU backend. kind auto: RAPL or powermetrics where readable, else None
+    (energy is then estimated, labelled so); a named meter (rapl, powermetrics, nvml) that cannot be read here is a
+    UserError, never a silent estimate."""
     candidates = {"rapl": RaplMeter, "powermetrics": PowermetricsMeter, "nvml": NvmlMeter}
-    order = ["rapl", "powermetrics"] if kind == "auto" else [kind]  # NVML counts a GPU our CPU backends don't use
-    for name in order:
-        try:
-            return candidates[name]()
-        except (OSError, PermissionError, KeyError):
-            continue
-        except Exception:  # pynvml raises its own NVMLError types
-            continue
-    return None
+    if kind == "auto":  # NVML counts a GPU our CPU backends do not use: only on request
+        for name in ("rapl", "powermetrics"):
+            try:
+                return candidates[name]()
+            except OSError:
+                continue
+        return None
+    try:
+        return candidates[kind]()
+    except Exception as exc:  # OSError, PermissionError, and pynvml's own NVMLError types
+        raise UserError(f"--energy {kind}: this machine has no readable {kind} meter ({exc}); use --energy auto or "
+                        "none, which estimate energy and label it so") from None
 
 
 def measured(joules: float, tokens: int, source: str, **extra) -> dict:
@@ -130,13 +135,18 @@ def measured(joules: float, tokens: int, source: str, **extra) -> dict:
 
 
 def import_android(path: str | Path) -> dict:
-    """A phone record from the Android demo: {"samples": [{"t_ms", "current_ua", "voltage_mv"}...], "tokens", ...}.
-    Current is signed as Android's BatteryManager reports it (negative while discharging on most phones)."""
+    """A phone record from the Android demo: {"device", "bundle", "tokens", "samples": [{"t_ms", "current_ua",
+    "voltage_mv"}...]}. Current is signed as Android's BatteryManager reports it (negative while discharging on
+    most phones). The record belongs to the bundle it names."""
+    from runtimes.files import read_json
+
     try:
-        record = json.loads(Path(path).read_text())
+        record = read_json(Path(path), "export one from the demo app")
         samples = sorted(record["samples"], key=lambda s: s["t_ms"])
-        tokens = int(record["tokens"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        tokens, bundle = int(record["tokens"]), str(record["bundle"])
+        for s in samples:
+            float(s["current_ua"]), float(s["voltage_mv"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path} is not an Android energy record ({exc}); export one from the demo app") from None
     if len(samples) < 2 or tokens < 1:
         raise UserError(f"{path} has fewer than 2 samples or no tokens")
@@ -145,7 +155,7 @@ def import_android(path: str | Path) -> dict:
         power_a = abs(a["current_ua"]) * a["voltage_mv"] * 1e-9
         power_b = abs(b["current_ua"]) * b["voltage_mv"] * 1e-9
         joules += (power_a + power_b) / 2 * (b["t_ms"] - a["t_ms"]) / 1e3
-    return measured(joules, tokens, "android", device=record.get("device", "unknown"))
+    return measured(joules, tokens, "android", device=record.get("device", "unknown"), bundle=bundle)
 
 
 def load_profiles() -> dict:
