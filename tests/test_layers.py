@@ -70,3 +70,34 @@ def test_no_import_cycles():
 def test_the_runtime_core_does_not_need_torch():
     users = [f for f in TORCH_FREE if any(m == "torch" or m.startswith("torch.") for m in imports(ROOT / f))]
     assert users == []
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # as if torch were not installed: importing it raises ImportError
+from exporter.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_bundles_run_and_verify_without_torch(tmp_path):
+    """The runtime is the base install; torch is an extra. An ONNX bundle verifies and chats without it, and a
+    command that needs torch says so in one line."""
+    import subprocess
+    import sys
+
+    from exporter.cli import main
+
+    bundle = tmp_path / "b"
+    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--out", str(bundle)]) == 0
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-c", NO_TORCH, *argv], cwd=ROOT, capture_output=True, text=True)
+
+    verified = run("verify", "--bundle", str(bundle))
+    assert verified.returncode == 0 and "OK; a short greedy generation ran" in verified.stdout, verified.stderr
+    chat = run("chat", "--bundle", str(bundle), "--thinking-budget", "8", "What is 12 + 30?")
+    assert chat.returncode == 0 and "reasoning tokens" in chat.stderr, chat.stderr
+    export = run("--model", "tiny", "--target", "onnx", "--out", str(tmp_path / "x"))
+    assert export.returncode == 2 and "pip install 'qwen-edge[torch]'" in export.stderr, export.stderr
+    assert len(export.stderr.strip().splitlines()) == 1

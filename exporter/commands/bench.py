@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_writable, int_list, write_json, write_text
+from exporter.commands.common import check_writable, int_list, need_torch, write_json, write_text
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
 
@@ -46,6 +46,8 @@ def run(args) -> int:
 
     check_writable(args.json)
     check_writable(args.markdown)
+    if not args.no_accuracy:
+        need_torch("bench's accuracy (against the PyTorch model; --no-accuracy measures without it)")
     result = bench(args.bundle, against=args.against, threads=args.threads,
                    prompt_lengths=int_list(args.prompt_lengths, "--prompt-lengths"), new_tokens=args.new_tokens,
                    runs=args.runs, text_file=args.text, windows=args.windows, tasks=args.tasks,

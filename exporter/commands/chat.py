@@ -81,6 +81,9 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None)
             raise UserError(f"bundle {bundle} does not exist; pass a directory written by python -m exporter")
         backend = load_backend(directory)  # after every check of verify --no-run
     else:
+        from exporter.commands.common import need_torch
+
+        need_torch("chat --model (the reference backend)")
         from runtimes.backends.reference import ReferenceBackend
         from runtimes.checkpoint import load_config, resolve_model_dir
 

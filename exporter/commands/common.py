@@ -82,3 +82,12 @@ def check_device(device: str) -> str:
     from runtimes.quant.recipe import check_device as check
 
     return check(device)
+
+
+def need_torch(what: str) -> None:
+    """torch is an extra (the runtime alone runs bundles without it): say so in one line when a command needs it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError(f"{what} needs torch, which is not installed: pip install 'qwen-edge[torch]' "
+                        "(or '.[dev]' from a checkout)") from None

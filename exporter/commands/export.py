@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_device, model_argument, out_arguments, quant_arguments
+from exporter.commands.common import (check_device, model_argument, need_torch, out_arguments,
+                                      quant_arguments)
 from runtimes.errors import UserError
 
 SUMMARY = "export a checkpoint to one target or all (the default command)"
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    need_torch("exporting")
     # --target/--out are checked here, not by argparse, so that a mistyped flag is the error reported first
     missing = [flag for flag, value in (("--target", args.target), ("--out", args.out)) if value is None]
     if missing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import out_arguments
+from exporter.commands.common import need_torch, out_arguments
 from runtimes.errors import UserError
 
 SUMMARY = "write a random-weight checkpoint with a real Qwen3 shape"
@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    need_torch("make-model")
     from exporter.make_model import SHAPES as CONFIGS, write_random_checkpoint
 
     if args.out is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_writable, write_json
+from exporter.commands.common import check_writable, need_torch, write_json
 from runtimes.errors import UserError
 
 SUMMARY = "compare a bundle, or the edge module itself, against its reference"
@@ -32,6 +32,7 @@ def run(args) -> int:
     if args.thinking_budget is not None and args.thinking_budget < 0:
         raise UserError("--thinking-budget must be >= 0 (0 turns thinking off)")
     check_writable(args.json)
+    need_torch("parity (its reference is the PyTorch model)")
     if args.bundle:
         from runtimes.eval.parity import bundle_parity
 

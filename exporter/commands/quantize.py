@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_device, model_argument, out_arguments, quant_arguments
+from exporter.commands.common import (check_device, model_argument, need_torch, out_arguments,
+                                      quant_arguments)
 
 SUMMARY = "write a quantized checkpoint once, for every target to reuse"
 
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    need_torch("quantizing")
     from exporter.quantize import quantize_checkpoint
     from runtimes.errors import UserError
 

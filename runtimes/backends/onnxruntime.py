@@ -19,7 +19,7 @@ def _session(model_path: Path, threads: int | None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise UserError("this bundle runs on ONNX Runtime, which is not installed; pip install 'qwen-edge[onnx]'") from None
+        raise UserError("this bundle runs on ONNX Runtime, which is not installed; pip install 'qwen-edge[onnxruntime]'") from None
     options = ort.SessionOptions()
     # decode is latency-bound on phones and laptops alike: one thread per physical core. Workers spin briefly
     # between kernels (ORT's default): with spinning off each of a step's ~500 kernels waits for its workers to
