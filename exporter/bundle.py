@@ -75,6 +75,8 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
                            "think_close": special.think_close, "endoftext": special.endoftext,
                            "eos": sorted(special.stop)},
         "thinking": {"stop_text": STOP_THINKING_TEXT, "stop_token_ids": tokenizer.encode(STOP_THINKING_TEXT)},
+        # qwen3: the apps render it with their own code; checkpoint: only the template itself renders it
+        "chat_template": "checkpoint" if tokenizer.own_template else "qwen3",
         "files": {str(p.relative_to(bundle_dir)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                   for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name not in (MANIFEST, DIGEST_FILE)},
     }

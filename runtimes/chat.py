@@ -1,8 +1,10 @@
-"""Qwen3's chat template, rendered by our own code (tested against the jinja template), and the
-/think and /no_think soft switches."""
+"""The chat format: Qwen3's template rendered by our own code (the apps mirror it; tested against transformers'
+apply_chat_template), a checkpoint's own template rendered in a bounded sandbox, and the /think and /no_think
+soft switches."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -28,20 +30,41 @@ def split_reasoning(content: str) -> tuple[str, str]:
     return reasoning, answer
 
 
-def render(messages: Sequence[Message], add_generation_prompt: bool = True, enable_thinking: bool = True) -> str:
-    """The prompt text Qwen3's template renders (without tool definitions).
+def tojson(value) -> str:
+    """JSON as transformers' chat templates write it (its `tojson` filter): UTF-8 kept, default separators."""
+    return json.dumps(value, ensure_ascii=False)
 
-    Assistant turns before the last user query lose their reasoning, as in Qwen3.
-    """
+
+def _tool_call_text(call: Mapping) -> str:
+    call = call.get("function", call) if isinstance(call, Mapping) else call
+    if not isinstance(call, Mapping) or not isinstance(call.get("name"), str) or "arguments" not in call:
+        raise UserError(f"bad tool call {call!r}: needs a name and arguments")
+    arguments = call["arguments"] if isinstance(call["arguments"], str) else tojson(call["arguments"])
+    return f'<tool_call>\n{{"name": "{call["name"]}", "arguments": {arguments}}}\n</tool_call>'
+
+
+def render(messages: Sequence[Message], add_generation_prompt: bool = True, enable_thinking: bool = True,
+           tools: Sequence[Mapping] | None = None) -> str:
+    """The prompt text Qwen3's template renders, tool definitions (`tools`, as transformers' apply_chat_template
+    takes them) and assistant `tool_calls` included. Assistant turns before the last user query lose their
+    reasoning, as in Qwen3."""
     if not messages:
         raise UserError("a conversation needs at least one message")
     for m in messages:
         if m.get("role") not in ("system", "user", "assistant", "tool") or not isinstance(m.get("content"), str):
             raise UserError(f"bad chat message {dict(m)!r}: needs role system|user|assistant|tool and text content")
-        if m.get("tool_calls"):
-            raise UserError("assistant tool_calls are not supported by this runtime's template")
+        if m.get("tool_calls") and (m["role"] != "assistant" or not isinstance(m["tool_calls"], (list, tuple))):
+            raise UserError("tool_calls belong to assistant messages, as a list")
     out = []
-    if messages[0]["role"] == "system":
+    if tools:
+        system = messages[0]["content"] + "\n\n" if messages[0]["role"] == "system" else ""
+        out.append(f"<|im_start|>system\n{system}# Tools\n\nYou may call one or more functions to assist with the "
+                   "user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n"
+                   "<tools>" + "".join(f"\n{tojson(tool)}" for tool in tools) + "\n</tools>\n\nFor each function "
+                   "call, return a json object with function name and arguments within <tool_call></tool_call> XML "
+                   'tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+                   "</tool_call><|im_end|>\n")
+    elif messages[0]["role"] == "system":
         out.append(f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n")
     last_query = len(messages) - 1
     for index in range(len(messages) - 1, -1, -1):
@@ -63,6 +86,8 @@ def render(messages: Sequence[Message], add_generation_prompt: bool = True, enab
                            f"{content.lstrip(chr(10))}")
             else:
                 out.append(f"<|im_start|>assistant\n{content}")
+            for number, call in enumerate(m.get("tool_calls") or []):
+                out.append(("\n" if number or content else "") + _tool_call_text(call))
             out.append("<|im_end|>\n")
         elif role == "tool":
             if index == 0 or messages[index - 1]["role"] != "tool":
@@ -120,8 +145,18 @@ def _template_environment():
     def raise_exception(message):
         raise TemplateError(message)
 
-    env = Bounded(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
+    def strftime_now(fmt):
+        import datetime
+
+        return datetime.datetime.now().strftime(fmt)
+
+    # as transformers renders chat templates: its globals and its tojson filter (UTF-8 kept, not HTML-escaped)
+    env = Bounded(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env.filters["tojson"] = tojson
     return env
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from runtimes.backends import Backend
-from runtimes.chat import Message, render, thinking_requested
+from runtimes.chat import Message, thinking_requested
 from runtimes.errors import UserError
 from runtimes.sampling import Sampler, SamplingParams
 from runtimes.thinking import STOP_THINKING_TEXT, ThinkingBudget
@@ -60,17 +60,17 @@ def peak_rss_bytes() -> int:
 
 
 def prepare_prompt(tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None,
-                   enable_thinking: bool = True) -> tuple[list[int], bool]:
+                   enable_thinking: bool = True, tools=None) -> tuple[list[int], bool]:
     """(prompt ids, thinking?) — budget 0 or a /no_think switch means non-thinking mode."""
     if budget is not None and budget < 0:
         raise UserError(f"thinking budget must be >= 0 (0 turns thinking off), got {budget}")
     thinking = thinking_requested(messages, enable_thinking) and budget != 0
-    return tokenizer.encode(render(messages, enable_thinking=thinking)), thinking
+    return tokenizer.encode(tokenizer.render(messages, enable_thinking=thinking, tools=tools)), thinking
 
 
 def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None = None,
              max_new_tokens: int = 256, sampling: SamplingParams | None = None,
-             enable_thinking: bool = True) -> Iterator[Event]:
+             enable_thinking: bool = True, tools=None) -> Iterator[Event]:
     """Stream reasoning and content events, then a `done` event with the result and stats.
 
     `budget`: tokens allowed inside <think> (None: unlimited, 0: no thinking). `max_new_tokens`
@@ -79,7 +79,7 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
     if max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
     special = tokenizer.special
-    prompt, thinking = prepare_prompt(tokenizer, messages, budget, enable_thinking)
+    prompt, thinking = prepare_prompt(tokenizer, messages, budget, enable_thinking, tools)
     if len(prompt) >= backend.max_seq_len:
         raise UserError(f"the prompt is {len(prompt)} tokens but the context holds {backend.max_seq_len}; "
                         "shorten it or export with a larger --max-seq-len")

@@ -49,6 +49,8 @@ class QwenTokenizer:
         self.chat_template = self.config.get("chat_template")
         if self.chat_template is not None:
             check_chat_template(self.chat_template, config_path)
+        # Qwen3's own template is rendered by our code (which the apps mirror); any other by the template itself
+        self.own_template = self.chat_template is not None and self.chat_template.strip() != _qwen3_template()
         ids = {}
         for name, token in (("im_start", "<|im_start|>"), ("im_end", "<|im_end|>"), ("think_open", "<think>"),
                             ("think_close", "</think>"), ("endoftext", "<|endoftext|>")):
@@ -56,6 +58,24 @@ class QwenTokenizer:
             if ids[name] is None:
                 raise UserError(f"{path} lacks Qwen3's {token} token; this is not a Qwen3 tokenizer")
         self.special = SpecialIds(**ids)
+
+    def render(self, messages, add_generation_prompt: bool = True, enable_thinking: bool = True,
+               tools=None) -> str:
+        """The prompt text of a conversation, by the checkpoint's chat template."""
+        from runtimes.chat import TemplateBudgetExceeded, render, render_template
+
+        if not self.own_template:
+            return render(messages, add_generation_prompt, enable_thinking, tools)
+        special = {name: _token_text(self.config.get(name)) for name in ("bos_token", "eos_token", "pad_token")}
+        try:
+            return render_template(self.chat_template, messages=list(messages), tools=tools,
+                                   add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking,
+                                   **special)
+        except TemplateBudgetExceeded as exc:
+            raise UserError(f"the checkpoint's chat template does too much work for this conversation ({exc})") from None
+        except Exception as exc:  # the template's own raise_exception, or its errors on this conversation
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise UserError(f"the checkpoint's chat template cannot render this conversation ({reason})") from None
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -71,6 +91,17 @@ class QwenTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
+
+
+def _qwen3_template() -> str:
+    from runtimes.chat import QWEN3_CHAT_TEMPLATE
+
+    return QWEN3_CHAT_TEMPLATE.read_text().strip()
+
+
+def _token_text(value) -> str | None:
+    """A special token as tokenizer_config.json gives it: a string, an AddedToken object, or null."""
+    return value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
 
 
 def check_chat_template(template, where) -> None:

@@ -1,21 +1,47 @@
 """Our Qwen3 chat template against the jinja template shipped in tokenizer_config.json."""
 
+import json
 import random
 
 import pytest
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from transformers import AutoTokenizer
 
-from exporter.qwen_tokenizer import CHAT_TEMPLATE
 from runtimes.chat import render, split_reasoning, thinking_requested
+from runtimes.checkpoint import resolve_model_dir
 from runtimes.errors import UserError
+from runtimes.tokenizer import QwenTokenizer
 
 WORDS = ["What is 12 + 30?", "hello", "  spaced  ", "line one\nline two", "émoji 🚀 text", "/think why?",
          "tell me /no_think", "<tool_response>\nok\n</tool_response>", "", "x" * 50]
 
 
-def jinja_render(messages, **kwargs):
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(CHAT_TEMPLATE).render(messages=messages, **kwargs)
+HF = AutoTokenizer.from_pretrained(resolve_model_dir("tiny"))  # tiny ships Qwen3's template verbatim
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city, °C",
+                                           "parameters": {"type": "object", "properties": {
+                                               "city": {"type": "string", "description": "e.g. Zürich"}},
+                                                          "required": ["city"]}}},
+         {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {
+             "a": {"type": "number"}, "b": {"type": "number"}}}}}]
+
+
+def jinja_render(messages, tools=None, **kwargs):
+    """The reference: transformers' apply_chat_template with the checkpoint's own template."""
+    return HF.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs)
+
+
+def tool_conversations():
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}
+    return [
+        [{"role": "user", "content": "Weather in Zürich?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"}],
+        [{"role": "user", "content": "Weather in Zürich?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+         {"role": "tool", "content": json.dumps({"temp": 21})}],
+        [{"role": "user", "content": "Two calls"},
+         {"role": "assistant", "content": "<think>\nboth\n</think>\n\nCalling.", "tool_calls": [
+             call, {"function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]},
+         {"role": "tool", "content": "21"}, {"role": "tool", "content": "3"},
+         {"role": "assistant", "content": "It is 21 °C; 1 + 2 = 3."}, {"role": "user", "content": "thanks"}],
+    ]
 
 
 def assistant(rng):
@@ -63,10 +89,42 @@ def test_matches_jinja_on_many_conversations(enable_thinking, add_generation_pro
         kwargs = {"add_generation_prompt": add_generation_prompt}
         if enable_thinking is not None:
             kwargs["enable_thinking"] = enable_thinking
-        expected = jinja_render(conv, **kwargs)
-        ours = render(conv, add_generation_prompt=add_generation_prompt,
-                      enable_thinking=enable_thinking is not False)
-        assert ours == expected, conv
+        for tools in (None, TOOLS):
+            expected = jinja_render(conv, tools=tools, **kwargs)
+            ours = render(conv, add_generation_prompt=add_generation_prompt,
+                          enable_thinking=enable_thinking is not False, tools=tools)
+            assert ours == expected, conv
+
+
+@pytest.mark.parametrize("enable_thinking", [True, False])
+def test_tools_and_tool_calls_match_transformers(enable_thinking):
+    for conv in tool_conversations():
+        for tools in (None, TOOLS):
+            expected = jinja_render(conv, tools=tools, add_generation_prompt=True, enable_thinking=enable_thinking)
+            assert render(conv, enable_thinking=enable_thinking, tools=tools) == expected, conv
+
+
+def test_a_checkpoints_own_template_is_the_one_rendered(tmp_path):
+    """A Qwen3 variant with another template (here: a terse one) gets its own rendering, not Qwen3's."""
+    import shutil
+
+    shutil.copytree(resolve_model_dir("tiny"), tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())
+    config["chat_template"] = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                               "{% endfor %}{% if tools %}TOOLS={{ tools | tojson }}{% endif %}"
+                               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps(config))
+    ours, qwen = QwenTokenizer(tmp_path / "m"), QwenTokenizer(resolve_model_dir("tiny"))
+    conv = [{"role": "user", "content": "Zürich?"}]
+    assert ours.own_template and not qwen.own_template
+    assert ours.render(conv, tools=TOOLS[:1]) == HF_own(tmp_path / "m", conv, TOOLS[:1])
+    assert qwen.render(conv) == render(conv)
+
+
+def HF_own(directory, conv, tools):
+    return AutoTokenizer.from_pretrained(directory).apply_chat_template(conv, tools=tools, tokenize=False,
+                                                                        add_generation_prompt=True)
+
 
 
 def test_non_thinking_renders_the_empty_think_block():
@@ -105,3 +163,5 @@ def test_bad_messages():
         render([])
     with pytest.raises(UserError, match="role"):
         render([{"role": "robot", "content": "x"}])
+    with pytest.raises(UserError, match="bad tool call"):
+        render([{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": {}}}]}])

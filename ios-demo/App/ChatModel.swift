@@ -47,6 +47,9 @@ final class ChatModel: ObservableObject {
             if let m = report.manifest, m.backend != "coreml" {
                 problems.append("backend \(m.backend): this app runs Core ML bundles (--target coreml)")
             }
+            if let m = report.manifest, !m.qwen3Template {
+                problems.append("its chat template is not Qwen3's, and this app renders Qwen3's only")
+            }
             return BundleEntry(name: name, url: url, manifest: report.manifest, problems: problems)
         }
     }

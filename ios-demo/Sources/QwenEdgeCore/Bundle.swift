@@ -42,6 +42,8 @@ public struct BundleManifest: Sendable {
 
     public var target: String, backend: String, quant: String
     public var maxSeqLen: Int, vocabSize: Int
+    /// The chat template is Qwen3's, which ChatTemplate renders; false: the checkpoint's own (only jinja renders it).
+    public var qwen3Template: Bool
     public var special: SpecialTokens
     public var stopThinkingText: String
     public var stopThinkingIds: [Int]
@@ -103,6 +105,7 @@ public struct BundleManifest: Sendable {
         quant = try string(try object(m["quant"], "quant")["name"], "quant.name")
         maxSeqLen = try int(m["max_seq_len"], "max_seq_len")
         vocabSize = try int(try object(m["architecture"], "architecture")["vocab_size"], "architecture.vocab_size")
+        qwen3Template = m["chat_template"]?.stringValue != "checkpoint"
         let s = try object(m["special_tokens"], "special_tokens")
         special = SpecialTokens(imStart: try int(s["im_start"], "im_start"), imEnd: try int(s["im_end"], "im_end"),
                                 thinkOpen: try int(s["think_open"], "think_open"),

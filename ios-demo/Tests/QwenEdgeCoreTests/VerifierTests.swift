@@ -19,6 +19,14 @@ final class VerifierTests: XCTestCase {
         XCTAssertEqual(manifest.entryFiles, ["model.bin"])
         XCTAssertEqual(manifest.files["model.bin"]?.bytes, 1024)
         XCTAssertEqual(manifest.chunk, 1)  // tokens [1, "seq_len"]: no bound in the name
+        XCTAssertTrue(manifest.qwen3Template)
+    }
+
+    func testTheManifestSaysWhoseChatTemplateItIs() throws {
+        let good = try String(contentsOf: fixture.appendingPathComponent("manifest.json"), encoding: .utf8)
+        let own = good.replacingOccurrences(of: "\"chat_template\": \"qwen3\"", with: "\"chat_template\": \"checkpoint\"")
+        XCTAssertNotEqual(good, own)
+        XCTAssertFalse(try BundleManifest.parse(Data(own.utf8)).qwen3Template)
     }
 
     func testAPinnedDigestMustMatch() throws {

@@ -26,6 +26,9 @@ object Bundles {
             if (manifest != null && manifest.backend != "executorch") {
                 problems += "backend ${manifest.backend}: this app runs ExecuTorch bundles (--target executorch)"
             }
+            if (manifest != null && !manifest.qwen3Template) {
+                problems += "its chat template is not Qwen3's, and this app renders Qwen3's only"
+            }
             BundleEntry(dir, manifest, problems)
         }
 }

@@ -41,6 +41,8 @@ public final class Manifest {
     public final String quant;
     public final int maxSeqLen;
     public final int vocabSize;
+    /** The chat template is Qwen3's, which ChatTemplate renders; false: the checkpoint's own (Python renders it). */
+    public final boolean qwen3Template;
     public final SpecialTokens special;
     public final String stopThinkingText;
     public final int[] stopThinkingIds;
@@ -56,6 +58,7 @@ public final class Manifest {
         maxSeqLen = positive(m.get("max_seq_len"), "max_seq_len");
         vocabSize = positive(Json.object(m.get("architecture"), "architecture").get("vocab_size"),
                 "architecture.vocab_size");
+        qwen3Template = !"checkpoint".equals(m.get("chat_template"));
         Map<String, Object> s = Json.object(m.get("special_tokens"), "special_tokens");
         List<Object> eosList = Json.array(s.get("eos"), "special_tokens.eos");
         int[] eos = new int[eosList.size()];

@@ -1,6 +1,8 @@
 package dev.qwenedge.core;
 
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertNotEquals;
 import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
@@ -59,5 +61,16 @@ public class EnergyAndJsonTest {
     public void jsonWritesTheExportersLayout() {
         Object value = Json.parse("{\"b\": [1, 2], \"a\": {}, \"s\": \"</think>\\u001b\"}");
         assertEquals("{\n  \"b\": [\n    1,\n    2\n  ],\n  \"a\": {},\n  \"s\": \"</think>\\u001b\"\n}", Json.write(value, 2));
+    }
+
+    /** A bundle whose chat template is the checkpoint's own is marked so: the app renders Qwen3's only. */
+    @Test
+    public void theManifestSaysWhoseChatTemplateItIs() throws Exception {
+        String good = new String(Files.readAllBytes(GoldenTest.root().resolve("tests/golden/bundle/manifest.json")),
+                java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(Manifest.parse(good).qwen3Template);
+        String own = good.replace("\"chat_template\": \"qwen3\"", "\"chat_template\": \"checkpoint\"");
+        assertNotEquals(good, own);
+        assertFalse(Manifest.parse(own).qwen3Template);
     }
 }
