@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from runtimes import quiet
 from runtimes.errors import UserError
 
 EPILOG = """\
@@ -40,6 +41,9 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     for name, module in COMMANDS.items():
         subs[name] = Parser(prog=f"python -m exporter {name}", description=module.__doc__)
         module.add_arguments(subs[name])
+    for parser in (main, *subs.values()):
+        parser.add_argument("--verbose", action="store_true",
+                            help="show the libraries' own warnings and logs, and every stage's progress")
     return main, subs
 
 
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             name, args = argv[0], subs[argv[0]].parse_args(argv[1:])
         else:  # no command named: export, with the main parser's help
             name, args = "export", parser.parse_args(argv)
+        quiet.configure(args.verbose)
         return COMMANDS[name].run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

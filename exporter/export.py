@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from runtimes.errors import UserError
+from runtimes.quiet import stage
 
 DEFAULT_MAX_SEQ_LEN = 1024
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
@@ -168,18 +169,20 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     if not 16 <= max_seq_len <= limit:
         raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
     with atomic_output_dir(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir]) as tmp:
-        module, weights, quant_fields, config, model_dir = prepare(
-            model, quant, group_size, symmetric, embedding, calib, samples, seq_len, max_seq_len, progress,
-            release=True, device=device)
+        with stage(f"loading {model}" + (f" and quantizing ({quant})" if quant not in ("fp32", "fp16") else "")):
+            module, weights, quant_fields, config, model_dir = prepare(
+                model, quant, group_size, symmetric, embedding, calib, samples, seq_len, max_seq_len, progress,
+                release=True, device=device)
         written = []
         for name in targets:
             into = tmp / name if target == "all" else tmp
             into.mkdir(exist_ok=True)
             fields = dict(quant_fields, name=_target_quant(name, quant_fields["name"]))
-            written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into, max_seq_len,
-                                         profile=profile if name == "onnx" else "cpu", npu_chunk=npu_chunk,
-                                         delegate=delegate if name == "executorch" else "xnnpack",
-                                         activations=activations))
+            with stage(f"{name}: writing the bundle"):
+                written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into,
+                                             max_seq_len, profile=profile if name == "onnx" else "cpu",
+                                             npu_chunk=npu_chunk, delegate=delegate if name == "executorch" else
+                                             "xnnpack", activations=activations))
     size = sum(w["bytes"] for w in written)
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,

@@ -54,18 +54,32 @@ def resolve_model_dir(model: str) -> Path:
 
 
 def _download_from_hub(repo_id: str) -> Path:
+    """The checkpoint's files from the Hugging Face hub (or its local cache), with one-line reasons for failing."""
     try:
-        from huggingface_hub import snapshot_download
-
-        patterns = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-                    "tokenizer.json", "tokenizer_config.json"]
+        from huggingface_hub import errors, snapshot_download
+    except ImportError:
+        raise UserError(f"{repo_id} looks like a hub id, and downloading needs huggingface_hub: pip install "
+                        "'qwen-edge[torch]', or pass a local checkpoint directory") from None
+    patterns = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+                "tokenizer.json", "tokenizer_config.json"]
+    local = f"download it where there is network (huggingface-cli download {repo_id} --local-dir DIR) and pass DIR"
+    try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as exc:  # network, auth, missing repo: all user-side problems
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"could not fetch {repo_id} from the Hugging Face hub ({reason}); "
-            "check the id and your network, or download it elsewhere and pass the directory"
-        ) from None
+    except errors.GatedRepoError:
+        raise UserError(f"{repo_id} is gated on the Hugging Face hub: accept its terms there and log in "
+                        "(huggingface-cli login), or pass a local directory") from None
+    except errors.RepositoryNotFoundError:
+        raise UserError(f"the Hugging Face hub has no model {repo_id} (or it is private); check the id, or pass a "
+                        "local checkpoint directory") from None
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, OSError) as exc:
+        # no network (name resolution, connection refused, HF_HUB_OFFLINE) and not in the local hub cache
+        offline = "HF_HUB_OFFLINE is set" if isinstance(exc, errors.OfflineModeIsEnabled) or "HF_HUB_OFFLINE" in str(
+            exc) else "the hub cannot be reached from here (no network?)"
+        raise UserError(f"cannot download {repo_id}: {offline}, and it is not in the local hub cache; {local}") \
+            from None
+    except Exception as exc:  # anything else the hub client raises is still the user's side: one line
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); {local}") from None
 
 
 def config_sha256(config: dict) -> str:

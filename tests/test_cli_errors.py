@@ -214,3 +214,11 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, signum):
     assert proc.returncode == 128 + signum
     assert err.strip().splitlines()[-1] == "error: interrupted; nothing was left half-written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hub_id_without_network_says_so():
+    """No hub is reachable from the tests: the message must say that, not a file-not-found or a traceback."""
+    proc = run_module("--model", "Qwen/Qwen3-0.6B", "--target", "onnx", "--out", "unused",
+                      env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot download Qwen/Qwen3-0.6B: HF_HUB_OFFLINE is set" in proc.stderr and "--local-dir" in proc.stderr

@@ -38,6 +38,7 @@ from torch import nn
 
 from runtimes.backends.executorch import load_kernels
 from runtimes.model import Qwen3, share_weights
+from runtimes.quiet import c_stderr_hidden, stage
 from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
 
@@ -254,10 +255,12 @@ def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int
         example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
         dynamic_shapes = ({1: seq}, None)
     with torch.no_grad(), _quiet():
-        exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes, strict=False)
-        return to_edge_transform_and_lower(
-            exported, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=False),
-            constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids, not single_token))
+        with stage("executorch: torch.export"):
+            exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes, strict=False)
+        with stage(f"executorch: lowering to {delegate}"), c_stderr_hidden():
+            return to_edge_transform_and_lower(
+                exported, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=False),
+                constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids, not single_token))
 
 
 def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
@@ -268,7 +271,7 @@ def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     edge = lower(module, quantized, max_seq_len, bos_id, eos_ids, fp16, delegate)
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), _quiet(), stage("executorch: memory planning and serializing"):
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))

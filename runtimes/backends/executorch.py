@@ -20,10 +20,13 @@ def load_kernels() -> None:
     runtime (loading): the LLM ops (llama::update_cache, llama::custom_sdpa) and the quantized kernels
     (quantized_decomposed::embedding_byte / embedding_4bit). An app's ExecuTorch build must link the same:
     its LLM custom-ops and quantized-kernels libraries, with XNNPACK."""
+    from runtimes.quiet import c_stderr_hidden
+
     try:
-        import torch  # noqa: F401  (the pybindings need libtorch loaded first)
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-        import executorch.kernels.quantized  # noqa: F401
+        with c_stderr_hidden():  # cpuinfo's notes on this CPU, written by C code
+            import torch  # noqa: F401  (the pybindings need libtorch loaded first)
+            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+            import executorch.kernels.quantized  # noqa: F401
     except ImportError as exc:
         raise UserError(f"ExecuTorch is not installed here ({exc}); pip install 'qwen-edge[executorch]'") from None
 
@@ -48,8 +51,11 @@ class ExecuTorchBackend:
                             "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime here")
         if threads:
             lib._unsafe_reset_threadpool(threads)
+        from runtimes.quiet import c_stderr_hidden
+
         try:
-            self.module = lib._load_for_executorch(str(pte_path))
+            with c_stderr_hidden():
+                self.module = lib._load_for_executorch(str(pte_path))
         except Exception as exc:  # truncated or foreign files fail inside the C++ loader
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UserError(f"ExecuTorch cannot load {pte_path} ({reason}); export the bundle again") from None

@@ -1,0 +1,69 @@
+"""What the tool prints and what the libraries under it may print.
+
+The libraries speak up on import and as they work: torchao's `Failed to load ..._C_*.so`, torch's
+`KernelPreference` deprecation, ExecuTorch's cpuinfo lines (written by C code straight to file descriptor 2),
+coremltools' per-pass progress bars. None of it is for our users, so it is hidden unless `--verbose` asks for it.
+Our own progress (`stage`) shows where someone watches: on a terminal, or with --verbose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+VERBOSE = False
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "torch._export", "torch.export", "coremltools",
+                 "executorch", "onnxscript", "onnx_ir")
+
+
+def configure(verbose: bool = False) -> None:
+    """Once, before the libraries load: quiet them unless verbose."""
+    global VERBOSE
+    VERBOSE = verbose
+    if verbose:
+        return
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+@contextlib.contextmanager
+def c_stderr_hidden():
+    """Hide what C code writes to file descriptor 2 inside the block (Python's own sys.stderr keeps working, so
+    our errors and progress bars still show). A no-op with --verbose."""
+    if VERBOSE:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding or "utf-8",
+                           errors="backslashreplace")
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = python_stderr
+
+
+@contextlib.contextmanager
+def stage(what: str):
+    """One line when a long step starts and one with its time when it ends, where someone watches."""
+    show = VERBOSE or sys.stderr.isatty()
+    start = time.perf_counter()
+    if show:
+        print(f"{what} ...", file=sys.stderr, flush=True)
+    yield
+    if show:
+        print(f"{what}: done in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
