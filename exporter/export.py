@@ -190,6 +190,19 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
             "manifest_sha256": [w["manifest_sha256"] for w in written]}
 
 
+def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, model_file: str) -> None:
+    import json
+
+    from exporter.targets.genai import GENAI_CONFIG, genai_config
+    from runtimes.backends.onnxruntime import SESSION_CONFIG
+    from runtimes.sampling import read_generation_config
+    from runtimes.tokenizer import QwenTokenizer
+
+    config = genai_config(args, max_seq_len, QwenTokenizer(into).special, read_generation_config(model_dir),
+                          model_file, SESSION_CONFIG)
+    (into / GENAI_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+
 def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
                   into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
                   activations: str | None) -> dict:
@@ -213,6 +226,8 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
                                        fp16=fp16, int8_activations=int8_activations)
             if int8_activations:
                 quant_fields["activations"] = "int8-dynamic-per-block"
+            if profile == "cpu":  # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
+                _write_genai_config(module.args, max_seq_len, model_dir, into, entry_points[0]["file"])
         elif target == "coreml":
             from exporter.targets.coreml import SCALE_DTYPE, export_coreml
 

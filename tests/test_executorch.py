@@ -108,23 +108,6 @@ def test_program_carries_llm_runner_metadata(bundles, tiny_tokenizer):
     assert sorted(module.run_method("get_eos_ids", ())) == sorted(tiny_tokenizer.special.stop)
 
 
-def test_stock_llm_runner_generates_the_same_tokens(bundles, tiny_tokenizer):
-    """ExecuTorch's own C++ text runner (as its Android/iOS LLM APIs use) runs our .pte with our tokenizer.json."""
-    import executorch.extension.llm.runner as runner_mod
-    from runtimes.chat import render
-    from runtimes.generate import run
-
-    bundle = bundles["fp32"]
-    messages = [{"role": "user", "content": "What is 47 + 385?"}]
-    prompt = render(messages, enable_thinking=False)
-    pieces: list[str] = []
-    runner = runner_mod.TextLLMRunner(str(bundle / "model.pte"), str(bundle / "tokenizer.json"))
-    runner.generate(prompt, runner_mod.GenerationConfig(echo=False, max_new_tokens=12, temperature=0.0),
-                    token_callback=pieces.append)
-    ours = run(load_backend(bundle), tiny_tokenizer, messages, budget=None, enable_thinking=False, max_new_tokens=12)
-    assert "".join(pieces).startswith(tiny_tokenizer.decode(ours.token_ids[:8]))
-
-
 def test_backend_rewinds_and_refuses_overflow(bundles):
     backend = load_backend(bundles["fp32"])
     first = backend.prefill([1, 2, 3, 4])

@@ -14,6 +14,12 @@ import numpy as np
 
 from runtimes.errors import UserError
 
+# ONNX Runtime session settings every CPU-graph run uses (and genai_config.json passes on to ORT-GenAI): workers
+# spin between kernels (ORT's default; with spinning off each of a step's ~500 kernels waits for its workers to
+# wake: two-thread decode of the 0.6B shape fell from 109 to 96 tok/s), and ORT's DQ+MatMul fusion keeps fp32
+# activations (accuracy level 0) so a --activations float graph computes what its fake-quant reference does
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "1", "session.qdq_matmulnbits_accuracy_level": "0"}
+
 
 def _session(model_path: Path, threads: int | None):
     try:
@@ -21,14 +27,10 @@ def _session(model_path: Path, threads: int | None):
     except ImportError:
         raise UserError("this bundle runs on ONNX Runtime, which is not installed; pip install 'qwen-edge[onnxruntime]'") from None
     options = ort.SessionOptions()
-    # decode is latency-bound on phones and laptops alike: one thread per physical core. Workers spin briefly
-    # between kernels (ORT's default): with spinning off each of a step's ~500 kernels waits for its workers to
-    # wake, and two-thread decode of the 0.6B shape fell from 109 to 96 tok/s
+    # decode is latency-bound on phones and laptops alike: one thread per physical core
     options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    # ORT fuses DequantizeLinear+MatMul (our int8 and QDQ int4 linears) into MatMulNBits with int8 activations
-    # (accuracy level 4) unless told otherwise; keep activations in fp32, as the fake-quant reference has them
-    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    for key, value in SESSION_CONFIG.items():
+        options.add_session_config_entry(key, value)
     try:
         return ort, ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own types for missing, truncated or foreign files

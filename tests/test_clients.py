@@ -1,0 +1,115 @@
+"""Bundles run unchanged in the stock clients apps use: ONNX Runtime GenAI for ONNX bundles, ExecuTorch's
+TextLLMRunner for .pte bundles, each in a process that loaded nothing of ours first."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from runtimes.bundle import load_backend
+from runtimes.generate import prepare_prompt, run
+from runtimes.tokenizer import QwenTokenizer
+
+PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?", "What is 95 + 8? /no_think")
+
+GENAI = """
+import json, sys
+import onnxruntime_genai as og
+bundle, max_length, prompts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+model = og.Model(bundle)
+out = []
+for ids in prompts:
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=max_length or len(ids) + 48, do_sample=False)
+    try:
+        generator = og.Generator(model, params)
+    except Exception as exc:
+        print(json.dumps({"error": str(exc)}))
+        sys.exit(0)
+    generator.append_tokens(ids)
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    out.append(tokens)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory):
+    from exporter.cli import main
+
+    out = tmp_path_factory.mktemp("clients") / "tiny-onnx"
+    assert main(["--model", "tiny", "--target", "onnx", "--out", str(out)]) == 0  # the default recipe
+    return out
+
+
+def genai(bundle, prompts, max_length=0):
+    proc = subprocess.run([sys.executable, "-c", GENAI, str(bundle), str(max_length), json.dumps(prompts)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_ort_genai_generates_our_greedy_tokens(onnx_bundle):
+    """The bundle's genai_config.json is all ORT-GenAI needs: the same greedy tokens as our runtime, from the same
+    prompt ids (an app renders the chat template itself: GenAI cannot switch Qwen3's thinking)."""
+    tokenizer = QwenTokenizer(onnx_bundle)
+    backend = load_backend(onnx_bundle)
+    prompts, ours = [], []
+    for text in PROMPTS:
+        messages = [{"role": "user", "content": text}]
+        ids, _ = prepare_prompt(tokenizer, messages, None)
+        result = run(backend, tokenizer, messages, budget=None, max_new_tokens=48 - 1)
+        prompts.append(ids)
+        ours.append(result.token_ids)
+    theirs = genai(onnx_bundle, prompts)
+    for mine, other in zip(ours, theirs):
+        assert other[:len(mine)] == mine  # GenAI stops at the same <|im_end|>, or runs to its max_length
+
+
+def test_ort_genai_refuses_a_length_past_the_bundle_clearly(onnx_bundle):
+    context = json.loads((onnx_bundle / "manifest.json").read_text())["max_seq_len"]
+    result = genai(onnx_bundle, [[1, 2, 3]], max_length=context + 8)
+    assert f"cannot be greater than model context_length ({context})" in result["error"]
+
+
+STOCK_RUNNER = """
+import sys
+from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+{imports}
+pieces = []
+runner = TextLLMRunner(sys.argv[1] + "/model.pte", sys.argv[1] + "/tokenizer.json")
+runner.generate(sys.argv[2], GenerationConfig(echo=False, max_new_tokens=12, temperature=0.0),
+                token_callback=pieces.append)
+print("".join(pieces))
+"""
+# what an app's ExecuTorch build links beside XNNPACK: the LLM custom ops and the quantized kernels
+KERNELS = "import executorch.extension.llm.custom_ops.custom_ops, executorch.kernels.quantized"
+
+
+@pytest.mark.slow
+def test_executorchs_stock_runner_runs_a_bundle_in_a_fresh_process(tmp_path):
+    """In a process that imported nothing of ours: with the two kernel libraries registered it generates our
+    greedy tokens; without them it cannot run the program (the README says which libraries an app must link)."""
+    from exporter.cli import main
+    from runtimes.chat import render
+
+    bundle = tmp_path / "et"
+    assert main(["--model", "tiny", "--target", "executorch", "--max-seq-len", "128", "--out", str(bundle)]) == 0
+    messages = [{"role": "user", "content": "What is 47 + 385?"}]
+    prompt = render(messages, enable_thinking=False)
+    tokenizer = QwenTokenizer(bundle)
+    ours = run(load_backend(bundle), tokenizer, messages, budget=None, enable_thinking=False, max_new_tokens=12)
+
+    def stock(imports):
+        return subprocess.run([sys.executable, "-c", STOCK_RUNNER.format(imports=imports), str(bundle), prompt],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    linked = stock(KERNELS)
+    assert linked.returncode == 0, linked.stderr
+    assert linked.stdout.startswith(tokenizer.decode(ours.token_ids[:8]))
+    bare = stock("")
+    assert bare.returncode != 0 and ("not found" in bare.stderr or "Missing operator" in bare.stderr), bare.stderr
