@@ -193,3 +193,23 @@ def test_an_android_record_counts_only_for_the_bundle_it_names(onnx_bundle, caps
 def test_bench_rejects_a_directory_that_is_not_a_bundle(capsys, tmp_path):
     code, _, err = run_cli(capsys, "bench", "--bundle", str(tmp_path))
     assert code == 2 and "not a qwen-edge bundle" in err
+
+
+def test_energy_follows_the_bytes_a_step_reads():
+    """A tied LM head that reads the stored table reads all of it (ONNX, Core ML): nothing is left out; only a
+    table a step merely gathers from (ExecuTorch's gather copy, an untied embedding) is."""
+    from runtimes.eval.bench import bytes_read_per_token, table_bytes
+
+    arch = {"vocab_size": 1000, "hidden_size": 64, "tie_word_embeddings": True, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128}
+    manifest = {"architecture": arch, "target": "onnx", "max_seq_len": 100,
+                "quant": {"name": "int4", "embedding": "int8", "group_size": 64},
+                "kv_cache": {"dtype": "float32", "bytes_at_max_context": 10_000},
+                "files": {"model.onnx.data": {"bytes": 500_000}, "model.onnx": {"bytes": 20_000},
+                          "tokenizer.json": {"bytes": 90_000}, "genai_config.json": {"bytes": 1_000}}}
+    assert table_bytes(manifest) == 1000 * 64 + 1000 * 4
+    assert bytes_read_per_token(manifest, context=50) == 520_000 + 5_000
+    executorch = {**manifest, "target": "executorch"}
+    assert bytes_read_per_token(executorch, context=50) == 520_000 - 68_000 + 5_000
+    untied = {**manifest, "architecture": {**arch, "tie_word_embeddings": False}}
+    assert bytes_read_per_token(untied, context=50) == 520_000 - 68_000 + 5_000

@@ -178,7 +178,7 @@ def _row(bundle: str, manifest: dict, speed: dict) -> dict:
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     return {
         "bundle": str(bundle), "target": manifest["target"], "backend": manifest["backend"],
-        "quant": manifest["quant"]["name"], "size_bytes": size,
+        "quant": manifest["quant"]["name"], "config": configuration(manifest), "size_bytes": size,
         "latency": {"threads": speed["threads"], "prompt_tokens": last["prompt_tokens"],
                     "ttft_ms": last["ttft_ms"]["median"], "prefill_tokens_per_s": last["prefill_tokens_per_s"]["median"],
                     "decode_tokens_per_s": speed["decode_tokens_per_s"]["median"],
@@ -191,22 +191,57 @@ def _row(bundle: str, manifest: dict, speed: dict) -> dict:
     }
 
 
-def _traffic(manifest: dict, context: int) -> tuple[float, float]:
-    """(bytes read from DRAM, operations) per decoded token: the model file less the gathered embedding table,
-    plus the KV cache up to `context`; two operations per multiply-accumulate of every non-embedding weight."""
-    arch = manifest["architecture"]
-    size = sum(e["bytes"] for name, e in manifest["files"].items() if not name.startswith("tokenizer"))
+def configuration(manifest: dict) -> dict:
+    """Everything that tells two bundles of one target and quant apart (bench rows and tables show it)."""
     quant = manifest["quant"]
-    table_bytes_per_value = {"int8": 1, "int4": 0.5, "none": 4}.get(quant.get("embedding", "none"), 4)
+    return {"activations": quant.get("activations", "float"), "embedding": quant.get("embedding", "none"),
+            "group_size": quant.get("group_size"), "profile": manifest.get("profile", "cpu"),
+            "kv_cache": manifest["kv_cache"]["dtype"],
+            "execution_provider": EXECUTION_PROVIDERS.get((manifest["backend"], manifest.get("profile")),
+                                                          EXECUTION_PROVIDERS.get(manifest["backend"]))}
+
+
+EXECUTION_PROVIDERS = {"onnxruntime": "CPUExecutionProvider", ("onnxruntime", "npu"): "CPUExecutionProvider",
+                       "qnn": "QNNExecutionProvider (HTP)", "executorch": "XNNPACK", ("executorch", "coreml"): "Core ML",
+                       "coreml": "Core ML", "reference": "PyTorch"}
+META_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "genai_config.json")
+
+
+def table_bytes(manifest: dict) -> float:
+    """The embedding / LM head table as the bundle stores it (codes and scales)."""
+    arch, quant = manifest["architecture"], manifest["quant"]
+    values = arch["vocab_size"] * arch["hidden_size"]
     if quant["name"] in ("fp32", "fp16"):
-        table_bytes_per_value = 4 if quant["name"] == "fp32" else 2
-    table = arch["vocab_size"] * arch["hidden_size"] * table_bytes_per_value
+        return values * (4 if quant["name"] == "fp32" else 2)
+    embedding = quant.get("embedding", "int8")
+    if embedding == "int8":
+        return values + arch["vocab_size"] * 4  # a code a weight, a scale a row
+    if embedding == "int4":
+        return values / 2 + values / (quant.get("group_size") or 128) * 4
+    return values * 4
+
+
+def bytes_read_per_token(manifest: dict, context: int) -> float:
+    """What one decoded token reads from memory: every weight the step multiplies by, and the KV cache up to
+    `context`. Left out: what a step only gathers a row of, i.e. an embedding table the LM head does not read
+    too (an untied model's, or ExecuTorch's gather copy beside XNNPACK's packed head); a tied head that reads the
+    same stored table (ONNX, Core ML) reads all of it."""
+    size = sum(e["bytes"] for name, e in manifest["files"].items() if name not in META_FILES)
+    tied = manifest["architecture"]["tie_word_embeddings"]
+    gathered_only = table_bytes(manifest) if (not tied or manifest["target"] == "executorch") else 0.0
     kv = manifest["kv_cache"]["bytes_at_max_context"] * context / manifest["max_seq_len"]
+    return max(size - gathered_only, 0.0) + kv
+
+
+def _traffic(manifest: dict, context: int) -> tuple[float, float]:
+    """(bytes read, operations) per decoded token; two operations per multiply-accumulate of every weight the step
+    multiplies by (the LM head included)."""
+    arch = manifest["architecture"]
     h, layers = arch["hidden_size"], arch["num_hidden_layers"]
     q, kvd = arch["num_attention_heads"] * arch["head_dim"], arch["num_key_value_heads"] * arch["head_dim"]
     per_layer = h * (q + 2 * kvd) + q * h + 3 * h * arch["intermediate_size"]
     params = layers * per_layer + arch["vocab_size"] * h
-    return max(size - table, 0) + kv, 2.0 * params
+    return bytes_read_per_token(manifest, context), 2.0 * params
 
 
 def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows, window_len, task_items,

@@ -13,6 +13,16 @@ def _name(row: dict) -> str:
     return Path(row["bundle"]).name
 
 
+def describe(config: dict | None) -> str:
+    """A bundle's configuration in a few words: activations, table, KV cache, profile and execution provider."""
+    if not config:
+        return ""
+    parts = [f"{config['activations']} activations", f"table {config['embedding']}", f"KV {config['kv_cache']}"]
+    if config["profile"] not in ("cpu", None):
+        parts.append(f"profile {config['profile']}")
+    return ", ".join(parts) + f" ({config['execution_provider']})"
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [
@@ -20,16 +30,17 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine']['system']} {result['machine']['machine']}, {result['machine']['cpus']} CPUs. "
         f"Threads: {s['threads'] or 'backend default'}; {s['new_tokens']} greedy new tokens, {s['runs']} runs after "
         f"a warm-up, medians. Made by `{result['created_by']}`.", "",
-        "| bundle | target | quant | size MB | TTFT ms | prefill tok/s | decode tok/s [min, max] | p50 / p95 ms "
-        "| peak RSS MB | KV MB at max | J/token (source) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bundle | target | quant | configuration | size MB | TTFT ms | prefill tok/s | decode tok/s [min, max] "
+        "| p50 / p95 ms | peak RSS MB | KV MB at max | J/token (source) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["bundles"]:
         lat, mem, en = r["latency"], r["memory"], r["energy"]
         spread = lat["decode_tokens_per_s_spread"]
         source = en["source"] + (f": {en['profile']}" if en["source"] == "estimate" else "")
         lines.append(
-            f"| {_name(r)} | {r['target']} | {r['quant']} | {_mb(r['size_bytes'])} | {lat['ttft_ms']:.0f} "
+            f"| {_name(r)} | {r['target']} | {r['quant']} | {describe(r.get('config'))} | {_mb(r['size_bytes'])} "
+            f"| {lat['ttft_ms']:.0f} "
             f"({lat['prompt_tokens']} tok) | {lat['prefill_tokens_per_s']:.0f} | {lat['decode_tokens_per_s']:.1f} "
             f"[{spread['min']:.1f}, {spread['max']:.1f}] | {lat['decode_ms_p50']:.1f} / {lat['decode_ms_p95']:.1f} "
             f"| {_mb(mem['peak_rss_bytes'])} | {_mb(mem['kv_cache_bytes_at_max_context'])} "
