@@ -88,20 +88,24 @@ def _target_quant(target: str, quant: str | None) -> str | None:
 
 
 def check_options(target: str, quant: str | None, symmetric: bool, embedding: str, profile: str, npu_chunk: int,
-                  delegate: str, activations: str | None, alone: bool = True) -> None:
+                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "float32") -> None:
     """Refuse an option combination `target` cannot honour before any slow work. With `alone` False (--target all)
     an option that applies to other targets only is not this target's concern."""
     if target == "onnx":
+        if kv_cache != "float32" and profile != "cpu":
+            raise UserError("--kv-cache applies to the onnx cpu profile (the npu profile's cache is fp16 already)")
         if profile == "npu" and not 1 <= npu_chunk <= 512:
             raise UserError("--npu-chunk must be between 1 and 512")
         if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
             raise UserError("the npu profile stores the embedding / LM head as int8 per row or unquantized; "
                             "use --embedding int8 (default) or none, or --profile cpu for an int4 table")
-        if activations == "int8" and (profile != "cpu" or quant in ("fp32", "fp16", "int8")):
-            raise UserError("--activations int8 applies to the int4 linears of the onnx cpu profile (ONNX Runtime's "
-                            "MatMulNBits); use it with --quant int4 or awq-int4 and --profile cpu")
+        if activations == "int8" and (profile != "cpu" or quant in ("fp32", "fp16")):
+            raise UserError("--activations int8 applies to the quantized linears of the onnx cpu profile (ONNX "
+                            "Runtime's MatMulNBits); use it with --quant int8, int4 or awq-int4 and --profile cpu")
     if not alone:
         return
+    if kv_cache != "float32" and target != "onnx":
+        raise UserError(f"--kv-cache {kv_cache} is an onnx option; {target} keeps its cache in the model's precision")
     if target == "coreml":
         if activations == "int8":
             raise UserError("--activations int8 is not available for coreml: Core ML keeps activations in fp16")
@@ -144,21 +148,25 @@ def _check_libraries(target: str, symmetric: bool, delegate: str) -> None:
 
 
 def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
-           embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
+           embedding: str = "auto", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
-           activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
+           activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu",
+           kv_cache: str = "float32") -> dict:
     """Export `model` to one target's bundle at `out`, or with target "all" to out/onnx, out/executorch and
     out/coreml from one quantization (each option goes to the targets it applies to). The directory appears
     complete or not at all."""
     from runtimes.checkpoint import load_config, resolve_model_dir
     from exporter.output import atomic_output_dir, check_output
 
+    from exporter.quantize import default_embedding
+
     targets = TARGETS if target == "all" else (target,)
+    embedding = default_embedding(embedding, quant, npu="onnx" in targets and profile == "npu")
     if target == "all" and quant == "8da4w" and activations == "float":
         raise UserError("--quant 8da4w runs int8 activations; drop --activations float")
     for name in targets:
         check_options(name, _target_quant(name, quant) if target == "all" else quant, symmetric, embedding, profile,
-                      npu_chunk, delegate, activations, alone=target != "all")
+                      npu_chunk, delegate, activations, alone=target != "all", kv_cache=kv_cache)
     model_dir = resolve_model_dir(model)
     check_output(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir])
     for name in targets:
@@ -182,7 +190,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                 written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into,
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",
                                              npu_chunk=npu_chunk, delegate=delegate if name == "executorch" else
-                                             "xnnpack", activations=activations))
+                                             "xnnpack", activations=activations, kv_cache=kv_cache))
     size = sum(w["bytes"] for w in written)
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
@@ -205,7 +213,7 @@ def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, mod
 
 def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
                   into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
-                  activations: str | None) -> dict:
+                  activations: str | None, kv_cache: str = "float32") -> dict:
     """One target's files, tokenizer files and manifest into `into` → what was written."""
     import hashlib
 
@@ -215,15 +223,17 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
 
     copy_tokenizer_files(model_dir, into)
     fp16 = quant_fields["name"] == "fp16"
+    kv_dtype = "float16" if fp16 else "float32"
     with torch.no_grad():
         if target == "onnx":
             from exporter.targets.onnx import export_onnx
 
-            int8_activations = activations == "int8" and any(qt.bits == 4 for qt in weights.values())
-            if activations == "int8" and not int8_activations:
-                raise UserError("--activations int8 applies to int4 linears; this recipe has none")
+            # the default: int8 activations for quantized linears on CPU (MatMulNBits at accuracy level 4, the fastest
+            # kernels; the reference rounds activations the same way); --activations float keeps them exact
+            int8_activations = profile == "cpu" and bool(weights) and activations != "float"
             entry_points = export_onnx(module, weights, into, max_seq_len, npu_chunk if profile == "npu" else None,
-                                       fp16=fp16, int8_activations=int8_activations)
+                                       fp16=fp16, int8_activations=int8_activations, kv_dtype=kv_cache)
+            kv_dtype = entry_points[0]["inputs"][-1]["dtype"]
             if int8_activations:
                 quant_fields["activations"] = "int8-dynamic-per-block"
             if profile == "cpu":  # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
@@ -234,7 +244,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
             entry_points = export_coreml(module, weights, into, max_seq_len)
             for bits in sorted({qt.bits for qt in weights.values()}):
                 quant_fields[f"int{bits}_scale_dtype"] = SCALE_DTYPE
-            profile, fp16 = None, True
+            profile, kv_dtype = None, "float16"
         else:
             from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
 
@@ -253,7 +263,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
     manifest = write_manifest(into, source_id=source_id(model, model_dir), config_sha256=config_sha256(config),
                               args=module.args, target=target, backend=BACKEND[target], profile=profile,
                               quant=quant_fields, max_seq_len=max_seq_len,
-                              kv_dtype="float16" if fp16 else "float32", kv_bytes_per_value=2 if fp16 else 4,
+                              kv_dtype=kv_dtype, kv_bytes_per_value={"float32": 4, "float16": 2}[kv_dtype],
                               kv_layout=KV_LAYOUT[target], entry_points=entry_points, tokenizer=QwenTokenizer(into))
     return {"target": f"{target} ({profile})" if profile else target,
             "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),

@@ -36,6 +36,14 @@ def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | 
     return quantize_module(module, recipe, calib_tokens, progress, release), recipe
 
 
+def default_embedding(embedding: str, quant: str | None, npu: bool = False) -> str:
+    """--embedding auto: the int4 table with int4 weights (smaller, and read by the LM head: the faster default on
+    every CPU target), int8 otherwise and where the table must be int8 (the NPU profile)."""
+    if embedding != "auto":
+        return embedding
+    return "int4" if quant in (None, "int4", "awq-int4", "8da4w") and not npu else "int8"
+
+
 def cache_root() -> Path:
     """Where exports keep what is slow to recompute: $QWEN_EDGE_CACHE, else $XDG_CACHE_HOME/qwen-edge, else
     ~/.cache/qwen-edge."""
@@ -80,7 +88,7 @@ def awq_cached(module, model_dir: Path, config: dict, quant: str, group_size: in
 
 
 def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None = None, symmetric: bool = True,
-                        embedding: str = "int8", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
+                        embedding: str = "auto", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
                         overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
     from runtimes.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
@@ -88,6 +96,7 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
     from runtimes.model import from_pretrained
 
     start = time.perf_counter()
+    embedding = default_embedding(embedding, quant)
     model_dir = resolve_model_dir(model)
     if is_quantized_checkpoint(model_dir):
         raise UserError(f"{model_dir} is already quantized; quantize its full-precision source instead")

@@ -175,14 +175,16 @@ class Qwen3(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.max_seq_len = 0
 
-    def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None, kv_cache: bool = True) -> None:
-        """The RoPE tables and (kv_cache) the reference KV cache for `max_seq_len` positions."""
+    def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None, kv_cache: bool = True,
+                     kv_dtype: torch.dtype | None = None) -> None:
+        """The RoPE tables and (kv_cache) the reference KV cache for `max_seq_len` positions, stored in kv_dtype
+        (default: dtype; a float16 cache under float32 compute models a bundle that stores its cache so)."""
         dtype = dtype or self.embed_tokens.weight.dtype
         check_context(self.args, max_seq_len)
         self.max_seq_len = max_seq_len
         for layer in self.layers:
             layer.self_attn.attend.kv_cache = KVCache(max_seq_len, self.args.num_key_value_heads, self.args.head_dim,
-                                                      dtype) if kv_cache else None
+                                                      kv_dtype or dtype) if kv_cache else None
         cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)

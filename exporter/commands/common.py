@@ -23,8 +23,10 @@ def quant_arguments(p: argparse.ArgumentParser) -> None:
                         "that divides every linear's input width; 128 for Qwen3 0.6B-4B, 64 for tiny)")
     p.add_argument("--asymmetric", action="store_true",
                    help="int4 with a zero point per group (default: symmetric, which every target runs)")
-    p.add_argument("--embedding", default="int8", choices=("int8", "int4", "none"),
-                   help="the embedding / LM head table: int8 per row, int4 group-wise, or unquantized (default: int8)")
+    p.add_argument("--embedding", default="auto", choices=("auto", "int8", "int4", "none"),
+                   help="the embedding / LM head table: int8 per row, int4 group-wise, or unquantized (default auto: "
+                        "int4 with int4 weights, as one table that the embedding gathers from and the LM head reads; "
+                        "int8 with int8 weights, or for the onnx npu profile)")
     p.add_argument("--calib", default="builtin", metavar="builtin|arithmetic|FILE",
                    help="AWQ calibration text: builtin (docs + chat arithmetic), arithmetic (tiny's problems), or a "
                         ".txt / .jsonl file (default: builtin)")

@@ -391,20 +391,19 @@ def entry_point(a, chunk: int | None, max_seq_len: int, kv_dtype: str = "float32
 
 
 def export_onnx(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
-                npu_chunk: int | None = None, fp16: bool = False, int8_activations: bool = False) -> list[dict]:
+                npu_chunk: int | None = None, fp16: bool = False, int8_activations: bool = False,
+                kv_dtype: str = "float32") -> list[dict]:
     """Write the graph(s) into out_dir → the manifest's entry points.
 
-    CPU profile: model.onnx. NPU profile: prefill.onnx (npu_chunk tokens) and decode.onnx (1 token), static
-    shapes, sharing one external weights file.
+    CPU profile: model.onnx (exporter/targets/onnx_cpu.py). NPU profile: prefill.onnx (npu_chunk tokens) and
+    decode.onnx (1 token), static shapes, sharing one external weights file.
     """
+    if npu_chunk is None:
+        from exporter.targets.onnx_cpu import export_cpu
+
+        return export_cpu(module, quantized, out_dir, max_seq_len, fp16, int8_activations, kv_dtype)
     kv_dtype = "float16" if fp16 else "float32"
     _register_ort_schemas()
-    if npu_chunk is None:
-        model = Builder(module, quantized, max_seq_len, fp16=fp16, int8_activations=int8_activations).build()
-        onnx.save_model(model, out_dir / MODEL_FILE, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=WEIGHTS_FILE, size_threshold=1024)
-        onnx.checker.check_model(str(out_dir / MODEL_FILE))
-        return [{"name": "forward", "file": MODEL_FILE, **entry_point(module.args, None, max_seq_len, kv_dtype)}]
     entries, stored = [], {}
     for name, chunk in (("prefill", npu_chunk), ("decode", 1)):
         model = Builder(module, quantized, max_seq_len, chunk, fp16).build()

@@ -206,6 +206,10 @@ def _bundle_reference(manifest: dict, reference_model: str | None):
     activations = quant.get("activations", "float")
     apply_fake_quant(module, weights, activations, quant.get("int4_scale_dtype", "float32"),
                      quant.get("int8_scale_dtype", "float32"))
+    if manifest["kv_cache"]["dtype"] != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
+        import torch
+
+        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_dtype=getattr(torch, manifest["kv_cache"]["dtype"]))
     name = "fp32" if not weights else f"fake-quant {quant['name']}"
     return ReferenceBackend(module), name + (f" ({activations} activations)" if activations != "float" else "")
 

@@ -19,7 +19,7 @@ import torch
 from runtimes.checkpoint import QUANT_RECIPE
 from runtimes.errors import UserError
 from runtimes.model import hf_name
-from runtimes.quant.packing import pack_int4, unpack_int4
+from runtimes.quant.packing import int8_block, pack_int4, unpack_int4
 from runtimes.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
                                 fake_quantize_activations_blockwise, quantize)
 from runtimes.tokenizer import TOKENIZER_FILES
@@ -127,8 +127,8 @@ def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: s
     """Replace each quantized weight by its dequantized value: the parity reference for artifacts.
 
     activations "int8-dynamic-per-token" also rounds the input of every quantized linear (the LM head included
-    when the table is quantized) as XNNPACK's dynamically quantized kernels do, "int8-dynamic-per-block" the
-    input of every 4-bit linear per weight group as ONNX Runtime's MatMulNBits at accuracy level 4 does; int4/int8_scale_dtype ("bfloat16",
+    when the table is quantized) as XNNPACK's dynamically quantized kernels do, "int8-dynamic-per-block" per block
+    of the weight as ONNX Runtime's MatMulNBits at accuracy level 4 does; int4/int8_scale_dtype ("bfloat16",
     "float16") round the scales of 4-/8-bit weights as a target that stores them so computes with them
     (XNNPACK's qb4w kernels keep bf16 group scales, Core ML keeps fp16 scales).
     """
@@ -146,9 +146,10 @@ def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: s
         if activations == "int8-dynamic-per-token":
             hook = lambda _, args: (fake_quantize_activations(args[0]),)  # noqa: E731
         elif activations == "int8-dynamic-per-block":
-            if qt.bits != 4:
-                continue  # only the 4-bit MatMulNBits quantize their input (int8 linears stay DQ + MatMul)
-            hook = lambda _, args, block=qt.group_size: (fake_quantize_activations_blockwise(args[0], block),)  # noqa: E731
+            # ONNX Runtime's MatMulNBits at accuracy level 4: int8 per block of the weight's (int4 group, or the
+            # int8_block an int8 row is cut into)
+            block = qt.group_size if qt.bits == 4 else int8_block(qt.shape[1])
+            hook = lambda _, args, block=block: (fake_quantize_activations_blockwise(args[0], block),)  # noqa: E731
         else:
             raise ValueError(f"unknown activation quantization {activations!r}")
         module.get_submodule(name).register_forward_pre_hook(hook)

@@ -1,0 +1,267 @@
+"""ONNX target, CPU profile: one graph for prefill and decode on ONNX Runtime's fused CPU kernels.
+
+    inputs   input_ids int64 [1, S], position_ids int64 [1, S] (absolute positions P..P+S-1),
+             past_key_{i} / past_value_{i} [1, kv_heads, C, head_dim] (the KV cache's dtype)
+    outputs  logits float32 [1, S, vocab], present_key_{i} / present_value_{i} [1, kv_heads, max(C, P+S), head_dim]
+
+Attention is ONNX Runtime's GroupQueryAttention (RoPE, causal grouped-query attention and the KV update in one
+kernel). With C = max_seq_len and each present bound to its past's buffer (the onnxruntime backend and ORT-GenAI
+do this) the cache is updated in place; with C = P (a growing past) it is concatenated.
+
+The numerics are runtimes/model.py's. Quantized weights are our quantizer's exact codes and scales:
+- int4 linears, and int8 ones with int8 activations, are MatMulNBits (ONNX Runtime's block-quantized matmul); at
+  accuracy level 4 it rounds its input to int8 per block and runs integer dot products (the manifest says
+  `activations: int8-dynamic-per-block`, and parity's reference rounds the same way), at level 0 it keeps fp32;
+- with float activations an int8 linear is DequantizeLinear + MatMul;
+- a quantized embedding table is gathered by GatherBlockQuantized from the very bytes the tied LM head's
+  MatMulNBits reads (one table in the file, as ORT-GenAI's builder shares its table).
+q/k/v and gate/up are one matmul each over their stacked weights, then a Split (one activation rounding and one
+kernel call instead of three and two; exact: every row keeps its codes). Residual adds and RMSNorms are ONNX
+Runtime's fused SkipSimplifiedLayerNormalization / SimplifiedLayerNormalization.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporter.targets.onnx_graph import Graph, as_numpy, nbits_layout, nbits_zero_points, save
+from runtimes.quant.rtn import QuantizedTensor
+
+OPSET = 21
+MODEL_FILE = "model.onnx"
+
+
+def register_ort_schemas() -> None:
+    """Teach onnx.checker ONNX Runtime's fused RMSNorm, which ORT registers in the default domain (so the checker,
+    which knows only standard ops there, would reject the graph)."""
+    from onnx.defs import OpSchema, has, register_schema
+
+    if has("SimplifiedLayerNormalization"):
+        return
+    floats = ["tensor(float)", "tensor(float16)"]
+    register_schema(OpSchema(
+        "SimplifiedLayerNormalization", "", 1, doc="ONNX Runtime's RMSNorm: X / sqrt(mean(X^2) + epsilon) * scale",
+        inputs=[OpSchema.FormalParameter("X", "T"), OpSchema.FormalParameter("scale", "V")],
+        outputs=[OpSchema.FormalParameter("Y", "V")], type_constraints=[("T", floats, ""), ("V", floats, "")],
+        attributes=[OpSchema.Attribute("axis", OpSchema.AttrType.INT, "normalized axis"),
+                    OpSchema.Attribute("epsilon", OpSchema.AttrType.FLOAT, "added to the mean square")]))
+
+
+class CpuBuilder:
+    """fp16: weights and activations in float16 (RMSNorm and softmax in float32); int8_activations: MatMulNBits
+    at accuracy level 4; kv_dtype: the KV cache's dtype (a float16 cache under float32 activations: attention runs
+    in float16, its inputs cast to it)."""
+
+    def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int, fp16: bool = False,
+                 int8_activations: bool = False, kv_dtype: str = "float32"):
+        self.m, self.q, self.a = module, quantized, module.args
+        self.g = Graph("qwen3", OPSET)
+        self.max_seq_len = max_seq_len
+        self.level = 4 if int8_activations else 0
+        self.fp16 = fp16
+        self.act = "float16" if fp16 else "float32"
+        self.kv_dtype = "float16" if fp16 else kv_dtype
+        self.np_act = np.float16 if fp16 else np.float32
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def float_weight(self, name: str, array) -> object:
+        return self.g.weight(name, lambda: np.asarray(array(), dtype=self.np_act))
+
+    def cast(self, x, dtype: str):
+        from exporter.targets.onnx_graph import DTYPES
+
+        return self.g.op("Cast", x, to=DTYPES[dtype])
+
+    def to_fp32(self, x):
+        return self.cast(x, "float32") if self.fp16 else x
+
+    def from_fp32(self, x):
+        return self.cast(x, "float16") if self.fp16 else x
+
+    def norm_weight(self, name: str):
+        return self.g.weight(name, lambda: as_numpy(self.m.get_parameter(name)))
+
+    def rms_norm(self, x, weight_name: str):
+        normed = self.g.op("SimplifiedLayerNormalization", self.to_fp32(x), self.norm_weight(weight_name), axis=-1,
+                           epsilon=float(self.a.rms_norm_eps))
+        return self.from_fp32(normed)
+
+    def add_norm(self, x, delta, weight_name: str):
+        """(RMSNorm(x + delta), x + delta): one SkipSimplifiedLayerNormalization (fp16 graphs add, then norm in
+        fp32)."""
+        if self.fp16:
+            total = self.g.op("Add", x, delta)
+            return self.rms_norm(total, weight_name), total
+        normed, mean, inv_std, total = self.g.op("SkipSimplifiedLayerNormalization", x, delta,
+                                                 self.norm_weight(weight_name), outputs=4, domain="com.microsoft",
+                                                 epsilon=float(self.a.rms_norm_eps))
+        mean.name = inv_std.name = ""  # optional outputs left unset: the kernel does not compute them
+        return normed, total
+
+    def nbits(self, name: str, qt: QuantizedTensor):
+        """MatMulNBits' B, scales (and zero points) initializers for `qt`, made once per name."""
+        layout = {}
+
+        def part(i):
+            if not layout:
+                layout["blob"], layout["scales"], layout["block"] = nbits_layout(qt)
+            return layout[("blob", "scales")[i]]
+
+        blob = self.g.weight(f"{name}.qweight", lambda: part(0))
+        scales = self.g.weight(f"{name}.scales", lambda: part(1))
+        zeros = None if qt.symmetric else self.g.weight(f"{name}.zeros", lambda: nbits_zero_points(qt))
+        block = qt.group_size if qt.bits == 4 else blob.shape[2]
+        return blob, scales, zeros, block
+
+    def quantized_matmul(self, x, name: str, qt: QuantizedTensor):
+        out_features, in_features = qt.shape
+        if qt.bits == 4 or self.level == 4:
+            blob, scales, zeros, block = self.nbits(name, qt)
+            inputs = [x, blob, scales] + ([zeros] if zeros is not None else [])
+            return self.g.op("MatMulNBits", *inputs, domain="com.microsoft", K=in_features, N=out_features,
+                             bits=qt.bits, block_size=block, accuracy_level=self.level)
+        # int8 per output channel with float activations: DequantizeLinear on the transposed codes, scale per column
+        codes = self.g.weight(f"{name}.qweight_t", lambda: qt.q.numpy().T)
+        scales = self.g.weight(f"{name}.scales", lambda: qt.scales.float().numpy().reshape(-1))
+        return self.g.op("MatMul", x, self.g.op("DequantizeLinear", codes, scales, axis=1))
+
+    def linear(self, x, name: str):
+        qt = self.q.get(name)
+        if qt is None:
+            return self.g.op("MatMul", x, self.float_weight(name, lambda: as_numpy(self.m.get_parameter(name)).T))
+        return self.quantized_matmul(x, name, qt)
+
+    def fused_linear(self, x, names: list[str], fused_name: str) -> list:
+        """Linears sharing their input as one matmul over stacked weights, then a Split; separate linears when their
+        formats differ."""
+        qts = [self.q.get(n) for n in names]
+        sizes = [self.m.get_parameter(n).shape[0] for n in names]
+        if all(qt is None for qt in qts):
+            stacked = lambda: torch.cat([self.m.get_parameter(n).detach() for n in names])  # noqa: E731
+            out = self.g.op("MatMul", x, self.float_weight(fused_name, lambda: as_numpy(stacked()).T))
+        elif all(qt is not None for qt in qts) and len({(qt.bits, qt.group_size, qt.symmetric) for qt in qts}) == 1:
+            qt = QuantizedTensor(torch.cat([t.q for t in qts]), torch.cat([t.scales for t in qts]),
+                                 None if qts[0].symmetric else torch.cat([t.zeros for t in qts]), qts[0].bits,
+                                 qts[0].group_size)
+            out = self.quantized_matmul(x, fused_name, qt)
+        else:
+            return [self.linear(x, n) for n in names]
+        return list(self.g.op("Split", out, self.g.const(sizes), outputs=len(names), axis=-1))
+
+    def embed(self, input_ids):
+        """Rows of the embedding table for input_ids, as activations [1, S, hidden]."""
+        g, qt = self.g, self.q.get("embed_tokens.weight")
+        if qt is None:
+            table = self.float_weight("embed_tokens.weight", lambda: as_numpy(self.m.embed_tokens.weight))
+            return g.op("Gather", table, input_ids)
+        if qt.bits == 8 and self.level == 0:  # the float-activation head reads the codes by DequantizeLinear
+            codes = g.weight("embed_tokens.weight.qweight", lambda: qt.q.numpy())
+            scales = g.weight("embed_tokens.weight.row_scales", lambda: qt.scales.float().numpy().reshape(-1))
+            rows = self.cast(g.op("Gather", codes, input_ids), "float32")
+            row_scales = g.op("Unsqueeze", g.op("Gather", scales, input_ids), g.const([-1]))
+            return self.from_fp32(g.op("Mul", rows, row_scales))
+        blob, scales, zeros, block = self.nbits("embed_tokens.weight", qt)
+        vocab, hidden = qt.shape
+        data = g.op("Reshape", blob, g.const([vocab, -1]))  # [vocab, hidden * bits / 8]: the head's very bytes
+        inputs = [data, input_ids, g.op("Reshape", scales, g.const([vocab, -1]))]
+        if zeros is not None:
+            inputs.append(g.op("Reshape", zeros, g.const([vocab, -1])))
+        rows = g.op("GatherBlockQuantized", *inputs, domain="com.microsoft", bits=qt.bits, block_size=block,
+                    gather_axis=0, quantize_axis=1)
+        return self.from_fp32(rows)
+
+    def logits(self, h):
+        """The LM head: float32 logits [1, S, vocab]."""
+        g, a = self.g, self.a
+        head = "embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
+        qt = self.q.get(head)
+        if qt is not None and (qt.bits == 4 or self.level == 4):
+            return self.to_fp32(self.quantized_matmul(h, head, qt))
+        flat = g.op("Reshape", h, g.const([-1, a.hidden_size]))
+        if qt is None:  # Gemm(x, W, transB): no transposed copy of a (tied) table
+            w = self.float_weight(head, lambda: as_numpy(self.m.get_parameter(head)))
+        else:
+            codes = g.weight(f"{head}.qweight", lambda: qt.q.numpy())
+            scales = g.weight(f"{head}.row_scales", lambda: qt.scales.float().numpy().reshape(-1))
+            w = g.op("DequantizeLinear", codes, scales, axis=0)
+        return g.op("Reshape", self.to_fp32(g.op("Gemm", flat, w, transB=1)), g.const([1, -1, a.vocab_size]))
+
+    def attention(self, i: int, q, k, v, seqlens_k, total, cos, sin, past_key, past_value):
+        """GroupQueryAttention; a float16 cache under float32 activations runs it in float16."""
+        cast = self.kv_dtype != self.act
+        if cast:
+            q, k, v = (self.cast(t, self.kv_dtype) for t in (q, k, v))
+        a = self.a
+        out, present_key, present_value = self.g.op(
+            "GroupQueryAttention", q, k, v, past_key, past_value, seqlens_k, total, cos, sin, outputs=3,
+            domain="com.microsoft", num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads,
+            do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(a.head_dim)))
+        return (self.cast(out, self.act) if cast else out), present_key, present_value
+
+    # -- the graph --------------------------------------------------------------------------------
+    def build(self):
+        g, a = self.g, self.a
+        hd, layers = a.head_dim, a.num_hidden_layers
+        entry = entry_point(a, self.max_seq_len, self.kv_dtype)
+        inputs = {t["name"]: g.input(t["name"], t["dtype"], t["shape"]) for t in entry["inputs"]}
+        rope_dtype = np.float16 if self.kv_dtype == "float16" else np.float32
+        cos = g.weight("rope_cos_half", lambda: as_numpy(self.m.rope_cos[:self.max_seq_len, :hd // 2], rope_dtype))
+        sin = g.weight("rope_sin_half", lambda: as_numpy(self.m.rope_sin[:self.max_seq_len, :hd // 2], rope_dtype))
+        # positions come as position_ids; GQA wants the total length after this call (and that minus one)
+        last = g.op("Gather", g.op("Squeeze", inputs["position_ids"], g.const([0])), g.const(-1))
+        total = self.cast(g.op("Add", last, g.const(1)), "int32")
+        seqlens_k = g.op("Reshape", self.cast(last, "int32"), g.const([1]))
+        x = self.embed(inputs["input_ids"])
+        # [1, S, n*hd] <-> [1, S, n, hd] by constant shapes (0 copies the dimension): no shape arithmetic per layer
+        heads_shape, flat_shape = g.const([0, 0, -1, hd]), g.const([0, 0, -1])
+        h = self.rms_norm(x, "layers.0.input_layernorm.weight")
+        presents = []
+        for i in range(layers):
+            p = f"layers.{i}."
+            q, k, v = self.fused_linear(h, [p + f"self_attn.{n}_proj.weight" for n in "qkv"],
+                                        p + "self_attn.qkv_proj.weight")
+            q = g.op("Reshape", self.rms_norm(g.op("Reshape", q, heads_shape), p + "self_attn.q_norm.weight"),
+                     flat_shape)
+            k = g.op("Reshape", self.rms_norm(g.op("Reshape", k, heads_shape), p + "self_attn.k_norm.weight"),
+                     flat_shape)
+            attn, present_key, present_value = self.attention(i, q, k, v, seqlens_k, total, cos, sin,
+                                                              inputs[f"past_key_{i}"], inputs[f"past_value_{i}"])
+            presents += [present_key, present_value]
+            h, x = self.add_norm(x, self.linear(attn, p + "self_attn.o_proj.weight"),
+                                 p + "post_attention_layernorm.weight")
+            gate, up = self.fused_linear(h, [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"],
+                                         p + "mlp.gate_up_proj.weight")
+            act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
+            following = f"layers.{i + 1}.input_layernorm.weight" if i + 1 < layers else "norm.weight"
+            h, x = self.add_norm(x, self.linear(act, p + "mlp.down_proj.weight"), following)
+        outputs = [self.logits(h)] + presents
+        for value, t in zip(outputs, entry["outputs"]):
+            g.output(value, t["name"], t["dtype"], t["shape"])
+        return g.model()
+
+
+def entry_point(args, max_seq_len: int, kv_dtype: str = "float32") -> dict:
+    """Names, dtypes and shapes of the graph's inputs and outputs (strings are dynamic dimensions)."""
+    kv = lambda prefix, dim: [{"name": f"{prefix}_{kind}_{i}", "dtype": kv_dtype,  # noqa: E731
+                               "shape": [1, args.num_key_value_heads, dim, args.head_dim]}
+                              for i in range(args.num_hidden_layers) for kind in ("key", "value")]
+    return {"name": "forward", "file": MODEL_FILE,
+            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "sequence"]},
+                       {"name": "position_ids", "dtype": "int64", "shape": [1, "sequence"]}] + kv("past", "past"),
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "sequence", args.vocab_size]}]
+            + kv("present", "total")}
+
+
+def export_cpu(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int, fp16: bool = False,
+               int8_activations: bool = False, kv_dtype: str = "float32") -> list[dict]:
+    """model.onnx + model.onnx.data into out_dir (checked by onnx.checker) → the manifest's entry points."""
+    import onnx
+
+    model = CpuBuilder(module, quantized, max_seq_len, fp16, int8_activations, kv_dtype).build()
+    save(model, out_dir / MODEL_FILE)
+    register_ort_schemas()
+    onnx.checker.check_model(str(out_dir / MODEL_FILE))
+    return [entry_point(module.args, max_seq_len, "float16" if fp16 else kv_dtype)]
