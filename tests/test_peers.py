@@ -49,7 +49,7 @@ def run_peers(capsys, *argv):
     (["--model", "tiny", "--only", "ours-onnx,litert"], "unknown artifact(s) litert"),
     (["--model", "tiny", "--only", "ort-genai", "--genai-python", "false"], "cannot import onnxruntime_genai"),
     (["--model", "tiny", "--only", "ours-onnx", "--no-export"], "not in"),
-    (["--model", "tiny", "--threads", "one"], "--threads takes comma-separated integers"),
+    (["--model", "tiny", "--threads", "one"], "--threads and --prompt-lengths take comma-separated integers"),
 ])
 def test_bench_peers_bad_input_is_one_line(capsys, tmp_path, argv, message):
     code, _, err = run_peers(capsys, "--work", str(tmp_path / "work"), *argv)
@@ -62,7 +62,7 @@ def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
     --work is relative to where the user runs it, though the exports run elsewhere."""
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_peers(capsys, "--model", "tiny", "--work", "work", "--only",
-                           "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-tokens", "16", "--new-tokens", "8",
+                           "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-lengths", "16", "--new-tokens", "8",
                            "--threads", "1",
                            "--json", str(tmp_path / "peers.json"))
     assert code == 0
@@ -71,7 +71,7 @@ def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
     assert row["name"] == "ours-onnx" and not row["peer"] and row["vs_faster_peer"] is None
     assert row["latency"]["threads"] == 1 and row["latency"]["decode_tokens_per_s"] > 0
     assert row["export"]["seconds"] > 0 and row["export"]["peak_rss_bytes"] > 50e6
-    assert "--activations int8" in row["export"]["command"]
+    assert "--max-seq-len 24" in row["export"]["command"]  # the longest prompt and its new tokens
     # the tied int4 table is read by the LM head: all of the weights but the RoPE caches are streamed
     bundle = tmp_path / "work" / "ours-onnx"
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -82,4 +82,4 @@ def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
     assert isinstance(bandwidth, float) and bandwidth > 1
     assert row["bandwidth_limit"]["of_limit"] == pytest.approx(
         row["latency"]["decode_tokens_per_s"] * row["bandwidth_limit"]["read_bytes_per_token"] / (bandwidth * 1e9))
-    assert "| ours-onnx | 1 |" in out
+    assert "| ours-onnx | 1 | 16 |" in out

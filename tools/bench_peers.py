@@ -66,10 +66,12 @@ def _combine(steps: list[dict]) -> dict:
             "peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps)}
 
 
-def _ours(model: str, out: Path, target: str, quant: str, group: int, extra: list[str], log: Path) -> dict:
+def _ours(model: str, out: Path, target: str, quant: str, group: int, context: int, extra: list[str],
+          log: Path) -> dict:
+    """Our exporter with its defaults (int8 activations and the int4 table are the defaults now)."""
     return run_logged([sys.executable, "-m", "exporter", "--model", model, "--target", target, "--quant", quant,
-                       "--group-size", str(group), "--embedding", "int4", *extra, "--out", str(out), "--overwrite"],
-                      log, cwd=REPO)
+                       "--group-size", str(group), "--max-seq-len", str(context), *extra, "--out", str(out),
+                       "--overwrite"], log, cwd=REPO)
 
 
 def _genai(model: str, out: Path, group: int, python: str, work: Path, log: Path) -> dict:
@@ -89,7 +91,7 @@ def et_params(config: dict) -> dict:
             "use_qk_norm": True, "qk_norm_before_rope": True}
 
 
-def _export_llm(model: str, out: Path, work: Path, log: Path) -> dict:
+def _export_llm(model: str, out: Path, work: Path, context: int, log: Path) -> dict:
     """ExecuTorch's own LLM exporter on its shipped qwen3 XNNPACK 8da4w config (group 128, KV cache, its
     SDPA op). Its loader treats a checkpoint path containing '8da4w' as already quantized: ours never does."""
     import importlib.util
@@ -110,7 +112,8 @@ def _export_llm(model: str, out: Path, work: Path, log: Path) -> dict:
                           str(ckpt)], log)
     export = run_logged([sys.executable, "-m", "executorch.extension.llm.export.export_llm", "--config", str(yaml),
                          f"+base.model_class={model_class}", f"+base.params={params}", f"+base.checkpoint={ckpt}",
-                         f"+export.output_name={out}"], log, cwd=work)
+                         f"+export.output_name={out}", f"+export.max_seq_length={context}",
+                         f"+export.max_context_length={context}"], log, cwd=work)
     ckpt.unlink(missing_ok=True)
     return _combine([convert, export])
 
@@ -119,20 +122,20 @@ def artifact_path(work: Path, name: str) -> Path:
     return work / (f"{name}.pte" if name == "executorch-export-llm" else name)
 
 
-def export_all(model: str, work: Path, group: int, genai_python: str, names: Sequence[str], log: Path,
-               progress) -> dict[str, dict]:
+def export_all(model: str, work: Path, group: int, context: int, genai_python: str, names: Sequence[str], log: Path,
+               progress, onnx_kv_cache: str = "float32") -> dict[str, dict]:
     exports = {}
     for name in names:
         progress(f"exporting {name}")
         out = artifact_path(work, name)
         if name == "ours-onnx":
-            exports[name] = _ours(model, out, "onnx", "int4", group, ["--activations", "int8"], log)
+            exports[name] = _ours(model, out, "onnx", "int4", group, context, ["--kv-cache", onnx_kv_cache], log)
         elif name == "ours-executorch":
-            exports[name] = _ours(model, out, "executorch", "8da4w", group, [], log)
+            exports[name] = _ours(model, out, "executorch", "8da4w", group, context, [], log)
         elif name == "ort-genai":
             exports[name] = _genai(model, out, group, genai_python, work, log)
         else:
-            exports[name] = _export_llm(model, out, work, log)
+            exports[name] = _export_llm(model, out, work, context, log)
     return exports
 
 
@@ -281,9 +284,10 @@ def check_genai(python: str) -> None:
                         "leave ort-genai out with --only")
 
 
-def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group: int = 128, prompt_len: int = 128,
-            new_tokens: int = 128, runs: int = 3, genai_python: str | None = None,
-            only: Sequence[str] = ARTIFACTS, export: bool = True, progress: bool = True) -> dict:
+def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group: int = 128,
+            prompt_lengths: Sequence[int] = (128,), new_tokens: int = 128, runs: int = 3,
+            genai_python: str | None = None, only: Sequence[str] = ARTIFACTS, export: bool = True,
+            progress: bool = True, onnx_kv_cache: str = "float32") -> dict:
     unknown = [n for n in only if n not in ARTIFACTS]
     if unknown:
         raise UserError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(ARTIFACTS)}")
@@ -301,8 +305,9 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
     log = work / "bench-peers.log"
     say = (lambda text: print(f"bench-peers: {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
     record = work / "exports.json"
+    context = max(prompt_lengths) + new_tokens  # every artifact holds the longest prompt and its new tokens
     if export:
-        exports = export_all(model, work, group, genai_python, only, log, say)
+        exports = export_all(model, work, group, context, genai_python, only, log, say, onnx_kv_cache)
         previous = json.loads(record.read_text()) if record.is_file() else {}
         record.write_text(json.dumps({**previous, **exports}, indent=2))
     else:
@@ -319,35 +324,39 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
         read = streamed_bytes(work, name, config, group)
         size = artifact_bytes(work, name)
         for t in threads:
-            say(f"measuring {name} on {t} thread(s)")
-            speed = _measure_in_child(python, kind, artifact_path(work, name), t, prompt_len, new_tokens, runs,
-                                      config["vocab_size"])
-            bw = bandwidth[str(t)]
-            tok_s = speed["decode_tokens_per_s"]["median"]
-            rows.append({
-                "bundle": str(artifact_path(work, name)), "name": name, "peer": name in PEER_NAMES,
-                "size_bytes": size, "export": exports.get(name),
-                "latency": {"threads": t, "prompt_tokens": prompt_len, "ttft_ms": speed["ttft_ms"]["median"],
-                            "ttft_ms_spread": speed["ttft_ms"],
-                            "prefill_tokens_per_s": speed["prefill_tokens_per_s"]["median"],
-                            "decode_tokens_per_s": tok_s, "decode_tokens_per_s_spread": speed["decode_tokens_per_s"],
-                            "decode_ms_p50": speed["decode_ms_p50"], "decode_ms_p95": speed["decode_ms_p95"],
-                            "new_tokens": new_tokens, "runs": runs},
-                "memory": {"peak_rss_bytes": speed["peak_rss_bytes"], "size_bytes": size},
-                "bandwidth_limit": {"read_bytes_per_token": read, "bandwidth_gb_s": bw,
-                                    "limit_tokens_per_s": bw * 1e9 / read if isinstance(bw, float) else None,
-                                    "of_limit": tok_s * read / (bw * 1e9) if isinstance(bw, float) else None},
-            })
-    for row in rows:  # against the faster peer at the same thread count
-        t = row["latency"]["threads"]
-        peers = [r["latency"]["decode_tokens_per_s"] for r in rows if r["peer"] and r["latency"]["threads"] == t]
+            for prompt_len in prompt_lengths:
+                say(f"measuring {name} on {t} thread(s), {prompt_len}-token prompt")
+                speed = _measure_in_child(python, kind, artifact_path(work, name), t, prompt_len, new_tokens, runs,
+                                          config["vocab_size"])
+                bw = bandwidth[str(t)]
+                tok_s = speed["decode_tokens_per_s"]["median"]
+                rows.append({
+                    "bundle": str(artifact_path(work, name)), "name": name, "peer": name in PEER_NAMES,
+                    "size_bytes": size, "export": exports.get(name),
+                    "latency": {"threads": t, "prompt_tokens": prompt_len, "ttft_ms": speed["ttft_ms"]["median"],
+                                "ttft_ms_spread": speed["ttft_ms"],
+                                "prefill_tokens_per_s": speed["prefill_tokens_per_s"]["median"],
+                                "decode_tokens_per_s": tok_s,
+                                "decode_tokens_per_s_spread": speed["decode_tokens_per_s"],
+                                "decode_ms_p50": speed["decode_ms_p50"], "decode_ms_p95": speed["decode_ms_p95"],
+                                "new_tokens": new_tokens, "runs": runs},
+                    "memory": {"peak_rss_bytes": speed["peak_rss_bytes"], "size_bytes": size},
+                    "bandwidth_limit": {"read_bytes_per_token": read, "bandwidth_gb_s": bw,
+                                        "limit_tokens_per_s": bw * 1e9 / read if isinstance(bw, float) else None,
+                                        "of_limit": tok_s * read / (bw * 1e9) if isinstance(bw, float) else None},
+                })
+    for row in rows:  # against the faster peer at the same thread count and prompt length
+        key = (row["latency"]["threads"], row["latency"]["prompt_tokens"])
+        peers = [r["latency"]["decode_tokens_per_s"] for r in rows
+                 if r["peer"] and (r["latency"]["threads"], r["latency"]["prompt_tokens"]) == key]
         row["vs_faster_peer"] = row["latency"]["decode_tokens_per_s"] / max(peers) if peers else None
     return {"created_by": "python -m tools.bench_peers", "date": time.strftime("%Y-%m-%d"),
             "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
                         "processor": platform.processor() or "unknown"},
             "model": str(model),
-            "settings": {"threads": list(threads), "group_size": group, "prompt_tokens": prompt_len,
-                         "new_tokens": new_tokens, "runs": runs},
+            "settings": {"threads": list(threads), "group_size": group, "prompt_lengths": list(prompt_lengths),
+                         "new_tokens": new_tokens, "runs": runs, "context": context,
+                         "ours_onnx_kv_cache": onnx_kv_cache},
             "bandwidth_gb_s": bandwidth, "bundles": rows}
 
 
@@ -358,19 +367,21 @@ def _ratio(value: float | None) -> str:
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [f"# qwen-edge against its peers ({result['date']})", "",
-             f"Model {result['model']}; {s['prompt_tokens']}-token prompt, {s['new_tokens']} greedy new tokens, a warm-up "
-             f"then {s['runs']} runs, medians [min, max]; group/block {s['group_size']}. Read bandwidth (GB/s): "
+             f"Model {result['model']}; prompts of {', '.join(map(str, s['prompt_lengths']))} tokens, "
+             f"{s['new_tokens']} greedy new tokens, a warm-up then {s['runs']} runs, medians [min, max]; group/block "
+             f"{s['group_size']}; ours' ONNX KV cache {s['ours_onnx_kv_cache']}. Read bandwidth (GB/s): "
              + ", ".join(f"{t} thread(s) {bw:.1f}" if isinstance(bw, float) else f"{t}: {bw}"
                          for t, bw in result["bandwidth_gb_s"].items())
              + f". Made by `{result['created_by']}`.", "",
-             "| artifact | threads | decode tok/s [min, max] | × faster peer | of limit | TTFT ms | size MB "
+             "| artifact | threads | prompt | decode tok/s [min, max] | × faster peer | of limit | TTFT ms | size MB "
              "| read/token MB | export s | export peak GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["bundles"]:
         lat, lim, exp = r["latency"], r["bandwidth_limit"], r["export"] or {}
         spread = lat["decode_tokens_per_s_spread"]
         lines.append(
-            f"| {r['name']} | {lat['threads']} | {lat['decode_tokens_per_s']:.1f} [{spread['min']:.1f}, {spread['max']:.1f}] "
+            f"| {r['name']} | {lat['threads']} | {lat['prompt_tokens']} | {lat['decode_tokens_per_s']:.1f} "
+            f"[{spread['min']:.1f}, {spread['max']:.1f}] "
             f"| {_ratio(r['vs_faster_peer'])} | " + (f"{lim['of_limit']:.0%}" if lim["of_limit"] is not None else "–")
             + f" | {lat['ttft_ms']:.0f} | {r['size_bytes'] / 1e6:.0f} | {lim['read_bytes_per_token'] / 1e6:.0f} | "
             + (f"{exp['seconds']:.0f} | {exp['peak_rss_bytes'] / 2**30:.2f} |" if exp else "– | – |"))
@@ -391,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2", metavar="N,N", help="thread counts (default: 1,2)")
     parser.add_argument("--group-size", type=int, default=128, metavar="G",
                         help="int4 group / block size for all (default: 128, export_llm's)")
-    parser.add_argument("--prompt-tokens", type=int, default=128, metavar="N", help="prompt length (default: 128)")
+    parser.add_argument("--prompt-lengths", default="128", metavar="N,N",
+                        help="prompt lengths; decode is measured after each (default: 128)")
+    parser.add_argument("--kv-cache", default="float32", choices=("float32", "float16"),
+                        help="our ONNX bundle's KV cache (default: float32, the exporter's default)")
     parser.add_argument("--new-tokens", type=int, default=128, metavar="N", help="greedy new tokens (default: 128)")
     parser.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
     parser.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {', '.join(ARTIFACTS)}")
@@ -403,15 +417,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",")]
+        lengths = [int(n) for n in args.prompt_lengths.split(",")]
     except ValueError:
-        print(f"error: --threads takes comma-separated integers, not {args.threads!r}", file=sys.stderr)
+        print("error: --threads and --prompt-lengths take comma-separated integers", file=sys.stderr)
         return 2
     try:
         from runtimes.checkpoint import resolve_model_dir
 
         model = str(resolve_model_dir(args.model)) if args.model == "tiny" else args.model
-        result = compare(model, args.work, threads=threads, group=args.group_size, prompt_len=args.prompt_tokens,
+        result = compare(model, args.work, threads=threads, group=args.group_size, prompt_lengths=lengths,
                          new_tokens=args.new_tokens, runs=args.runs, genai_python=args.genai_python,
+                         onnx_kv_cache=args.kv_cache,
                          export=not args.no_export, only=args.only.split(",") if args.only else ARTIFACTS)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
