@@ -29,7 +29,7 @@ def test_streamed_bytes_leave_out_only_what_a_step_gathers(tmp_path):
 
 
 def test_export_llm_params_follow_the_checkpoint():
-    """The 0.6B params export_llm was run with here (PEERS.md), from Qwen3-0.6B's config.json."""
+    """The 0.6B params export_llm was run with here, from Qwen3-0.6B's config.json."""
     assert et_params(SHAPES["0.6b"]) == {
         "dim": 1024, "ffn_dim_multiplier": 1, "hidden_dim": 3072, "n_heads": 16, "head_dim": 128, "n_kv_heads": 8,
         "n_layers": 28, "norm_eps": 1e-06, "rope_theta": 1000000, "use_scaled_rope": False, "vocab_size": 151936,

@@ -13,7 +13,7 @@ Then every artifact is measured at every thread count in a fresh process with on
 with [min, max]), and the machine's read bandwidth is measured at the same thread counts (bandwidth.c: an
 OpenMP loop summing a 2 GiB buffer, best of 8). The memory-bandwidth limit of decode is that bandwidth divided
 by the bytes a decoded token reads: the artifact's bytes less the tables a step only gathers a row of (a
-separate embedding table, RoPE caches), as PEERS.md counts them; the KV cache is left out.
+separate embedding table, RoPE caches); the KV cache is left out.
 The result is bench's JSON (rows with `latency` and `memory` as bench writes them) plus `export` per row.
 """
 
@@ -365,7 +365,9 @@ def _ratio(value: float | None) -> str:
 
 
 def markdown(result: dict) -> str:
-    s = result["settings"]
+    s = dict(result["settings"])
+    s.setdefault("prompt_lengths", [s.get("prompt_tokens")])  # runs before --prompt-lengths had one length
+    s.setdefault("ours_onnx_kv_cache", "float32")  # and an fp32 ONNX cache
     lines = [f"# qwen-edge against its peers ({result['date']})", "",
              f"Model {result['model']}; prompts of {', '.join(map(str, s['prompt_lengths']))} tokens, "
              f"{s['new_tokens']} greedy new tokens, a warm-up then {s['runs']} runs, medians [min, max]; group/block "

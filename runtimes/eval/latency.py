@@ -1,4 +1,4 @@
-"""Latency of a backend, PEERS.md's protocol: fixed prompt ids, greedy new tokens one at a time.
+"""Latency of a backend, one protocol for ours and the peers: fixed prompt ids, greedy new tokens one at a time.
 
 TTFT = prompt in → first new token out; decode tokens/s = (N − 1) / time from first to last new token;
 one warm-up, then `runs` runs, medians with [min, max].

@@ -1,7 +1,7 @@
 """`python -m exporter bench`: latency, memory, energy and accuracy of bundles against their full-precision model.
 
 Speed, memory and energy of each bundle are measured in a fresh child process (so peak RSS is that bundle's
-alone): PEERS.md's protocol per prompt length (fixed prompt ids, greedy new tokens one at a time, one warm-up,
+alone): the peer benchmark's protocol per prompt length (fixed prompt ids, greedy new tokens one at a time, one warm-up,
 then `runs` runs, medians with [min, max]). Accuracy runs here: teacher-forced perplexity, KL and top-1 against
 the fp32 source model over held-out windows, and task accuracy per thinking budget for bundle and fp32 side by
 side. The JSON is the single result; Markdown and plots are rendered from it (runtimes/eval/bench/report.py).

@@ -1,0 +1,150 @@
+"""Write docs/benchmarks.md and its plots from the measurement JSON the repo keeps.
+
+    python -m tools.benchmarks_doc [--examples runtimes/eval/bench/example] [--out docs]
+
+Every table on that page is rendered from a JSON file written by one of the project's commands (`bench`,
+`bench-peers`, `train_tiny --evaluate`); every plot is drawn from the same JSON by code in the repo. Nothing is
+typed in by hand, so re-running a measurement and then this script updates the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from runtimes.eval.bench import report
+
+# (file, heading, what it measures, the command that wrote it)
+SECTIONS = [
+    ("defaults-0.6b-2l.json", "Default ONNX export against the best flags: 0.6B shape, 2 layers",
+     "`default` is `--target onnx --quant int4` with nothing else; `best` adds `--embedding int4 --activations "
+     "int8` (the fastest flags that pass parity); `old` is the previous default (`--embedding int8 --activations "
+     "float`); `et` is `--target executorch --quant 8da4w`.",
+     "python -m exporter make-model --shape 0.6b --layers 2 --out m06-2\n"
+     "python -m exporter --model m06-2 --target onnx --quant int4 --out m06-2-default\n"
+     "python -m exporter --model m06-2 --target onnx --quant int4 --embedding int4 --activations int8 --out m06-2-best\n"
+     "python -m exporter --model m06-2 --target onnx --quant int4 --embedding int8 --activations float --out m06-2-old\n"
+     "python -m exporter --model m06-2 --target executorch --quant 8da4w --out m06-2-et\n"
+     "python -m exporter bench --no-accuracy --bundle m06-2-default --bundle m06-2-best --bundle m06-2-old "
+     "--bundle m06-2-et --json defaults-0.6b-2l.json"),
+    ("defaults-0.6b.json", "Default ONNX export against the best flags: 0.6B shape, all 28 layers",
+     "The same four exports of the full-depth random-weight 0.6B shape.",
+     "python -m exporter make-model --shape 0.6b --out m06   # then the same exports and bench as above"),
+    ("peers-0.6b.json", "Against the peers, short and long context",
+     "One run, side by side: ours with the exporter's defaults against ONNX Runtime GenAI's model builder (int4 "
+     "CPU) and ExecuTorch's `export_llm` (its Qwen3 XNNPACK 8da4w config), each exported to hold the longest "
+     "prompt plus the new tokens.",
+     "pip install -e \".[dev,peers]\" -c constraints.txt\n"
+     "python -m exporter make-model --shape 0.6b --out m06\n"
+     "python -m exporter bench-peers --model m06 --work peers06 --prompt-lengths 128,2048 --json peers-0.6b.json"),
+    ("scaling-ctx-2.json", "How cost grows with context (2 threads)",
+     "Bundles of the 0.6B shape exported with `--max-seq-len 2304` before the fp16 KV cache became the ONNX "
+     "default (fp32 caches): decode is measured after each prompt length.",
+     "python -m exporter bench --bundle B --prompt-lengths 128,512,2048 --new-tokens 128 --no-accuracy "
+     "--threads 2 --json scaling-ctx-2.json"),
+    ("scaling-ctx-1.json", "How cost grows with context (1 thread)", "As above, on one thread.",
+     "python -m exporter bench ... --threads 1 --json scaling-ctx-1.json"),
+    ("scaling-size-2.json", "How cost grows with model size (2 threads)",
+     "`make-model --shape 0.6b|1.7b|4b`, each exported `--target onnx --quant int4 --group-size 128 --embedding "
+     "int4 --activations int8 --max-seq-len 2304`.",
+     "python -m exporter bench --bundle B06 --bundle B17 --bundle B4 --prompt-lengths 128 --new-tokens 128 "
+     "--no-accuracy --threads 2 --json scaling-size-2.json"),
+    ("scaling-size-1.json", "How cost grows with model size (1 thread)", "As above, on one thread.",
+     "python -m exporter bench ... --threads 1 --json scaling-size-1.json"),
+    ("bench.json", "`tiny` on every CPU target: speed, memory, energy estimate and accuracy",
+     "`tiny` has 1.65M parameters, so its speed figures measure per-call overhead, not weight bandwidth; use the "
+     "0.6B-shape tables for speed. ExecuTorch rows' peak RSS includes libtorch (its Python runtime loads it; the "
+     "phone runtime does not).",
+     "for t in onnx executorch; do for q in fp32 int8 awq-int4; do\n"
+     "  python -m exporter --model tiny --target $t --quant $q --out dist/tiny-$t-$q; done; done\n"
+     "python -m exporter bench --bundle dist/tiny-onnx-fp32 ... --bundle dist/tiny-executorch-awq-int4 "
+     "--json bench.json"),
+]
+
+
+def _tiny_section(model_dir: Path) -> list[str]:
+    """The bundled model's accuracy per thinking budget and its training run (runtimes/models/tiny/*.json)."""
+    evaluation = json.loads((model_dir / "eval.json").read_text())
+    training = json.loads((model_dir / "training.json").read_text())
+    curve = evaluation["curve"]
+    lines = ["## The bundled `tiny` model", "",
+             f"Greedy exact-match accuracy on {curve[0]['problems']} held-out arithmetic problems (seed "
+             f"{evaluation['heldout_seed']}), from `runtimes/models/tiny/eval.json`, written by "
+             "`python -m tools.train_tiny --evaluate runtimes/models/tiny`:", "",
+             "| thinking budget | " + " | ".join(c["budget"] for c in curve) + " |",
+             "|---|" + "---|" * len(curve),
+             "| accuracy | " + " | ".join(f"{c['accuracy']:.1%}" for c in curve) + " |",
+             "| cut by the budget | " + " | ".join(f"{c['stopped_by_budget']:.0%}" for c in curve) + " |",
+             "| mean thinking tokens | " + " | ".join(f"{c['mean_reasoning_tokens']:.1f}" for c in curve) + " |",
+             "", "Training (`runtimes/models/tiny/training.json`, written by `python -m tools.train_tiny`):", "",
+             "| stage | examples | steps | batch | learning rate | thinking / non-thinking / truncated | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for stage in ("stage1", "stage2"):
+        s = training[stage]
+        mix = s["mix"]
+        lines.append(f"| {stage[-1]} | {s['examples']} | {s['steps']} | {s['batch_size']} | {s['lr']} | "
+                     f"{mix['thinking']:.0%} / {mix['non_thinking']:.0%} / {mix['truncated']:.0%} | {s['seconds']} |")
+    lines += ["", f"{training['threads']} thread(s), torch {training['torch']}."]
+    return lines
+
+
+def _demote(markdown: str) -> list[str]:
+    """A rendered report without its own title (the section heading replaces it)."""
+    lines = markdown.rstrip("\n").split("\n")
+    return lines[2:] if lines and lines[0].startswith("# ") else lines
+
+
+def _ratios(result: dict) -> list[str]:
+    """For the defaults tables: the default's decode speed over the best flags' at each length."""
+    by_name = {Path(r["bundle"]).name.rsplit("-", 1)[-1]: r for r in result["bundles"]}
+    if "default" not in by_name or "best" not in by_name:
+        return []
+    ratio = (by_name["default"]["latency"]["decode_tokens_per_s"]
+             / by_name["best"]["latency"]["decode_tokens_per_s"])
+    return ["", f"Default over best flags, decode: **{ratio:.2f}x**."]
+
+
+def render(examples: Path, out: Path, model_dir: Path) -> str:
+    from tools.bench_peers import markdown as peers_markdown
+
+    lines = ["# Benchmarks", "",
+             "Generated by `python -m tools.benchmarks_doc` from the JSON in `runtimes/eval/bench/example/` and "
+             "`runtimes/models/tiny/`; do not edit by hand. Each section names the command that wrote its JSON. "
+             "Measured on a 2-vCPU x86-64 virtual machine with 24 GiB: no phone, no GPU, no RAPL counters, so every "
+             "energy figure is an estimate (labelled so). Speed on a phone differs; compare rows within one table, "
+             "which were measured in one run."]
+    img = out / "img"
+    for name, title, note, command in SECTIONS:
+        path = examples / name
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        body = peers_markdown(result) if name.startswith("peers") else report.markdown(result)
+        lines += ["", f"## {title}", "", note, "", "```", command, "```", ""] + _demote(body)
+        if name.startswith("defaults"):
+            lines += _ratios(result)
+        if not name.startswith("peers"):
+            for plot in report.plots(result, img / path.stem):
+                lines += ["", f"![{plot.stem.replace('_', ' ')}](img/{path.stem}/{plot.name})"]
+    lines += [""] + _tiny_section(model_dir)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.benchmarks_doc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = Path(__file__).resolve().parent.parent
+    parser.add_argument("--examples", type=Path, default=root / "runtimes/eval/bench/example")
+    parser.add_argument("--model", type=Path, default=root / "runtimes/models/tiny")
+    parser.add_argument("--out", type=Path, default=root / "docs")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = render(args.examples, args.out, args.model)
+    (args.out / "benchmarks.md").write_text(text)
+    print(f"wrote {args.out / 'benchmarks.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
