@@ -1,5 +1,5 @@
 /* Read bandwidth of this machine: sum a 2 GiB buffer of 64-bit words with OpenMP threads (OMP_NUM_THREADS),
-   best of 8 passes, printed in GB/s. Compiled and run by `python -m exporter bench-peers`: the
+   best of 8 passes, printed in GB/s. Compiled and run by `python -m tools.bench_peers`: the
    memory-bandwidth limit of decode is this number divided by the bytes a decoded token reads. */
 #include <omp.h>
 #include <stdint.h>

@@ -37,7 +37,7 @@ SECTIONS = [
      "prompt plus the new tokens.",
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
-     "python -m exporter bench-peers --model m06 --work peers06 --prompt-lengths 128,2048 --json peers-0.6b.json"),
+     "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048 --json peers-0.6b.json"),
     ("scaling-ctx-2.json", "How cost grows with context (2 threads)",
      "Bundles of the 0.6B shape exported with `--max-seq-len 2304` before the fp16 KV cache became the ONNX "
      "default (fp32 caches): decode is measured after each prompt length.",
