@@ -27,7 +27,7 @@ SECTIONS = [
      "python -m exporter --model m06-2 --target onnx --quant int4 --embedding int8 --activations float --out m06-2-old\n"
      "python -m exporter --model m06-2 --target executorch --quant 8da4w --out m06-2-et\n"
      "python -m exporter bench --no-accuracy --bundle m06-2-default --bundle m06-2-best --bundle m06-2-old "
-     "--bundle m06-2-et --json defaults-0.6b-2l.json"),
+     "--bundle m06-2-et --threads 2 --json defaults-0.6b-2l.json"),
     ("defaults-0.6b.json", "Default ONNX export against the best flags: 0.6B shape, all 28 layers",
      "The same four exports of the full-depth random-weight 0.6B shape.",
      "python -m exporter make-model --shape 0.6b --out m06   # then the same exports and bench as above"),
@@ -38,6 +38,13 @@ SECTIONS = [
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
      "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048 --json peers-0.6b.json"),
+    ("kv-cache-0.6b.json", "ONNX KV cache: float32 against float16, short and long context",
+     "The default ONNX export of the 0.6B shape with `--max-seq-len 2176`, with its default float32 KV cache and with "
+     "`--kv-cache float16`; decode is measured after each prompt length.",
+     "python -m exporter --model m06 --target onnx --max-seq-len 2176 --out m06-kv32\n"
+     "python -m exporter --model m06 --target onnx --max-seq-len 2176 --kv-cache float16 --out m06-kv16\n"
+     "python -m exporter bench --no-accuracy --threads 2 --prompt-lengths 128,2048 --new-tokens 128 "
+     "--bundle m06-kv32 --bundle m06-kv16 --json kv-cache-0.6b.json"),
     ("scaling-ctx-2.json", "How cost grows with context (2 threads)",
      "Bundles of the 0.6B shape exported with `--max-seq-len 2304` before the fp16 KV cache became the ONNX "
      "default (fp32 caches): decode is measured after each prompt length.",
