@@ -14,7 +14,7 @@ DEFAULT_MAX_SEQ_LEN = 1024
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
              "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program",
-             "coreml": "states k_cache, v_cache: [layers, kv_heads, positions, head_dim]"}
+             "coreml": "per chunk of layers, states k_cache, v_cache: [chunk layers, kv_heads, positions, head_dim]"}
 
 
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
