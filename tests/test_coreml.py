@@ -342,6 +342,7 @@ def test_prediction_off_macos_is_a_clear_error(bundles):
     (["--asymmetric"], "symmetric weights only"),
     (["--profile", "npu"], "--profile is an onnx option"),
     (["--quant", "8da4w"], "use --quant int4"),
+    (["--quant", "fp32"], "states, which are fp16 only"),
 ])
 def test_unsupported_options_fail_before_work(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "coreml", *argv, "--out", str(tmp_path / "x"))
@@ -360,6 +361,7 @@ def test_parity_on_macos(bundles, quant, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_target_all_writes_one_complete_bundle_per_target(tmp_path, capsys):
+    """fp32 for every target: Core ML's bundle is fp16 (its states are fp16 only) and its manifest says so."""
     pytest.importorskip("executorch")
     code, out, _ = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "fp32", "--max-seq-len", "128",
                            "--out", str(tmp_path / "all"))
@@ -367,6 +369,8 @@ def test_target_all_writes_one_complete_bundle_per_target(tmp_path, capsys):
     for target in ("onnx", "executorch", "coreml"):
         manifest = read_manifest(tmp_path / "all" / target)
         assert manifest["target"] == target and check_files(tmp_path / "all" / target, manifest) == []
+        assert (manifest["quant"]["name"], manifest["quant"]["bits"]) == (("fp16", 16) if target == "coreml"
+                                                                          else ("fp32", 32))
 
 
 @pytest.mark.slow
