@@ -331,6 +331,45 @@ def test_int4_packages_are_near_their_packed_size(tmp_path):
     assert size <= 1.15 * (packed + others), (size, packed + others)
 
 
+def test_backend_chains_what_it_would_run_on_macos():
+    """CoreMLBackend's calls, with coremltools' predictions stood in for by arithmetic (hidden states are the token
+    ids plus 1000 per chunk; logits one-hot there): every chunk with its own state, the last real row's logits."""
+    from runtimes.backends.coreml import CoreMLBackend
+
+    log = []
+
+    class Function:
+        def __init__(self, call):
+            self.call = call
+
+        def predict(self, feeds, state=None):
+            log.append((self.call.name, state, int(feeds["position"][0]) if "position" in feeds else None))
+            if "input_ids" in feeds:
+                return {self.call.output: feeds["input_ids"][..., None].astype(np.float32)}
+            if self.call.function == "logits":
+                return {"logits": np.eye(4096, dtype=np.float16)[int(feeds["hidden_states"].ravel()[0])][None, None]}
+            return {self.call.output: feeds["hidden_states"] + 1000}
+
+        def make_state(self):
+            return f"state of {self.call.file}"
+
+    backend = object.__new__(CoreMLBackend)  # what __init__ does after loading, minus Core ML
+    backend.plan = CoreMLPlan.from_manifest(json.loads(PLAN_FIXTURE.read_text())["manifest"])  # tiny int4, 2 chunks
+    backend.models = {c.name: Function(c) for chain in backend.plan.chains.values() for c in chain}
+    backend.models["embed_head.logits"] = Function(backend.plan.logits)
+    backend.reset()
+    assert backend.prefill(list(range(1, 71))).argmax() == 2070 and backend.position == 70
+    states = {"chunk_0.mlpackage": "state of chunk_0.mlpackage", "chunk_1.mlpackage": "state of chunk_1.mlpackage"}
+    assert log == [("embed_head.prefill", None, None), ("chunk_0.prefill", states["chunk_0.mlpackage"], 0),
+                   ("chunk_1.prefill", states["chunk_1.mlpackage"], 0)] + \
+        [("embed_head.prefill", None, None), ("chunk_0.prefill", states["chunk_0.mlpackage"], 64),
+         ("chunk_1.prefill", states["chunk_1.mlpackage"], 64), ("embed_head.logits", None, None)]
+    log.clear()
+    assert backend.decode(9).argmax() == 2009
+    assert [name for name, *_ in log] == ["embed_head.decode", "chunk_0.decode", "chunk_1.decode", "embed_head.logits"]
+    assert backend.prefill([3, 4, 5], all_logits=True).argmax(-1).tolist() == [2003, 2004, 2005]
+
+
 def test_prediction_off_macos_is_a_clear_error(bundles):
     if sys.platform == "darwin":
         pytest.skip("prediction works here")

@@ -55,7 +55,7 @@ HEAD_FILE = "embed_head.mlpackage"
 SCALE_DTYPE = "float16"
 PREFILL_LEN = 64
 # A chunk's weights at most: half the ~1 GB a Neural Engine model may hold on iOS, for headroom, and small
-# enough that converting one stays within a few GB (4B int4: 4 chunks of 9 layers, ~470 MB each)
+# enough that converting one stays within a few GB (4B int4: 4 chunks of 9 layers, 447 MiB each)
 CHUNK_BYTES = 512 * 2**20
 STEPS = ("prefill", "decode")
 
@@ -246,10 +246,6 @@ class LayerChunk(nn.Module):
         model.norm = model.lm_head = None  # the LM head's: not part of a chunk
         self.model, self.layers = model, layers
 
-    def reset(self) -> None:
-        self.k_cache.zero_()
-        self.v_cache.zero_()
-
     def forward(self, hidden_states: torch.Tensor, position: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
         seq_len = hidden_states.shape[1]
         start = position[0]
@@ -326,19 +322,53 @@ def _convert(ct, program: nn.Module, example: tuple, inputs: list, outputs: list
     return model
 
 
-def _save_multifunction(ct, functions: dict[str, object], work: Path, destination: Path) -> None:
-    """Merge single-function models (name → MLModel or saved path) into one package; identical weights are
+def _find_constants_exactly(blocks) -> dict:
+    """coremltools 9.0's const_deduplication.find_constants (which consts of `blocks` hold the same values: the
+    weights save_multifunction stores once), comparing values exactly. Its np.allclose turns both arrays into
+    float64 temporaries: ~12 GB for the 4B embedding table, which the embedding functions and the tied LM head
+    share. Same bytes is what sharing a weight needs."""
+    import hashlib
+
+    from coremltools.converters.mil.mil import ListVar
+    from coremltools.converters.mil.mil.passes.defs.cleanup.const_deduplication import const_deduplication
+
+    unique2duplicates, seen = {}, {}
+    for block in blocks:
+        for op in list(block.operations):
+            if op.op_type != "const":
+                continue
+            var = op.outputs[0]
+            if isinstance(var, ListVar) or not const_deduplication.should_be_deduplicated(var.val):
+                continue
+            value = np.ascontiguousarray(var.val)
+            digest = hashlib.sha1(memoryview(value.reshape(-1)).cast("B")).hexdigest()
+            key = (getattr(op, "weight_key", None), var.dtype, var.shape, value.dtype.str, digest)
+            for other in seen.setdefault(key, []):
+                if np.array_equal(value, other.val):
+                    unique2duplicates[other].append(var)
+                    break
+            else:
+                seen[key].append(var)
+                unique2duplicates[var] = []
+    return unique2duplicates
+
+
+def _save_multifunction(ct, functions: dict[str, Path], destination: Path) -> None:
+    """Merge saved single-function packages (function name → path) into one package; identical weights are
     stored once."""
+    from coremltools.converters.mil.mil.passes.defs.cleanup.const_deduplication import const_deduplication
+
     desc = ct.utils.MultiFunctionDescriptor()
-    for name, model in functions.items():
-        path = work / f"{destination.stem}.{name}.mlpackage"
-        if not isinstance(model, Path):
-            with _quiet():
-                model.save(str(path))
+    for name, path in functions.items():
         desc.add_function(str(path), src_function_name="main", target_function_name=name)
     desc.default_function_name = next(iter(functions))
-    with _quiet():
-        ct.utils.save_multifunction(desc, str(destination))
+    original = const_deduplication.__dict__["find_constants"]
+    const_deduplication.find_constants = staticmethod(_find_constants_exactly)
+    try:
+        with _quiet():
+            ct.utils.save_multifunction(desc, str(destination))
+    finally:
+        const_deduplication.find_constants = original
     make_deterministic(destination)
 
 
@@ -373,17 +403,22 @@ def convert_head(ct, module: Qwen3, quantized: dict[str, QuantizedTensor], max_s
     args = module.args
     model = for_coreml(module, quantized, range(0))
     embed, logits = Embed(model).eval(), Logits(model).eval()
-    functions = {}
-    for step, seq_len in zip(STEPS, (prefill_len(max_seq_len), 1)):
-        functions[step] = _convert(
-            ct, embed, (torch.zeros(1, seq_len, dtype=torch.int32),),
-            [ct.TensorType("input_ids", shape=(1, seq_len), dtype=np.int32)],
-            [ct.TensorType("hidden_states", dtype=np.float16)])
-    functions["logits"] = _convert(
-        ct, logits, (torch.zeros(1, 1, args.hidden_size),),
-        [ct.TensorType("hidden_states", shape=(1, 1, args.hidden_size), dtype=np.float16)],
-        [ct.TensorType("logits", dtype=np.float16)])
-    _save_multifunction(ct, functions, work, out_dir / HEAD_FILE)
+    conversions = {step: (embed, (torch.zeros(1, seq_len, dtype=torch.int32),),
+                          [ct.TensorType("input_ids", shape=(1, seq_len), dtype=np.int32)],
+                          [ct.TensorType("hidden_states", dtype=np.float16)])
+                   for step, seq_len in zip(STEPS, (prefill_len(max_seq_len), 1))}
+    conversions["logits"] = (logits, (torch.zeros(1, 1, args.hidden_size),),
+                             [ct.TensorType("hidden_states", shape=(1, 1, args.hidden_size), dtype=np.float16)],
+                             [ct.TensorType("logits", dtype=np.float16)])
+    saved = {}
+    for name, (program, example, inputs, outputs) in conversions.items():
+        converted = _convert(ct, program, example, inputs, outputs)
+        saved[name] = work / f"embed_head.{name}.mlpackage"
+        with _quiet():
+            converted.save(str(saved[name]))
+        del converted
+        gc.collect()
+    _save_multifunction(ct, saved, out_dir / HEAD_FILE)
 
 
 def chunk_io(args, seq_len: int, max_seq_len: int, n_layers: int) -> dict:
@@ -421,7 +456,7 @@ def convert_chunk(ct, module: Qwen3, quantized: dict[str, QuantizedTensor], inde
         gc.collect()
     del program
     gc.collect()
-    _save_multifunction(ct, saved, work, out_dir / chunk_file(index))
+    _save_multifunction(ct, saved, out_dir / chunk_file(index))
 
 
 def export_coreml(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,

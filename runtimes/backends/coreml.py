@@ -44,11 +44,12 @@ def _coremltools():
 @dataclass(frozen=True)
 class Call:
     """One entry point as the plan calls it: its package file and function, the names and fixed shapes of its
-    inputs, and whether it has states (a chunk of layers)."""
+    inputs, its one output's name, and whether it has states (a chunk of layers)."""
     name: str
     file: str
     function: str
     inputs: dict[str, list[int]]
+    output: str
     stateful: bool
     layers: tuple[int, ...] = ()
 
@@ -90,8 +91,10 @@ class CoreMLPlan:
                 if not all(isinstance(d, int) for d in tensor["shape"]):
                     raise fail(f"{entry['name']} input {tensor['name']} has a flexible shape")
                 shapes[tensor["name"]] = list(tensor["shape"])
-            calls[function].append(Call(entry["name"], entry["file"], function, shapes, bool(entry.get("states")),
-                                        tuple(entry.get("layers", ()))))
+            if len(entry["outputs"]) != 1:
+                raise fail(f"{entry['name']} has {len(entry['outputs'])} outputs, not one")
+            calls[function].append(Call(entry["name"], entry["file"], function, shapes, entry["outputs"][0]["name"],
+                                        bool(entry.get("states")), tuple(entry.get("layers", ()))))
         if len(calls["logits"]) != 1:
             raise fail("one logits entry point is needed")
         logits = calls["logits"][0]
@@ -198,16 +201,17 @@ class CoreMLBackend:
         """One piece through its step's chain → hidden states [1, seq_len, hidden]."""
         feeds = self.plan.feeds(piece, token_ids)
         chain = self.plan.chains[piece.step]
-        hidden = self.models[chain[0].name].predict({"input_ids": feeds["input_ids"]})["hidden_states"]
+        hidden = self.models[chain[0].name].predict({"input_ids": feeds["input_ids"]})[chain[0].output]
         for call in chain[1:]:
             out = self.models[call.name].predict({"hidden_states": hidden, "position": feeds["position"],
                                                   "causal_mask": feeds["causal_mask"]}, state=self.states[call.file])
-            hidden = out["hidden_states"]
+            hidden = out[call.output]
         return np.asarray(hidden)
 
     def _logits(self, row: np.ndarray) -> np.ndarray:
-        out = self.models[self.plan.logits.name].predict({"hidden_states": row.reshape(1, 1, -1)})
-        return np.asarray(out["logits"], dtype=np.float32).reshape(-1)
+        call = self.plan.logits
+        out = self.models[call.name].predict({"hidden_states": row.reshape(1, 1, -1).astype(np.float16)})
+        return np.asarray(out[call.output], dtype=np.float32).reshape(-1)
 
     def _feed(self, token_ids: list[int], all_logits: bool) -> np.ndarray:
         rows = []
