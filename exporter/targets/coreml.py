@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtimes import quiet
 from runtimes.model import Qwen3, share_weights
 from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
@@ -66,13 +67,17 @@ def chunk_file(index: int) -> str:
 
 @contextlib.contextmanager
 def _quiet():
-    """coremltools announces untested torch/scikit-learn versions, missing macOS-only proxies and its progress."""
+    """coremltools' notices (untested torch/scikit-learn versions, missing macOS-only proxies) and its progress
+    bars (one per conversion stage and pass pipeline), hidden unless --verbose (runtimes/quiet.py)."""
+    if quiet.VERBOSE:
+        yield
+        return
     loggers = [logging.getLogger(name) for name in ("coremltools", "torch.utils._pytree")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet.progress_bars_hidden():
             warnings.simplefilter("ignore")
             yield
     finally:
