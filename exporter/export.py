@@ -15,7 +15,7 @@ DEFAULT_MAX_SEQ_LEN = 1024
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
              "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program",
-             "coreml": "states k_cache, v_cache: [layers, kv_heads, positions, head_dim]"}
+             "coreml": "per chunk of layers, states k_cache, v_cache: [chunk layers, kv_heads, positions, head_dim]"}
 
 
 def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bool, embedding: str, calib: str,
@@ -83,8 +83,18 @@ TARGETS = ("onnx", "executorch", "coreml")
 
 
 def _target_quant(target: str, quant: str | None) -> str | None:
-    """8da4w is ExecuTorch's name for int4 RTN weights with 8-bit dynamic activations; elsewhere it is int4."""
+    """8da4w is ExecuTorch's name for int4 RTN weights with 8-bit dynamic activations; elsewhere it is int4. Core ML
+    keeps its KV cache in fp16 states (the only state dtype iOS 18 has), so under --target all its bundle of an fp32
+    export is fp16 (alone, --target coreml --quant fp32 is refused)."""
+    if target == "coreml" and quant == "fp32":
+        return "fp16"
     return "int4" if target != "executorch" and quant == "8da4w" else quant
+
+
+def _target_fields(target: str, fields: dict) -> dict:
+    """The manifest's quant fields for `target` (see _target_quant)."""
+    name = _target_quant(target, fields["name"])
+    return dict(fields, name=name, **({"bits": 16} if name == "fp16" else {}))
 
 
 def check_options(target: str, quant: str | None, symmetric: bool, embedding: str, profile: str, npu_chunk: int,
@@ -107,6 +117,9 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
     if kv_cache != "float32" and target != "onnx":
         raise UserError(f"--kv-cache {kv_cache} is an onnx option; {target} keeps its cache in the model's precision")
     if target == "coreml":
+        if quant == "fp32":
+            raise UserError("--quant fp32 is not available for coreml: Core ML keeps the KV cache in states, which "
+                            "are fp16 only (iOS 18); use --quant fp16 (or int8/int4 weights)")
         if activations == "int8":
             raise UserError("--activations int8 is not available for coreml: Core ML keeps activations in fp16")
         if profile != "cpu":
@@ -185,7 +198,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         for name in targets:
             into = tmp / name if target == "all" else tmp
             into.mkdir(exist_ok=True)
-            fields = dict(quant_fields, name=_target_quant(name, quant_fields["name"]))
+            fields = _target_fields(name, quant_fields)
             with stage(f"{name}: writing the bundle"):
                 written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into,
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",

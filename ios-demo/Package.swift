@@ -17,7 +17,9 @@ var products: [Product] = [.library(name: "QwenEdgeCore", targets: ["QwenEdgeCor
 var dependencies: [Package.Dependency] = []
 var targets: [Target] = [
     .target(name: "QwenEdgeCore", path: "Sources/QwenEdgeCore", resources: [.copy("manifest.schema.json")]),
-    .testTarget(name: "QwenEdgeCoreTests", dependencies: ["QwenEdgeCore"], path: "Tests/QwenEdgeCoreTests"),
+    // Fixtures/ are read from the source tree (#filePath), as tests/golden is
+    .testTarget(name: "QwenEdgeCoreTests", dependencies: ["QwenEdgeCore"], path: "Tests/QwenEdgeCoreTests",
+                exclude: ["Fixtures"]),
 ]
 
 #if canImport(AppleProductTypes)

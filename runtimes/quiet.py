@@ -58,6 +58,32 @@ def c_stderr_hidden():
 
 
 @contextlib.contextmanager
+def progress_bars_hidden():
+    """Hide the tqdm progress bars library code draws inside the block (coremltools draws one per conversion
+    stage and pass pipeline, to Python's sys.stderr, so c_stderr_hidden does not catch them). Every tqdm made in
+    the block is disabled; our own bars are made outside such blocks. A no-op with --verbose."""
+    if VERBOSE:
+        yield
+        return
+    from tqdm import std
+
+    original = std.tqdm.__dict__["__init__"]  # a function, or tqdm's partialmethod of one (its TQDM_* overrides)
+
+    def disabled_init(self, *args, **kwargs):
+        if len(args) > 10:  # disable is tqdm's 11th positional parameter
+            args = (*args[:10], True, *args[11:])
+        else:
+            kwargs["disable"] = True
+        original.__get__(self, type(self))(*args, **kwargs)
+
+    std.tqdm.__init__ = disabled_init
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original
+
+
+@contextlib.contextmanager
 def stage(what: str):
     """One line when a long step starts and one with its time when it ends, where someone watches."""
     show = VERBOSE or sys.stderr.isatty()

@@ -31,7 +31,7 @@ final class ChatModel: ObservableObject {
     @Published var turns: [Turn] = []
     @Published var busy = false
     @Published var error: String?
-    private var model: CoreMLModel?
+    private var model: CoreMLRunner<CoreMLModel>?
     private var tokenizer: BundleTokenizer?
     private var manifest: BundleManifest?
 
@@ -61,7 +61,9 @@ final class ChatModel: ObservableObject {
             return
         }
         do {
-            model = try CoreMLModel(bundle: entry.url, manifest: manifest, computeUnits: computeUnits)
+            let plan = try CoreMLPlan(manifest)
+            model = CoreMLRunner(plan: plan, functions: try CoreMLModel(bundle: entry.url, plan: plan,
+                                                                        computeUnits: computeUnits))
             tokenizer = try BundleTokenizer(bundle: entry.url)
             self.manifest = manifest
             selected = name

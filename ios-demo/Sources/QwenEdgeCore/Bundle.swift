@@ -48,9 +48,9 @@ public struct BundleManifest: Sendable {
     public var stopThinkingText: String
     public var stopThinkingIds: [Int]
     public var files: [String: FileEntry]
-    public var entryFiles: [String]
-    /// The Core ML program's prefill chunk (the bound of its flexible sequence dimension), 1 if fixed.
-    public var chunk: Int
+    public var entryPoints: [EntryPoint]
+    public var entryFiles: [String] { entryPoints.map(\.file) }
+    public var numHiddenLayers: Int
 
     /// Why a manifest was refused: `code` is manifest_invalid, format_version or schema.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -122,17 +122,53 @@ public struct BundleManifest: Sendable {
                                     bytes: try int(entry["bytes"], "files.\(name).bytes"))
         }
         self.files = files
+        numHiddenLayers = try int(try object(m["architecture"], "architecture")["num_hidden_layers"],
+                                  "architecture.num_hidden_layers")
         guard let points = m["entry_points"]?.arrayValue, !points.isEmpty else { throw fail("entry_points is empty") }
-        entryFiles = try points.map { try string($0["file"], "entry point file") }
-        var chunk = 1
-        if let shape = points[0]["inputs"]?.arrayValue?.first?["shape"]?.arrayValue, shape.count >= 2 {
-            if let fixed = shape[1].intValue {
-                chunk = fixed
-            } else if let named = shape[1].stringValue, let bound = Int(named.split(separator: "=").last ?? "") {
-                chunk = bound
+        func tensors(_ value: JSONValue?, _ what: String) throws -> [Tensor] {
+            try (value?.arrayValue ?? []).map { t in
+                let shape = try (t["shape"]?.arrayValue ?? []).map { d -> Tensor.Dim in
+                    if let n = d.intValue { return .fixed(n) }
+                    return .named(try string(d, "\(what) shape"))
+                }
+                return Tensor(name: try string(t["name"], "\(what) name"), dtype: try string(t["dtype"], "\(what) dtype"),
+                              shape: shape)
             }
         }
-        self.chunk = chunk
+        entryPoints = try points.map { p in
+            let name = try string(p["name"], "entry point name")
+            return EntryPoint(name: name, file: try string(p["file"], "entry point \(name) file"),
+                              function: try p["function"].map { try string($0, "entry point \(name) function") },
+                              inputs: try tensors(p["inputs"], "\(name) input"),
+                              outputs: try tensors(p["outputs"], "\(name) output"),
+                              states: try tensors(p["states"], "\(name) state"),
+                              layers: try p["layers"].map { try ints($0, "entry point \(name) layers") } ?? [])
+        }
+    }
+
+    /// A tensor an entry point takes, returns or keeps as state: a fixed size or a named dynamic one per dimension.
+    public struct Tensor: Equatable, Sendable {
+        public enum Dim: Equatable, Sendable {
+            case fixed(Int), named(String)
+            public var fixed: Int? { if case .fixed(let n) = self { return n } else { return nil } }
+        }
+
+        public var name: String, dtype: String
+        public var shape: [Dim]
+        /// Every dimension's size, or nil when one is dynamic.
+        public var fixedShape: [Int]? {
+            let sizes = shape.compactMap(\.fixed)
+            return sizes.count == shape.count ? sizes : nil
+        }
+    }
+
+    /// One entry point of the manifest: a file (and the function of a multifunction one), its tensors, and the
+    /// decoder layers it runs when it runs a chunk of them.
+    public struct EntryPoint: Equatable, Sendable {
+        public var name: String, file: String
+        public var function: String?
+        public var inputs: [Tensor], outputs: [Tensor], states: [Tensor]
+        public var layers: [Int]
     }
 }
 

@@ -18,7 +18,14 @@ final class VerifierTests: XCTestCase {
         XCTAssertEqual(manifest.special.eos, [0, 2])
         XCTAssertEqual(manifest.entryFiles, ["model.bin"])
         XCTAssertEqual(manifest.files["model.bin"]?.bytes, 1024)
-        XCTAssertEqual(manifest.chunk, 1)  // tokens [1, "seq_len"]: no bound in the name
+        let entry = try XCTUnwrap(manifest.entryPoints.first)
+        XCTAssertEqual(entry.name, "forward")
+        XCTAssertNil(entry.function)
+        XCTAssertEqual(entry.inputs[0].shape, [.fixed(1), .named("seq_len")])
+        XCTAssertNil(entry.inputs[0].fixedShape)
+        XCTAssertEqual(entry.outputs[0].fixedShape, [1, 382])
+        XCTAssertEqual(entry.states, [])
+        XCTAssertEqual(entry.layers, [])
         XCTAssertTrue(manifest.qwen3Template)
     }
 
