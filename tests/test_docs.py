@@ -39,3 +39,17 @@ def test_benchmarks_page_is_what_the_generator_writes(tmp_path):
     for image in re.findall(r"\]\((img/[^)]+\.png)\)", (ROOT / "docs/benchmarks.md").read_text()):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (ROOT / "docs" / image).exists()
+
+
+def test_measure_export_records_time_memory_and_size(tmp_path):
+    from tools.measure_export import main
+
+    out = tmp_path / "out"
+    records = tmp_path / "exports.json"
+    script = (f"import pathlib; x = bytearray(300_000_000); x[::4096] = b'1' * len(x[::4096]); "
+              f"pathlib.Path({str(out)!r}).write_bytes(b'0' * 12345)")
+    assert main(["--label", "a", "--output", str(out), "--json", str(records), "--", "python", "-c", script]) == 0
+    assert main(["--label", "b", "--json", str(records), "--", "python", "-c", "raise SystemExit(3)"]) == 3
+    first, failed = __import__("json").loads(records.read_text())["records"]
+    assert first["label"] == "a" and first["output_bytes"] == 12345 and first["peak_rss_bytes"] >= 300_000_000
+    assert first["command"].startswith("python -c ") and failed["exit_code"] == 3

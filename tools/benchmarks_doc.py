@@ -96,6 +96,22 @@ def _tiny_section(model_dir: Path) -> list[str]:
     return lines
 
 
+def _exports_section(path: Path) -> list[str]:
+    """What exports, quantizations and compiles cost (tools/measure_export's records)."""
+    records = json.loads(path.read_text())["records"]
+    lines = ["## What exports cost", "",
+             "Each row is one command run by `python -m tools.measure_export --label L --output OUT --json "
+             "runtimes/eval/bench/example/exports.json -- COMMAND`: wall time, the peak resident memory of the "
+             "command and its children (as `/usr/bin/time -v` reports it) and the size of what it wrote. Random-weight "
+             "models come from `python -m exporter make-model --shape 0.6b|1.7b|4b [--layers N]`.", "",
+             "| what | seconds | peak RSS GiB | output MB | exit | date | command |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        size = f"{r['output_bytes'] / 1e6:.1f}" if "output_bytes" in r else "–"
+        lines.append(f"| {r['label']} | {r['seconds']:.0f} | {r['peak_rss_bytes'] / 2**30:.2f} | {size} "
+                     f"| {r['exit_code']} | {r['date']} | `{r['command']}` |")
+    return lines
+
+
 def _demote(markdown: str) -> list[str]:
     """A rendered report without its own title (the section heading replaces it)."""
     lines = markdown.rstrip("\n").split("\n")
@@ -134,6 +150,8 @@ def render(examples: Path, out: Path, model_dir: Path) -> str:
         if not name.startswith("peers"):
             for plot in report.plots(result, img / path.stem):
                 lines += ["", f"![{plot.stem.replace('_', ' ')}](img/{path.stem}/{plot.name})"]
+    if (examples / "exports.json").exists():
+        lines += [""] + _exports_section(examples / "exports.json")
     lines += [""] + _tiny_section(model_dir)
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,70 @@
+"""Run one command (an export, a quantize, a compile) and record what it cost: wall time, peak RSS, output size.
+
+    python -m tools.measure_export --label "4B shape, Core ML int4" --output OUT_DIR \\
+        --json runtimes/eval/bench/example/exports.json -- python -m exporter --model m4b --target coreml --out OUT_DIR
+
+The peak RSS is the largest resident set of the command and every process it waited for (getrusage of the
+children, as `/usr/bin/time -v` reports it). The record is appended to --json (replacing one with the same label),
+where `python -m tools.benchmarks_doc` renders it; a command that fails is recorded with its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def measure(command: list[str], output: Path | None) -> dict:
+    start = time.perf_counter()
+    code = subprocess.call(command)
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
+    record = {"command": " ".join(command), "exit_code": code, "seconds": round(seconds, 1),
+              "peak_rss_bytes": peak_kib * 1024}
+    if output is not None and output.exists():
+        record["output_bytes"] = tree_bytes(output)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.measure_export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--label", required=True, help="what was measured, as the table shows it")
+    parser.add_argument("--json", required=True, type=Path, help="the records file to add to")
+    parser.add_argument("--output", type=Path, help="what the command writes, to report its size")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to measure after --")
+    if command[0] in ("python", "python3"):
+        command[0] = sys.executable  # the interpreter this tool runs under, whatever PATH says
+    record = {"label": args.label, "date": time.strftime("%Y-%m-%d"),
+              "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count()},
+              **measure(command, args.output)}
+    record["command"] = " ".join(["python", *command[1:]]) if command[0] == sys.executable else record["command"]
+    records = json.loads(args.json.read_text()) if args.json.exists() else {
+        "created_by": "python -m tools.measure_export", "records": []}
+    records["records"] = [r for r in records["records"] if r["label"] != args.label] + [record]
+    args.json.write_text(json.dumps(records, indent=2) + "\n")
+    print(f"{args.label}: exit {record['exit_code']}, {record['seconds']} s, "
+          f"peak RSS {record['peak_rss_bytes'] / 2**30:.2f} GiB"
+          + (f", output {record['output_bytes'] / 1e6:.1f} MB" if "output_bytes" in record else ""))
+    return record["exit_code"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
