@@ -17,13 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model_argument(p)
     p.add_argument("--target", choices=TARGETS,
                    help="onnx: ONNX Runtime (CPU, mobile, NPU execution providers); executorch: a .pte for XNNPACK "
-                        "(or --delegate); coreml: stateful .mlpackages for iOS 18 / macOS 15 (chunks of layers with fixed-shape "
-                        "prefill and decode functions, for the Neural Engine); all: the three, each in a subdirectory "
-                        "of --out")
+                        "(or --delegate); coreml: stateful .mlpackages for iOS 18 / macOS 15 (chunks of layers with "
+                        "fixed-shape prefill and decode functions, for the Neural Engine); all: the three, each in a "
+                        "subdirectory of --out")
     p.add_argument("--quant", choices=QUANTS,
-                   help="fp32/fp16: unquantized (coreml: fp16 only; its KV cache states are fp16); int8: per output channel; int4: group-wise round-to-nearest; "
-                        "awq-int4: activation-aware int4 (slow: its result is cached); 8da4w: ExecuTorch's name for int4 "
-                        "with 8-bit dynamic activations (default: int4, or a quantized --model's own recipe)")
+                   help="fp32/fp16: unquantized (coreml: fp16 only, its KV cache states are fp16); int8: per output "
+                        "channel; int4: group-wise round-to-nearest; awq-int4: activation-aware int4 (slow: its result "
+                        "is cached); 8da4w: ExecuTorch's name for int4 with 8-bit dynamic activations (default: int4, "
+                        "or a quantized --model's own recipe)")
     quant_arguments(p)
     p.add_argument("--max-seq-len", type=int, metavar="N",
                    help="the context the bundle holds (default: 1024, or the model's maximum if smaller)")
