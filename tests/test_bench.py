@@ -113,8 +113,12 @@ def test_task_files_and_matching(tmp_path):
 def onnx_bundle(tmp_path_factory):
     from exporter.cli import main
 
+    # int8 weights with float activations: exact to its fake-quant weights, so its top-1 agreement with fp32 is
+    # known to be near 1 (the default int8 export also rounds activations to int8 per row, symmetric, and trades
+    # top-1 agreement for speed: bench reports that as it is; docs/benchmarks.md)
     out = tmp_path_factory.mktemp("bench") / "tiny-onnx-int8"
-    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int8", "--out", str(out)]) == 0
+    assert main(["--model", "tiny", "--target", "onnx", "--quant", "int8", "--activations", "float",
+                 "--out", str(out)]) == 0
     return out
 
 

@@ -390,7 +390,7 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
     seen = {}
 
     def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
-                   npu_chunk, delegate, activations):
+                   npu_chunk, delegate, activations, **rest):
         seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
                             quant=quant_fields["name"])
         (into / "model.bin").write_bytes(b"x")
@@ -401,7 +401,7 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--activations", "int8",
                            "--profile", "npu", "--npu-chunk", "16", "--embedding", "none", "--out",
                            str(tmp_path / "all"))
-    assert code == 2 and "--activations int8 applies to the int4 linears of the onnx cpu profile" in err
+    assert code == 2 and "--activations int8 applies to the quantized linears of the onnx cpu profile" in err
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--profile", "npu",
                            "--npu-chunk", "16", "--delegate", "coreml", "--out", str(tmp_path / "all"))
     assert code == 0, err

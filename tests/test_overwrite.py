@@ -66,7 +66,7 @@ def test_a_bundle_is_never_written_over_its_own_quantized_source(capsys, tmp_pat
     recipe = (qdir / "quant_recipe.json").read_bytes()
     refused(export(capsys, qdir, "--overwrite", model=qdir), "input model")
     # and quantize itself refuses to replace a checkpoint that is not a quantized one of ours
-    model = copy_checkpoint(ROOT / "exporter" / "models" / "tiny", tmp_path / "m")
+    model = copy_checkpoint(ROOT / "runtimes" / "models" / "tiny", tmp_path / "m")
     refused(run_cli(capsys, "quantize", "--model", "tiny", "--quant", "int8", "--out", str(model), "--overwrite"),
             "--overwrite refuses", "no qwen-edge manifest")
     assert (qdir / "quant_recipe.json").read_bytes() == recipe and (model / "model.safetensors").is_file()

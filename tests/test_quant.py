@@ -80,10 +80,10 @@ def test_quantized_checkpoint_round_trip(model_dirs, tmp_path, capsys):
                              "--group-size", "32", "--out", str(qdir))
     assert code == 0, err
     recipe = json.loads((qdir / "quant_recipe.json").read_text())["recipe"]
-    assert (recipe["method"], recipe["bits"], recipe["group_size"], recipe["embedding"]) == ("rtn", 4, 32, "int8")
-    # loading QDIR gives exactly the fake-quant module of the source
+    assert (recipe["method"], recipe["bits"], recipe["group_size"], recipe["embedding"]) == ("rtn", 4, 32, "int4")
+    # loading QDIR gives exactly the fake-quant module of the source (quantize's default table is int4 with int4)
     module, _ = from_pretrained(model_dirs["gqa"], max_seq_len=64)
-    apply_fake_quant(module, quantize_module(module, QuantRecipe.for_quant("int4", 32)))
+    apply_fake_quant(module, quantize_module(module, QuantRecipe.for_quant("int4", 32, embedding="int4")))
     loaded, _ = load_module(qdir, max_seq_len=64)
     ids = torch.arange(30)
     with torch.no_grad():

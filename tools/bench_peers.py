@@ -41,7 +41,7 @@ PEER_NAMES = ("ort-genai", "executorch-export-llm")
 # export_llm's model classes by (hidden size, layers): its shipped params for Qwen3's published sizes
 ET_MODEL_CLASSES = {(1024, 28): "qwen3_0_6b", (2048, 28): "qwen3_1_7b", (2560, 36): "qwen3_4b"}
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parent  # tools/ sits at the repository root
 
 
 # -- exports ------------------------------------------------------------------------------------------

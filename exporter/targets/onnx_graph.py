@@ -4,6 +4,8 @@ block-quantized ops, which hold our quantizer's codes exactly."""
 
 from __future__ import annotations
 
+import errno
+
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +85,12 @@ class Graph:
 
 def save(model: ir.Model, path: Path) -> None:
     """The graph at `path`, its weights (every initializer above 1 KiB) in model.onnx.data beside it."""
-    ir.save(model, path, external_data=WEIGHTS_FILE, size_threshold_bytes=1024)
+    try:
+        ir.save(model, path, external_data=WEIGHTS_FILE, size_threshold_bytes=1024)
+    except OSError as exc:
+        if exc.errno is None:  # numpy's tofile reports a short write ("N requested and M written") without errno
+            raise OSError(errno.ENOSPC, f"short write: {exc}", str(path.parent / WEIGHTS_FILE)) from exc
+        raise
 
 
 def as_numpy(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
