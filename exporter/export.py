@@ -92,6 +92,10 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
     """Refuse an option combination `target` cannot honour before any slow work. With `alone` False (--target all)
     an option that applies to other targets only is not this target's concern."""
     if target == "onnx":
+        if profile == "npu" and quant == "fp32":
+            raise UserError("the NPU computes in fp16: use --quant fp16, int8, int4 or awq-int4 with --profile npu")
+        if profile == "npu" and not symmetric:
+            raise UserError("the npu profile takes symmetric weights only (HTP's MatMulNBits); drop --asymmetric")
         if kv_cache != "float32" and profile != "cpu":
             raise UserError("--kv-cache applies to the onnx cpu profile (the npu profile's cache is fp16 already)")
         if profile == "npu" and not 1 <= npu_chunk <= 512:
@@ -224,20 +228,25 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
     copy_tokenizer_files(model_dir, into)
     fp16 = quant_fields["name"] == "fp16"
     kv_dtype = "float16" if fp16 else "float32"
+    kv_layout, extra = KV_LAYOUT[target], {}
     with torch.no_grad():
-        if target == "onnx":
-            from exporter.targets.onnx import export_onnx
+        if target == "onnx" and profile == "npu":
+            from exporter.targets.onnx_npu import KV_LAYOUT as NPU_KV_LAYOUT, export_npu_bundle
+
+            entry_points, extra = export_npu_bundle(module, weights, into, max_seq_len, npu_chunk, quant_fields)
+            kv_dtype, kv_layout = "float16", NPU_KV_LAYOUT  # fp16 activations and cache, whatever the weights
+        elif target == "onnx":
+            from exporter.targets.onnx_cpu import export_cpu
 
             # the default: int8 activations for quantized linears on CPU (MatMulNBits at accuracy level 4, the fastest
             # kernels; the reference rounds activations the same way); --activations float keeps them exact
-            int8_activations = profile == "cpu" and bool(weights) and activations != "float"
-            entry_points = export_onnx(module, weights, into, max_seq_len, npu_chunk if profile == "npu" else None,
-                                       fp16=fp16, int8_activations=int8_activations, kv_dtype=kv_cache)
+            int8_activations = bool(weights) and activations != "float"
+            entry_points = export_cpu(module, weights, into, max_seq_len, fp16, int8_activations, kv_cache)
             kv_dtype = entry_points[0]["inputs"][-1]["dtype"]
             if int8_activations:
                 quant_fields["activations"] = "int8-dynamic-per-block"
-            if profile == "cpu":  # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
-                _write_genai_config(module.args, max_seq_len, model_dir, into, entry_points[0]["file"])
+            # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
+            _write_genai_config(module.args, max_seq_len, model_dir, into, entry_points[0]["file"])
         elif target == "coreml":
             from exporter.targets.coreml import SCALE_DTYPE, export_coreml
 
@@ -264,7 +273,8 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
                               args=module.args, target=target, backend=BACKEND[target], profile=profile,
                               quant=quant_fields, max_seq_len=max_seq_len,
                               kv_dtype=kv_dtype, kv_bytes_per_value={"float32": 4, "float16": 2}[kv_dtype],
-                              kv_layout=KV_LAYOUT[target], entry_points=entry_points, tokenizer=QwenTokenizer(into))
+                              kv_layout=kv_layout, entry_points=entry_points, tokenizer=QwenTokenizer(into),
+                              extra=extra)
     return {"target": f"{target} ({profile})" if profile else target,
             "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
             "manifest_sha256": hashlib.sha256((into / "manifest.json").read_bytes()).hexdigest()}

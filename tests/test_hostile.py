@@ -245,13 +245,13 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path):
 
 
 def test_a_target_failing_late_leaves_nothing(capsys, tmp_path, monkeypatch):
-    import exporter.targets.onnx as onnx_target
+    import exporter.targets.onnx_cpu as onnx_target
 
     def fail_after_writing(module, weights, out_dir, *args, **kwargs):
         (out_dir / "model.onnx").write_bytes(b"half")
         raise UserError("the target failed at the very end")
 
-    monkeypatch.setattr(onnx_target, "export_onnx", fail_after_writing)
+    monkeypatch.setattr(onnx_target, "export_cpu", fail_after_writing)
     out = tmp_path / "bundle"
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--quant", "int4", "--out", str(out))
     assert code == 2 and "failed at the very end" in err

@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-len", type=int, metavar="N",
                    help="the context the bundle holds (default: 1024, or the model's maximum if smaller)")
     p.add_argument("--profile", default="cpu", choices=("cpu", "npu"),
-                   help="onnx: cpu is one dynamic graph with ONNX Runtime's fused kernels; npu is static prefill and "
-                        "decode graphs of standard ops, as NPU execution providers (QNN) require (default: cpu)")
+                   help="onnx: cpu is one dynamic graph with ONNX Runtime's fused kernels; npu is static fp16 prefill "
+                        "and decode graphs that Qualcomm's Hexagon NPU (HTP) runs whole through ONNX Runtime's QNN "
+                        "execution provider (default: cpu)")
     p.add_argument("--npu-chunk", type=int, default=32, metavar="N",
                    help="onnx npu profile: tokens per prefill call (default: 32)")
     p.add_argument("--activations", choices=("float", "int8"),
