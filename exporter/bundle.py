@@ -55,7 +55,7 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
     """Hash every file already in `bundle_dir`, then write a schema-checked manifest.json beside them.
 
     `args` is the module's ModelArgs; `tokenizer` a runtimes QwenTokenizer of the bundle; `extra` the top-level
-    fields a target adds (the onnx npu profile's "npu").
+    fields a target adds (the onnx npu profile's "npu" and "qnn").
     """
     from exporter import __version__
 

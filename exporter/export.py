@@ -88,10 +88,13 @@ def _target_quant(target: str, quant: str | None) -> str | None:
 
 
 def check_options(target: str, quant: str | None, symmetric: bool, embedding: str, profile: str, npu_chunk: int,
-                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "float32") -> None:
+                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "float32",
+                  qnn_socs: list[str] | None = None) -> None:
     """Refuse an option combination `target` cannot honour before any slow work. With `alone` False (--target all)
     an option that applies to other targets only is not this target's concern."""
     if target == "onnx":
+        if qnn_socs and profile != "npu":
+            raise UserError("--qnn-soc precompiles the onnx npu profile; add --profile npu")
         if profile == "npu" and quant == "fp32":
             raise UserError("the NPU computes in fp16: use --quant fp16, int8, int4 or awq-int4 with --profile npu")
         if profile == "npu" and not symmetric:
@@ -108,6 +111,8 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
                             "Runtime's MatMulNBits); use it with --quant int8, int4 or awq-int4 and --profile cpu")
     if not alone:
         return
+    if qnn_socs and target != "onnx":
+        raise UserError("--qnn-soc precompiles the onnx npu profile; use it with --target onnx --profile npu")
     if kv_cache != "float32" and target != "onnx":
         raise UserError(f"--kv-cache {kv_cache} is an onnx option; {target} keeps its cache in the model's precision")
     if target == "coreml":
@@ -130,7 +135,7 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
                             "float, or use --quant fp32/fp16 for float activations")
 
 
-def _check_libraries(target: str, symmetric: bool, delegate: str) -> None:
+def _check_libraries(target: str, symmetric: bool, delegate: str, qnn_socs: list[str] | None = None) -> None:
     """The target's libraries import and take this recipe (a missing SDK is a one-line error, before any work)."""
     if target == "coreml":
         if not symmetric:
@@ -149,16 +154,23 @@ def _check_libraries(target: str, symmetric: bool, delegate: str) -> None:
             import onnx  # noqa: F401
         except ImportError:
             raise UserError("the ONNX target needs onnx: pip install 'qwen-edge[onnx]'") from None
+        if qnn_socs:
+            from runtimes.backends.qnn import available
+
+            if not available():
+                raise UserError("--qnn-soc compiles with Qualcomm's HTP compiler, which comes with ONNX Runtime's QNN "
+                                "execution provider: pip install 'qwen-edge[qnn]'")
 
 
 def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
            embedding: str = "auto", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
            activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu",
-           kv_cache: str = "float32") -> dict:
+           kv_cache: str = "float32", qnn_socs: list[str] | None = None) -> dict:
     """Export `model` to one target's bundle at `out`, or with target "all" to out/onnx, out/executorch and
     out/coreml from one quantization (each option goes to the targets it applies to). The directory appears
-    complete or not at all."""
+    complete or not at all. qnn_socs (names of runtimes.backends.qnn.SOCS): the npu profile's graphs are also
+    compiled into HTP context binaries for these SoCs."""
     from runtimes.checkpoint import load_config, resolve_model_dir
     from exporter.output import atomic_output_dir, check_output
 
@@ -170,11 +182,11 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         raise UserError("--quant 8da4w runs int8 activations; drop --activations float")
     for name in targets:
         check_options(name, _target_quant(name, quant) if target == "all" else quant, symmetric, embedding, profile,
-                      npu_chunk, delegate, activations, alone=target != "all", kv_cache=kv_cache)
+                      npu_chunk, delegate, activations, alone=target != "all", kv_cache=kv_cache, qnn_socs=qnn_socs)
     model_dir = resolve_model_dir(model)
     check_output(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir])
     for name in targets:
-        _check_libraries(name, symmetric, delegate)
+        _check_libraries(name, symmetric, delegate, qnn_socs if name == "onnx" else None)
     start = time.perf_counter()
     limit = load_config(model_dir).get("max_position_embeddings", 131072)
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
@@ -194,7 +206,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                 written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into,
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",
                                              npu_chunk=npu_chunk, delegate=delegate if name == "executorch" else
-                                             "xnnpack", activations=activations, kv_cache=kv_cache))
+                                             "xnnpack", activations=activations, kv_cache=kv_cache,
+                                             qnn_socs=qnn_socs if name == "onnx" else None))
     size = sum(w["bytes"] for w in written)
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
@@ -217,7 +230,7 @@ def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, mod
 
 def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
                   into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
-                  activations: str | None, kv_cache: str = "float32") -> dict:
+                  activations: str | None, kv_cache: str = "float32", qnn_socs: list[str] | None = None) -> dict:
     """One target's files, tokenizer files and manifest into `into` → what was written."""
     import hashlib
 
@@ -233,7 +246,8 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
         if target == "onnx" and profile == "npu":
             from exporter.targets.onnx_npu import KV_LAYOUT as NPU_KV_LAYOUT, export_npu_bundle
 
-            entry_points, extra = export_npu_bundle(module, weights, into, max_seq_len, npu_chunk, quant_fields)
+            entry_points, extra = export_npu_bundle(module, weights, into, max_seq_len, npu_chunk, quant_fields,
+                                                    qnn_socs)
             kv_dtype, kv_layout = "float16", NPU_KV_LAYOUT  # fp16 activations and cache, whatever the weights
         elif target == "onnx":
             from exporter.targets.onnx_cpu import export_cpu

@@ -383,16 +383,16 @@ def test_template_operations_cannot_exhaust_memory(source):
 
 
 def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, capsys):
-    """--profile, --npu-chunk, --activations and --delegate reach the targets they apply to under --target all
-    (the targets are stubbed: what is checked is what each one receives)."""
+    """--profile, --npu-chunk, --qnn-soc, --activations and --delegate reach the targets they apply to under --target
+    all (the targets are stubbed: what is checked is what each one receives)."""
     import exporter.export as export_module
 
     seen = {}
 
     def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
-                   npu_chunk, delegate, activations):
+                   npu_chunk, delegate, activations, kv_cache, qnn_socs):
         seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
-                            quant=quant_fields["name"])
+                            quant=quant_fields["name"], qnn_socs=qnn_socs)
         (into / "model.bin").write_bytes(b"x")
         return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64}
 
@@ -401,11 +401,13 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--activations", "int8",
                            "--profile", "npu", "--npu-chunk", "16", "--embedding", "none", "--out",
                            str(tmp_path / "all"))
-    assert code == 2 and "--activations int8 applies to the int4 linears of the onnx cpu profile" in err
+    assert code == 2 and "--activations int8 applies to the quantized linears of the onnx cpu profile" in err
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--profile", "npu",
-                           "--npu-chunk", "16", "--delegate", "coreml", "--out", str(tmp_path / "all"))
+                           "--npu-chunk", "16", "--qnn-soc", "8gen3", "--delegate", "coreml", "--out",
+                           str(tmp_path / "all"))
     assert code == 0, err
-    assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4")
+    assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4",
+                                qnn_socs=["8gen3"])
     assert seen["executorch"] == dict(profile="cpu", npu_chunk=16, delegate="coreml", activations=None,
-                                      quant="8da4w")
+                                      quant="8da4w", qnn_socs=None)
     assert seen["coreml"]["profile"] == "cpu" and seen["coreml"]["quant"] == "int4"

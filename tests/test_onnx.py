@@ -109,8 +109,9 @@ def test_int4_weights_are_exactly_our_quantizers(bundles):
     assert "MatMulNBits" in ops
 
 
-def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
+def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys, monkeypatch):
     """Qwen3-0.6B's shape with 2 layers: int4 bundle within 15% of params x 4 bits + scales (+ int8 table)."""
+    monkeypatch.setenv("QWEN_EDGE_NPU_PROVIDER", "cpu")  # its npu bundle on the CPU provider; HTP is test_qnn.py's
     model_dir = tmp_path / "m"
     assert run_cli(capsys, "make-model", "--shape", "0.6b", "--layers", "2", "--out", str(model_dir))[0] == 0
     bundle = tmp_path / "b"
@@ -154,8 +155,10 @@ def test_int4_embedding_table_shared_with_the_head(tmp_path, capsys, bundles, as
 
 
 @pytest.mark.parametrize("quant", ["int8", "int4"])
-def test_npu_profile_static_graphs_and_parity_on_cpu(quant, tmp_path, capsys, bundles):
-    """The npu profile's graphs (exporter/targets/onnx_npu.py) on ONNX Runtime's CPU provider."""
+def test_npu_profile_static_graphs_and_parity_on_cpu(quant, tmp_path, capsys, bundles, monkeypatch):
+    """The npu profile's graphs (exporter/targets/onnx_npu.py) on ONNX Runtime's CPU provider, as a machine without
+    onnxruntime-qnn runs them; tests/test_qnn.py runs them on Qualcomm's HTP."""
+    monkeypatch.setenv("QWEN_EDGE_NPU_PROVIDER", "cpu")
     bundle = tmp_path / quant
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--profile", "npu", "--npu-chunk", "16",
                            "--quant", quant, "--group-size", "64", "--max-seq-len", "128", "--out", str(bundle))
@@ -191,6 +194,9 @@ def test_npu_profile_static_graphs_and_parity_on_cpu(quant, tmp_path, capsys, bu
     (["--target", "onnx", "--profile", "npu", "--embedding", "int4"], "use --embedding int8"),
     (["--target", "onnx", "--profile", "npu", "--quant", "fp32"], "the NPU computes in fp16"),
     (["--target", "onnx", "--profile", "npu", "--asymmetric"], "symmetric weights only"),
+    (["--target", "onnx", "--qnn-soc", "8gen3"], "add --profile npu"),
+    (["--target", "executorch", "--qnn-soc", "8gen3"], "use it with --target onnx --profile npu"),
+    (["--target", "onnx", "--profile", "npu", "--qnn-soc", "8gen4"], "choose from 8gen2, 8gen3, 8elite or all"),
 ])
 def test_export_refusals(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "o"))

@@ -1,5 +1,5 @@
 """ONNX target, NPU profile: graphs that Qualcomm's Hexagon NPU (HTP) compiles whole through ONNX Runtime's QNN
-execution provider with CPU fallback disabled (Snapdragon 8 Gen 2 / 8 Gen 3 / 8 Elite).
+execution provider with CPU fallback disabled (Snapdragon 8 Gen 2 / 8 Gen 3 / 8 Elite; runtimes/backends/qnn.py).
 
 One weights file (model.onnx.data) serves three graphs:
 
@@ -41,6 +41,7 @@ simulator (docs/qnn.md has the numbers):
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -232,13 +233,51 @@ def export_npu(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max
     return entries
 
 
+def compile_context(bundle_dir: Path, soc: str) -> dict:
+    """prefill.onnx and decode.onnx compiled for `soc`'s HTP into ONNX Runtime EPContext models with their QNN
+    context binaries, under qnn-<soc>/ -> the manifest's record of them. One binary per graph, each holding its
+    weights (QNN's weight sharing between the two was not used: see docs/qnn.md)."""
+    import onnx
+
+    from runtimes.backends.qnn import SOCS, create_session, versions
+    from runtimes.files import sha256_file
+
+    folder = bundle_dir / f"qnn-{soc}"
+    folder.mkdir()
+    seconds = {}
+    for name in ("prefill", "decode"):
+        config = {"ep.context_enable": "1", "ep.context_file_path": str(folder / f"{name}_ctx.onnx"),
+                  "ep.context_embed_mode": "0"}
+        start = time.perf_counter()
+        create_session(bundle_dir / f"{name}.onnx", soc, config)
+        seconds[name] = round(time.perf_counter() - start, 3)
+    node = onnx.load(str(folder / "decode_ctx.onnx"), load_external_data=False).graph.node[0]
+    sdk = next((a.s.decode() for a in node.attribute if a.name == "ep_sdk_version"), None)
+    chip = SOCS[soc]
+    return {"soc": soc, "soc_model": chip.soc_model, "htp_arch": chip.htp_arch, **versions(), "ep_sdk_version": sdk,
+            "entry_points": {name: f"{folder.name}/{name}_ctx.onnx" for name in ("prefill", "decode")},
+            "binaries": {f"{folder.name}/{p.name}": {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for p in sorted(folder.glob("*.bin"))},
+            "compile_seconds": seconds}
+
+
 def export_npu_bundle(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int, chunk: int,
-                      quant_fields: dict) -> tuple[list[dict], dict]:
-    """The npu profile's graphs -> (entry points, the manifest's "npu" field). Records in quant_fields that the graphs
-    keep scales in fp16."""
+                      quant_fields: dict, socs: list[str] | None = None) -> tuple[list[dict], dict]:
+    """The npu profile's graphs, and context binaries for each SoC in `socs` -> (entry points, the manifest's
+    "npu" and "qnn" fields). Records in quant_fields that the graphs keep scales in fp16."""
+    from runtimes.quiet import stage
+
     check_weights(quantized)
     for bits in sorted({qt.bits for qt in quantized.values()}):
         quant_fields[f"int{bits}_scale_dtype"] = "float16"
     entries = export_npu(module, quantized, out_dir, max_seq_len, chunk)
     fields = {"npu": {"activations": "float16", "chunk": chunk, "mask_value": MASK_VALUE, "host": HOST}}
+    if socs:
+        from runtimes.backends.qnn import SOCS
+
+        contexts = []
+        for soc in socs:
+            with stage(f"onnx: compiling the npu graphs for {soc} (HTP v{SOCS[soc].htp_arch})"):
+                contexts.append(compile_context(out_dir, soc))
+        fields["qnn"] = {"contexts": contexts}
     return entries, fields

@@ -2,7 +2,8 @@
 
 CPU profile: one max_seq_len buffer per cache, bound through IO binding as both the past input and the present
 output, so GroupQueryAttention updates it in place and the cache never moves between steps. NPU profile
-(NpuBackend): the static graphs on the CPU provider, with the host's work done here.
+(NpuBackend): the static graphs on the CPU provider, with the host's work done here; on Qualcomm's HTP it is the
+qnn backend's (runtimes/backends/qnn.py).
 """
 
 from __future__ import annotations
@@ -54,8 +55,18 @@ class OnnxRuntimeBackend:
         self.reset()
 
     @classmethod
-    def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
+    def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None, **options):
+        """The CPU profile's graph; an npu bundle's graphs on Qualcomm's HTP when onnxruntime-qnn is installed (the
+        qnn backend; `options` are its soc and use_context), else on the CPU (runtimes.backends.qnn.default_provider
+        says which; QWEN_EDGE_NPU_PROVIDER chooses)."""
         if manifest.get("profile") == "npu":
+            from runtimes.backends.qnn import Htp, default_provider
+
+            if default_provider() == "qnn":
+                return NpuBackend(bundle, manifest, threads, Htp(manifest, **options))
+            if options:
+                raise UserError(f"{', '.join(options)}: options of the qnn backend, and this npu bundle runs on the "
+                                "CPU here (onnxruntime-qnn is not installed, or QWEN_EDGE_NPU_PROVIDER=cpu)")
             return NpuBackend(bundle, manifest, threads)
         return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
 
@@ -110,15 +121,21 @@ class NpuBackend:
     """The npu profile (exporter/targets/onnx_npu.py) on ONNX Runtime's CPU provider, doing the host's share of the
     work as a phone app would: the embedding rows (embed.onnx), the attention bias, RoPE's cos / sin for the tokens'
     positions, and the fp16 KV cache, into which each call's new keys and values are written. prefill runs a prompt
-    in chunks of the prefill graph's fixed width (the last one padded); decode runs the one-token graph."""
-    name = "onnxruntime"
+    in chunks of the prefill graph's fixed width (the last one padded); decode runs the one-token graph. The qnn
+    backend places the same prefill and decode graphs on Qualcomm's HTP: pass its `htp`
+    (runtimes.backends.qnn.Htp), and this backend's name is "qnn"."""
 
-    def __init__(self, bundle: Path, manifest: dict, threads: int | None = None):
+    def __init__(self, bundle: Path, manifest: dict, threads: int | None = None, htp=None):
         entries = {e["name"]: e for e in manifest["entry_points"]}
         if "embed" not in entries or "npu" not in manifest:
             raise UserError(f"{bundle} is an npu bundle of an earlier layout (no embed.onnx); export it again")
+        self.htp = htp
+        self.name = "qnn" if htp else "onnxruntime"
         _, self.embed_session = _session(bundle / entries["embed"]["file"], threads)
-        self.sessions = {name: _session(bundle / entries[name]["file"], threads)[1] for name in ("prefill", "decode")}
+        self.sessions = {}
+        for name in ("prefill", "decode"):
+            self.sessions[name] = (htp.session(bundle, entries[name]) if htp
+                                   else _session(bundle / entries[name]["file"], threads)[1])
         self.chunk = entries["prefill"]["inputs"][0]["shape"][1]
         arch = manifest["architecture"]
         self.layers, kv_heads, head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
@@ -130,8 +147,8 @@ class NpuBackend:
         self.position = 0
 
     def describe(self) -> dict:
-        """What ran the graphs, for reports."""
-        return {"execution_provider": "CPUExecutionProvider"}
+        """What ran the graphs, for reports (the qnn backend: provider, SoC, simulated or not, QNN versions)."""
+        return self.htp.describe() if self.htp else {"execution_provider": "CPUExecutionProvider"}
 
     def reset(self) -> None:
         self.position = 0  # stale cache entries sit past the position, where the bias masks them

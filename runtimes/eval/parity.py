@@ -299,7 +299,7 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         "backend": manifest["backend"], "reference": reference_name, "thinking_budget": thinking_budget,
         "prompt_source": "tokenizer", **summarize(records), "tolerance": tolerance,
     }
-    if hasattr(backend, "describe"):  # what ran it: the npu profile's execution provider
+    if hasattr(backend, "describe"):  # what ran it: the execution provider and, on HTP, the SoC and whether simulated
         report["execution"] = backend.describe()
     if fp32 is not None:
         versus = summarize([{"teacher_forced": r["versus_fp32"], "greedy_match": True} for r in records])
