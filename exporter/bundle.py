@@ -51,10 +51,11 @@ def library_versions(target: str) -> dict[str, str]:
 
 def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args, target: str, backend: str,
                    quant: dict, max_seq_len: int, kv_dtype: str, kv_bytes_per_value: int, kv_layout: str,
-                   entry_points: list[dict], tokenizer, profile: str | None = None) -> dict:
+                   entry_points: list[dict], tokenizer, profile: str | None = None, extra: dict | None = None) -> dict:
     """Hash every file already in `bundle_dir`, then write a schema-checked manifest.json beside them.
 
-    `args` is the module's ModelArgs; `tokenizer` a runtimes QwenTokenizer of the bundle.
+    `args` is the module's ModelArgs; `tokenizer` a runtimes QwenTokenizer of the bundle; `extra` the top-level
+    fields a target adds (the onnx npu profile's "npu" and "qnn").
     """
     from exporter import __version__
 
@@ -70,7 +71,7 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
         "quant": quant, "max_seq_len": max_seq_len,
         "kv_cache": {"layout": kv_layout, "dtype": kv_dtype,
                      "positions": max_seq_len, "bytes_at_max_context": kv_bytes},
-        "entry_points": entry_points,
+        "entry_points": entry_points, **(extra or {}),
         "special_tokens": {"im_start": special.im_start, "im_end": special.im_end, "think_open": special.think_open,
                            "think_close": special.think_close, "endoftext": special.endoftext,
                            "eos": sorted(special.stop)},

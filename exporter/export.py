@@ -98,10 +98,17 @@ def _target_fields(target: str, fields: dict) -> dict:
 
 
 def check_options(target: str, quant: str | None, symmetric: bool, embedding: str, profile: str, npu_chunk: int,
-                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "float32") -> None:
+                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "float32",
+                  qnn_socs: list[str] | None = None) -> None:
     """Refuse an option combination `target` cannot honour before any slow work. With `alone` False (--target all)
     an option that applies to other targets only is not this target's concern."""
     if target == "onnx":
+        if qnn_socs and profile != "npu":
+            raise UserError("--qnn-soc precompiles the onnx npu profile; add --profile npu")
+        if profile == "npu" and quant == "fp32":
+            raise UserError("the NPU computes in fp16: use --quant fp16, int8, int4 or awq-int4 with --profile npu")
+        if profile == "npu" and not symmetric:
+            raise UserError("the npu profile takes symmetric weights only (HTP's MatMulNBits); drop --asymmetric")
         if kv_cache != "float32" and profile != "cpu":
             raise UserError("--kv-cache applies to the onnx cpu profile (the npu profile's cache is fp16 already)")
         if profile == "npu" and not 1 <= npu_chunk <= 512:
@@ -114,6 +121,8 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
                             "Runtime's MatMulNBits); use it with --quant int8, int4 or awq-int4 and --profile cpu")
     if not alone:
         return
+    if qnn_socs and target != "onnx":
+        raise UserError("--qnn-soc precompiles the onnx npu profile; use it with --target onnx --profile npu")
     if kv_cache != "float32" and target != "onnx":
         raise UserError(f"--kv-cache {kv_cache} is an onnx option; {target} keeps its cache in the model's precision")
     if target == "coreml":
@@ -139,7 +148,7 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
                             "float, or use --quant fp32/fp16 for float activations")
 
 
-def _check_libraries(target: str, symmetric: bool, delegate: str) -> None:
+def _check_libraries(target: str, symmetric: bool, delegate: str, qnn_socs: list[str] | None = None) -> None:
     """The target's libraries import and take this recipe (a missing SDK is a one-line error, before any work)."""
     if target == "coreml":
         if not symmetric:
@@ -158,16 +167,23 @@ def _check_libraries(target: str, symmetric: bool, delegate: str) -> None:
             import onnx  # noqa: F401
         except ImportError:
             raise UserError("the ONNX target needs onnx: pip install 'qwen-edge[onnx]'") from None
+        if qnn_socs:
+            from runtimes.backends.qnn import available
+
+            if not available():
+                raise UserError("--qnn-soc compiles with Qualcomm's HTP compiler, which comes with ONNX Runtime's QNN "
+                                "execution provider: pip install 'qwen-edge[qnn]'")
 
 
 def export(model: str, target: str, quant: str | None, out: str, group_size: int | None = None, symmetric: bool = True,
            embedding: str = "auto", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
            activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu",
-           kv_cache: str = "float32") -> dict:
+           kv_cache: str = "float32", qnn_socs: list[str] | None = None) -> dict:
     """Export `model` to one target's bundle at `out`, or with target "all" to out/onnx, out/executorch and
     out/coreml from one quantization (each option goes to the targets it applies to). The directory appears
-    complete or not at all."""
+    complete or not at all. qnn_socs (names of runtimes.backends.qnn.SOCS): the npu profile's graphs are also
+    compiled into HTP context binaries for these SoCs."""
     from runtimes.checkpoint import load_config, resolve_model_dir
     from exporter.output import atomic_output_dir, check_output
 
@@ -179,11 +195,11 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         raise UserError("--quant 8da4w runs int8 activations; drop --activations float")
     for name in targets:
         check_options(name, _target_quant(name, quant) if target == "all" else quant, symmetric, embedding, profile,
-                      npu_chunk, delegate, activations, alone=target != "all", kv_cache=kv_cache)
+                      npu_chunk, delegate, activations, alone=target != "all", kv_cache=kv_cache, qnn_socs=qnn_socs)
     model_dir = resolve_model_dir(model)
     check_output(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir])
     for name in targets:
-        _check_libraries(name, symmetric, delegate)
+        _check_libraries(name, symmetric, delegate, qnn_socs if name == "onnx" else None)
     start = time.perf_counter()
     limit = load_config(model_dir).get("max_position_embeddings", 131072)
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
@@ -203,7 +219,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                 written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into,
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",
                                              npu_chunk=npu_chunk, delegate=delegate if name == "executorch" else
-                                             "xnnpack", activations=activations, kv_cache=kv_cache))
+                                             "xnnpack", activations=activations, kv_cache=kv_cache,
+                                             qnn_socs=qnn_socs if name == "onnx" else None))
     size = sum(w["bytes"] for w in written)
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
@@ -226,7 +243,7 @@ def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, mod
 
 def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
                   into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
-                  activations: str | None, kv_cache: str = "float32") -> dict:
+                  activations: str | None, kv_cache: str = "float32", qnn_socs: list[str] | None = None) -> dict:
     """One target's files, tokenizer files and manifest into `into` → what was written."""
     import hashlib
 
@@ -237,20 +254,26 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
     copy_tokenizer_files(model_dir, into)
     fp16 = quant_fields["name"] == "fp16"
     kv_dtype = "float16" if fp16 else "float32"
+    kv_layout, extra = KV_LAYOUT[target], {}
     with torch.no_grad():
-        if target == "onnx":
-            from exporter.targets.onnx import export_onnx
+        if target == "onnx" and profile == "npu":
+            from exporter.targets.onnx_npu import KV_LAYOUT as NPU_KV_LAYOUT, export_npu_bundle
+
+            entry_points, extra = export_npu_bundle(module, weights, into, max_seq_len, npu_chunk, quant_fields,
+                                                    qnn_socs)
+            kv_dtype, kv_layout = "float16", NPU_KV_LAYOUT  # fp16 activations and cache, whatever the weights
+        elif target == "onnx":
+            from exporter.targets.onnx_cpu import export_cpu
 
             # the default: int8 activations for quantized linears on CPU (MatMulNBits at accuracy level 4, the fastest
             # kernels; the reference rounds activations the same way); --activations float keeps them exact
-            int8_activations = profile == "cpu" and bool(weights) and activations != "float"
-            entry_points = export_onnx(module, weights, into, max_seq_len, npu_chunk if profile == "npu" else None,
-                                       fp16=fp16, int8_activations=int8_activations, kv_dtype=kv_cache)
+            int8_activations = bool(weights) and activations != "float"
+            entry_points = export_cpu(module, weights, into, max_seq_len, fp16, int8_activations, kv_cache)
             kv_dtype = entry_points[0]["inputs"][-1]["dtype"]
             if int8_activations:
                 quant_fields["activations"] = "int8-dynamic-per-block"
-            if profile == "cpu":  # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
-                _write_genai_config(module.args, max_seq_len, model_dir, into, entry_points[0]["file"])
+            # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
+            _write_genai_config(module.args, max_seq_len, model_dir, into, entry_points[0]["file"])
         elif target == "coreml":
             from exporter.targets.coreml import SCALE_DTYPE, export_coreml
 
@@ -277,7 +300,8 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
                               args=module.args, target=target, backend=BACKEND[target], profile=profile,
                               quant=quant_fields, max_seq_len=max_seq_len,
                               kv_dtype=kv_dtype, kv_bytes_per_value={"float32": 4, "float16": 2}[kv_dtype],
-                              kv_layout=KV_LAYOUT[target], entry_points=entry_points, tokenizer=QwenTokenizer(into))
+                              kv_layout=kv_layout, entry_points=entry_points, tokenizer=QwenTokenizer(into),
+                              extra=extra)
     return {"target": f"{target} ({profile})" if profile else target,
             "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
             "manifest_sha256": hashlib.sha256((into / "manifest.json").read_bytes()).hexdigest()}

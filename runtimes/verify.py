@@ -3,6 +3,11 @@
 Each check adds one problem; a bundle is good when there are none. The demo apps apply the same file and path
 rules with the same problem codes (tests/golden/tamper.json drives all three), so a bundle that passes here is one
 they accept.
+
+An onnx npu bundle is checked further here (the apps do not run it): its precompiled HTP contexts (`qnn`) must
+name files the manifest lists, record the binaries as the files table does and the SoC ids the qnn backend uses;
+when it runs, the result says what ran it (Qualcomm's HTP, simulated on an x86 host, or ONNX Runtime's CPU provider
+where onnxruntime-qnn is not installed), and with onnxruntime-qnn every SoC's context binary must load.
 """
 
 from __future__ import annotations
@@ -15,18 +20,73 @@ from runtimes.errors import UserError
 
 def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
     """→ {"bundle", "ok", "problems": [{"code", "message"}], "notes": [...], "ran": bool,
-    "generation": text or None}."""
+    "generation": text or None, and "execution" (what ran it) when the backend says}."""
     bundle = Path(bundle)
     manifest, problems = check_bundle(bundle)
     notes: list[str] = []
-    generation, ran = None, False
+    generation, ran, execution = None, False, None
+    if manifest is not None and not problems:
+        problems += _qnn_context_problems(manifest)
     if manifest is not None and not problems and run:
-        generation, ran = _generate(bundle, new_tokens, notes, problems)
-    return {"bundle": str(bundle), "ok": not problems, "problems": [vars(p) for p in problems], "notes": notes,
-            "ran": ran, "generation": generation}
+        generation, ran, execution = _generate(bundle, manifest, new_tokens, notes, problems)
+        if ran and not problems and execution and execution.get("execution_provider") == "QNNExecutionProvider":
+            problems += _load_other_contexts(bundle, manifest, execution["soc"])
+    result = {"bundle": str(bundle), "ok": not problems, "problems": [vars(p) for p in problems], "notes": notes,
+              "ran": ran, "generation": generation}
+    return {**result, "execution": execution} if execution else result
 
 
-def _generate(bundle: Path, new_tokens: int, notes: list[str], problems: list[Problem]) -> tuple[str | None, bool]:
+def _qnn_context_problems(manifest: dict) -> list[Problem]:
+    """An npu bundle's precompiled contexts against the files table and the qnn backend's SoC table."""
+    from runtimes.backends.qnn import SOCS
+
+    problems, files = [], manifest["files"]
+    for context in (manifest.get("qnn") or {}).get("contexts", []):
+        soc = context["soc"]
+        for name, file in context["entry_points"].items():
+            if file not in files:
+                problems.append(Problem("entry_point", f"the {soc} context's {name} entry point names {file!r}, which "
+                                                       "the manifest does not list"))
+        for file, entry in context["binaries"].items():
+            if files.get(file) != entry:
+                problems.append(Problem("schema", f"manifest: qnn context {soc}: binary {file} is not recorded as "
+                                                  "the files table records it"))
+        chip = SOCS[soc]
+        if (context["soc_model"], context["htp_arch"]) != (chip.soc_model, chip.htp_arch):
+            problems.append(Problem("schema", f"manifest: qnn context {soc}: soc_model {context['soc_model']} / "
+                                              f"htp_arch {context['htp_arch']} are not {chip.title}'s "
+                                              f"({chip.soc_model} / {chip.htp_arch})"))
+    return problems
+
+
+def _load_other_contexts(bundle: Path, manifest: dict, ran_on: str) -> list[Problem]:
+    """Each precompiled context the generation did not use, loaded on HTP for its own SoC (not run)."""
+    from runtimes.backends.qnn import create_session
+
+    problems = []
+    for context in (manifest.get("qnn") or {}).get("contexts", []):
+        if context["soc"] == ran_on:
+            continue
+        for name, file in context["entry_points"].items():
+            try:
+                create_session(bundle / file, context["soc"])
+            except UserError as exc:
+                problems.append(Problem("backend", f"the {context['soc']} context's {name} graph does not load: {exc}"))
+    return problems
+
+
+def _execution_note(execution: dict) -> str:
+    if execution.get("execution_provider") != "QNNExecutionProvider":
+        return ("the npu graphs ran on ONNX Runtime's CPU provider (onnxruntime-qnn is not installed, or "
+                "QWEN_EDGE_NPU_PROVIDER=cpu): whether Qualcomm's HTP takes them was not checked")
+    how = "from its precompiled context binary" if execution["context_binary"] else "compiled at load"
+    where = "simulated on this x86 host (the NPU's outputs, not its speed)" if execution["simulated"] else "on the NPU"
+    return (f"the npu graphs ran whole on QNN's HTP for {execution['soc_name']} (HTP v{execution['htp_arch']}), {how}, "
+            f"{where}; CPU fallback disabled")
+
+
+def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], problems: list[Problem]):
+    """A short greedy chat on the bundle's backend → (text or None, ran, what ran it or None)."""
     from runtimes.bundle import load_backend
     from runtimes.generate import run
     from runtimes.tokenizer import QwenTokenizer
@@ -36,20 +96,23 @@ def _generate(bundle: Path, new_tokens: int, notes: list[str], problems: list[Pr
     except UserError as exc:
         if "needs macOS" in str(exc) or "runs on the device" in str(exc) or "not installed" in str(exc):
             notes.append(f"entry points not run here: {exc}")
-            return None, False
+            return None, False, None
         problems.append(Problem("backend", f"the backend cannot load the bundle: {exc}"))
-        return None, False
+        return None, False, None
+    execution = backend.describe() if hasattr(backend, "describe") else None
+    if execution and "npu" in manifest:
+        notes.append(_execution_note(execution))
     try:
         tokenizer = QwenTokenizer(bundle)
         result = run(backend, tokenizer, [{"role": "user", "content": "What is 2 + 2?"}], budget=0,
                      max_new_tokens=new_tokens)
     except UserError as exc:
         problems.append(Problem("backend", f"a short generation failed: {exc}"))
-        return None, True
+        return None, True, execution
     except Exception as exc:  # a bundle that loads but cannot run is bad, whatever the reason
         problems.append(Problem("backend", f"a short generation failed: {type(exc).__name__}: "
                                            f"{str(exc).splitlines()[0][:200]}"))
-        return None, True
+        return None, True, execution
     if not result.token_ids:
         problems.append(Problem("backend", "a short generation produced no tokens"))
-    return result.content, True
+    return result.content, True, execution

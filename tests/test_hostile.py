@@ -245,13 +245,13 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path):
 
 
 def test_a_target_failing_late_leaves_nothing(capsys, tmp_path, monkeypatch):
-    import exporter.targets.onnx as onnx_target
+    import exporter.targets.onnx_cpu as onnx_target
 
     def fail_after_writing(module, weights, out_dir, *args, **kwargs):
         (out_dir / "model.onnx").write_bytes(b"half")
         raise UserError("the target failed at the very end")
 
-    monkeypatch.setattr(onnx_target, "export_onnx", fail_after_writing)
+    monkeypatch.setattr(onnx_target, "export_cpu", fail_after_writing)
     out = tmp_path / "bundle"
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--quant", "int4", "--out", str(out))
     assert code == 2 and "failed at the very end" in err
@@ -383,16 +383,16 @@ def test_template_operations_cannot_exhaust_memory(source):
 
 
 def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, capsys):
-    """--profile, --npu-chunk, --activations and --delegate reach the targets they apply to under --target all
-    (the targets are stubbed: what is checked is what each one receives)."""
+    """--profile, --npu-chunk, --qnn-soc, --activations and --delegate reach the targets they apply to under --target
+    all (the targets are stubbed: what is checked is what each one receives)."""
     import exporter.export as export_module
 
     seen = {}
 
     def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
-                   npu_chunk, delegate, activations, **rest):
+                   npu_chunk, delegate, activations, kv_cache, qnn_socs):
         seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
-                            quant=quant_fields["name"])
+                            quant=quant_fields["name"], qnn_socs=qnn_socs)
         (into / "model.bin").write_bytes(b"x")
         return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64}
 
@@ -403,9 +403,11 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
                            str(tmp_path / "all"))
     assert code == 2 and "--activations int8 applies to the quantized linears of the onnx cpu profile" in err
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--profile", "npu",
-                           "--npu-chunk", "16", "--delegate", "coreml", "--out", str(tmp_path / "all"))
+                           "--npu-chunk", "16", "--qnn-soc", "8gen3", "--delegate", "coreml", "--out",
+                           str(tmp_path / "all"))
     assert code == 0, err
-    assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4")
+    assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4",
+                                qnn_socs=["8gen3"])
     assert seen["executorch"] == dict(profile="cpu", npu_chunk=16, delegate="coreml", activations=None,
-                                      quant="8da4w")
+                                      quant="8da4w", qnn_socs=None)
     assert seen["coreml"]["profile"] == "cpu" and seen["coreml"]["quant"] == "int4"

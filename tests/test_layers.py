@@ -13,7 +13,7 @@ FORBIDDEN = {"runtimes": ("exporter", "calibration", "tools"), "calibration": ("
 TORCH_FREE = ("runtimes/bundle.py", "runtimes/chat.py", "runtimes/errors.py", "runtimes/files.py",
               "runtimes/generate.py", "runtimes/sampling.py", "runtimes/thinking.py", "runtimes/tokenizer.py",
               "runtimes/verify.py", "runtimes/backends/__init__.py", "runtimes/backends/onnxruntime.py",
-              "runtimes/backends/coreml.py")
+              "runtimes/backends/coreml.py", "runtimes/backends/qnn.py")
 
 
 def module_name(path: Path) -> str:

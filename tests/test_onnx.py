@@ -109,8 +109,9 @@ def test_int4_weights_are_exactly_our_quantizers(bundles):
     assert "MatMulNBits" in ops
 
 
-def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
+def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys, monkeypatch):
     """Qwen3-0.6B's shape with 2 layers: int4 bundle within 15% of params x 4 bits + scales (+ int8 table)."""
+    monkeypatch.setenv("QWEN_EDGE_NPU_PROVIDER", "cpu")  # its npu bundle on the CPU provider; HTP is test_qnn.py's
     model_dir = tmp_path / "m"
     assert run_cli(capsys, "make-model", "--shape", "0.6b", "--layers", "2", "--out", str(model_dir))[0] == 0
     bundle = tmp_path / "b"
@@ -133,7 +134,7 @@ def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys):
     npu = tmp_path / "npu"
     assert run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", "int4", "--profile", "npu",
                    "--max-seq-len", "128", "--out", str(npu))[0] == 0
-    code, out, _ = run_cli(capsys, "parity", "--bundle", str(npu), "--new-tokens", "8", "--thinking-budget", "4")
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(npu), "--new-tokens", "8", "--thinking-budget", "0")
     assert code == 0, out
 
 
@@ -154,36 +155,48 @@ def test_int4_embedding_table_shared_with_the_head(tmp_path, capsys, bundles, as
 
 
 @pytest.mark.parametrize("quant", ["int8", "int4"])
-def test_npu_profile_static_standard_ops_and_parity(quant, tmp_path, capsys, bundles):
+def test_npu_profile_static_graphs_and_parity_on_cpu(quant, tmp_path, capsys, bundles, monkeypatch):
+    """The npu profile's graphs (exporter/targets/onnx_npu.py) on ONNX Runtime's CPU provider, as a machine without
+    onnxruntime-qnn runs them; tests/test_qnn.py runs them on Qualcomm's HTP."""
+    monkeypatch.setenv("QWEN_EDGE_NPU_PROVIDER", "cpu")
     bundle = tmp_path / quant
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--profile", "npu", "--npu-chunk", "16",
-                           "--quant", quant, "--group-size", "64", "--out", str(bundle))
+                           "--quant", quant, "--group-size", "64", "--max-seq-len", "128", "--out", str(bundle))
     assert code == 0, err
     manifest = read_manifest(bundle)
-    assert manifest["profile"] == "npu" and [e["name"] for e in manifest["entry_points"]] == ["prefill", "decode"]
-    for entry in manifest["entry_points"]:
-        model = onnx.load(str(bundle / entry["file"]), load_external_data=False)
+    assert manifest["profile"] == "npu" and [e["name"] for e in manifest["entry_points"]] == ["prefill", "decode",
+                                                                                              "embed"]
+    assert manifest["npu"]["activations"] == "float16" and manifest["kv_cache"]["dtype"] == "float16"
+    assert manifest["quant"][f"int{quant[-1]}_scale_dtype"] == "float16" and "qnn" not in manifest
+    for entry in manifest["entry_points"][:2]:
         onnx.checker.check_model(str(bundle / entry["file"]), full_check=True)
-        assert {o.domain for o in model.opset_import} == {""} and max(o.version for o in model.opset_import) >= 21
-        assert all(n.domain == "" for n in model.graph.node)
+        model = onnx.load(str(bundle / entry["file"]), load_external_data=False)
+        ops = {n.op_type for n in model.graph.node}
+        assert "MatMulNBits" in ops and "RMSNormalization" in ops and not ops & {"Gather", "Cast", "DequantizeLinear"}
         dims = [d for t in list(model.graph.input) + list(model.graph.output) for d in t.type.tensor_type.shape.dim]
         assert all(d.HasField("dim_value") for d in dims), "static shapes only"
-        if quant == "int4":
-            blocked = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
-                       and any(a.name == "block_size" for a in n.attribute)]
-            assert blocked
-    # both graphs read one weights file, about the CPU bundle's (which keeps half-width RoPE tables), and the
-    # graph files themselves hold no weights
+    # the graphs read one weights file, no bigger than the CPU bundle's, and hold no weights themselves
     data = (bundle / "model.onnx.data").stat().st_size
     assert data < 1.1 * (bundles[quant] / "model.onnx.data").stat().st_size
-    assert all((bundle / f).stat().st_size < 0.1 * data for f in ("prefill.onnx", "decode.onnx"))
-    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle))
+    assert all((bundle / f).stat().st_size < 0.1 * data for f in ("prefill.onnx", "decode.onnx", "embed.onnx"))
+    report_path = tmp_path / "parity.json"
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--new-tokens", "16", "--thinking-budget", "8",
+                           "--json", str(report_path))
     assert code == 0, out
+    report = json.loads(report_path.read_text())
+    assert report["execution"] == {"execution_provider": "CPUExecutionProvider"}
+    assert report["reference"] == f"fake-quant {quant} (fp16 activations and KV cache, as the NPU graphs)"
+    assert report["greedy_token_match"] == 1.0 and report["versus_fp32"]["teacher_forced_top1_agreement"] > 0.9
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--target", "onnx", "--max-seq-len", "4096"], "max_position_embeddings (512)"),
     (["--target", "onnx", "--profile", "npu", "--embedding", "int4"], "use --embedding int8"),
+    (["--target", "onnx", "--profile", "npu", "--quant", "fp32"], "the NPU computes in fp16"),
+    (["--target", "onnx", "--profile", "npu", "--asymmetric"], "symmetric weights only"),
+    (["--target", "onnx", "--qnn-soc", "8gen3"], "add --profile npu"),
+    (["--target", "executorch", "--qnn-soc", "8gen3"], "use it with --target onnx --profile npu"),
+    (["--target", "onnx", "--profile", "npu", "--qnn-soc", "8gen4"], "choose from 8gen2, 8gen3, 8elite or all"),
 ])
 def test_export_refusals(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "o"))

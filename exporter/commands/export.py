@@ -29,10 +29,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-len", type=int, metavar="N",
                    help="the context the bundle holds (default: 1024, or the model's maximum if smaller)")
     p.add_argument("--profile", default="cpu", choices=("cpu", "npu"),
-                   help="onnx: cpu is one dynamic graph with ONNX Runtime's fused kernels; npu is static prefill and "
-                        "decode graphs of standard ops, as NPU execution providers (QNN) require (default: cpu)")
+                   help="onnx: cpu is one dynamic graph with ONNX Runtime's fused kernels; npu is static fp16 prefill "
+                        "and decode graphs that Qualcomm's Hexagon NPU (HTP) runs whole through ONNX Runtime's QNN "
+                        "execution provider (default: cpu)")
     p.add_argument("--npu-chunk", type=int, default=32, metavar="N",
                    help="onnx npu profile: tokens per prefill call (default: 32)")
+    p.add_argument("--qnn-soc", metavar="SOC[,SOC...]",
+                   help="onnx npu profile: also compile the graphs for the Hexagon NPU of these phones (8gen2, 8gen3, "
+                        "8elite, or all) into ONNX Runtime EPContext models with QNN context binaries, so an app "
+                        "with ONNX Runtime's QNN execution provider loads them without compiling on the phone; needs "
+                        "pip install 'qwen-edge[qnn]'")
     p.add_argument("--activations", choices=("float", "int8"),
                    help="how int4 linears see their input on onnx: float (exact to the fake-quant weights) or int8 "
                         "(faster; ONNX Runtime quantizes per weight group). executorch quantized linears are always "
@@ -44,6 +50,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
                         "needs the QNN SDK) (default: xnnpack)")
     out_arguments(p, "the bundle directory (with --target all, one subdirectory per target)")
+
+
+def parse_socs(value: str | None) -> list[str] | None:
+    """--qnn-soc 8gen3,8elite → ['8gen3', '8elite']; all → every SoC the npu profile compiles for."""
+    if value is None:
+        return None
+    from runtimes.backends.qnn import SOCS
+
+    socs = list(SOCS) if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    if not socs or any(s not in SOCS for s in socs):
+        raise UserError(f"--qnn-soc {value}: choose from {', '.join(SOCS)} or all (comma-separated)")
+    return list(dict.fromkeys(socs))
 
 
 def run(args) -> int:
@@ -59,7 +77,8 @@ def run(args) -> int:
                      symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib, samples=args.samples,
                      seq_len=args.seq_len, max_seq_len=args.max_seq_len, profile=args.profile,
                      npu_chunk=args.npu_chunk, delegate=args.delegate, activations=args.activations,
-                     overwrite=args.overwrite, device=check_device(args.device), kv_cache=args.kv_cache)
+                     overwrite=args.overwrite, device=check_device(args.device), kv_cache=args.kv_cache,
+                     qnn_socs=parse_socs(args.qnn_soc))
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
     for digest in summary["manifest_sha256"]:  # to pin in an app: it proves the manifest is the one exported

@@ -51,6 +51,10 @@ def run(args) -> int:
     if report["top1_disagreements"]:
         flips = (f" ({report['top1_disagreements']} disagreements, where the reference's top two logits were at "
                  f"most {report['max_disagreement_margin']:.3g} apart)")
+    execution = report.get("execution") or {}
+    if "soc" in execution:  # an npu bundle on Qualcomm's HTP: say which, and whether it was the simulator
+        against += (f", on QNN's HTP for {execution['soc']}" + (" (simulated on this host)" if execution["simulated"]
+                                                                 else ""))
     print(f"parity {'PASSED' if report['passed'] else 'FAILED'}{against}: {len(report['prompts'])} prompts "
           f"({report['prompt_source']}), greedy match {report['greedy_token_match']:.3f}, "
           f"teacher-forced top-1 {report['teacher_forced_top1_agreement']:.4f}{flips}, "

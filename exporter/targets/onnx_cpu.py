@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporter.targets.onnx_graph import Graph, as_numpy, nbits_layout, nbits_zero_points, save
+from exporter.targets.onnx_graph import Graph, as_numpy, nbits_weights, save
 from runtimes.quant.rtn import QuantizedTensor
 
 OPSET = 21
@@ -101,25 +101,10 @@ class CpuBuilder:
         mean.name = inv_std.name = ""  # optional outputs left unset: the kernel does not compute them
         return normed, total
 
-    def nbits(self, name: str, qt: QuantizedTensor):
-        """MatMulNBits' B, scales (and zero points) initializers for `qt`, made once per name."""
-        layout = {}
-
-        def part(i):
-            if not layout:
-                layout["blob"], layout["scales"], layout["block"] = nbits_layout(qt)
-            return layout[("blob", "scales")[i]]
-
-        blob = self.g.weight(f"{name}.qweight", lambda: part(0))
-        scales = self.g.weight(f"{name}.scales", lambda: part(1))
-        zeros = None if qt.symmetric else self.g.weight(f"{name}.zeros", lambda: nbits_zero_points(qt))
-        block = qt.group_size if qt.bits == 4 else blob.shape[2]
-        return blob, scales, zeros, block
-
     def quantized_matmul(self, x, name: str, qt: QuantizedTensor):
         out_features, in_features = qt.shape
         if qt.bits == 4 or self.level == 4:
-            blob, scales, zeros, block = self.nbits(name, qt)
+            blob, scales, zeros, block = nbits_weights(self.g, name, qt)
             inputs = [x, blob, scales] + ([zeros] if zeros is not None else [])
             return self.g.op("MatMulNBits", *inputs, domain="com.microsoft", K=in_features, N=out_features,
                              bits=qt.bits, block_size=block, accuracy_level=self.level)
@@ -163,7 +148,7 @@ class CpuBuilder:
             rows = self.cast(g.op("Gather", codes, input_ids), "float32")
             row_scales = g.op("Unsqueeze", g.op("Gather", scales, input_ids), g.const([-1]))
             return self.from_fp32(g.op("Mul", rows, row_scales))
-        blob, scales, zeros, block = self.nbits("embed_tokens.weight", qt)
+        blob, scales, zeros, block = nbits_weights(g, "embed_tokens.weight", qt)
         vocab, hidden = qt.shape
         data = g.op("Reshape", blob, g.const([vocab, -1]))  # [vocab, hidden * bits / 8]: the head's very bytes
         inputs = [data, input_ids, g.op("Reshape", scales, g.const([vocab, -1]))]

@@ -116,6 +116,23 @@ def nbits_layout(qt: QuantizedTensor, scale_dtype=np.float32) -> tuple[np.ndarra
     return blob, scales, block
 
 
+def nbits_weights(g: Graph, name: str, qt: QuantizedTensor, scale_dtype=np.float32):
+    """MatMulNBits' B, scales (and zero points, None when symmetric) initializers of `qt` in `g`, made once per
+    bundle under `name`.qweight / .scales / .zeros → (B, scales, zeros, block size)."""
+    layout = {}
+
+    def part(i: int) -> np.ndarray:
+        if not layout:
+            layout["parts"] = nbits_layout(qt, scale_dtype)
+        return layout["parts"][i]
+
+    blob = g.weight(f"{name}.qweight", lambda: part(0))
+    scales = g.weight(f"{name}.scales", lambda: part(1))
+    zeros = None if qt.symmetric else g.weight(f"{name}.zeros", lambda: nbits_zero_points(qt))
+    block = qt.group_size if qt.bits == 4 else blob.shape[2]
+    return blob, scales, zeros, block
+
+
 def nbits_zero_points(qt: QuantizedTensor) -> np.ndarray:
     """An asymmetric int4 tensor's zero points, two 4-bit values a byte along the blocks (MatMulNBits' layout)."""
     zeros = qt.zeros.to(torch.int16)

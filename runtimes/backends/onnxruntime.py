@@ -1,7 +1,9 @@
 """The onnxruntime backend: runs a bundle's model.onnx, keeping the KV cache as ONNX Runtime values.
 
 CPU profile: one max_seq_len buffer per cache, bound through IO binding as both the past input and the present
-output, so GroupQueryAttention updates it in place and the cache never moves between steps.
+output, so GroupQueryAttention updates it in place and the cache never moves between steps. NPU profile
+(NpuBackend): the static graphs on the CPU provider, with the host's work done here; on Qualcomm's HTP it is the
+qnn backend's (runtimes/backends/qnn.py).
 """
 
 from __future__ import annotations
@@ -53,9 +55,19 @@ class OnnxRuntimeBackend:
         self.reset()
 
     @classmethod
-    def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
+    def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None, **options):
+        """The CPU profile's graph; an npu bundle's graphs on Qualcomm's HTP when onnxruntime-qnn is installed (the
+        qnn backend; `options` are its soc and use_context), else on the CPU (runtimes.backends.qnn.default_provider
+        says which; QWEN_EDGE_NPU_PROVIDER chooses)."""
         if manifest.get("profile") == "npu":
-            return StaticOnnxBackend(bundle, manifest, threads)
+            from runtimes.backends.qnn import Htp, default_provider
+
+            if default_provider() == "qnn":
+                return NpuBackend(bundle, manifest, threads, Htp(manifest, **options))
+            if options:
+                raise UserError(f"{', '.join(options)}: options of the qnn backend, and this npu bundle runs on the "
+                                "CPU here (onnxruntime-qnn is not installed, or QWEN_EDGE_NPU_PROVIDER=cpu)")
+            return NpuBackend(bundle, manifest, threads)
         return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
 
     def reset(self) -> None:
@@ -96,51 +108,93 @@ class OnnxRuntimeBackend:
         return self._run([int(token_id)])[-1]
 
 
-class StaticOnnxBackend:
-    """The NPU profile on ONNX Runtime: static prefill (fixed chunk, padded) and decode graphs, with the
-    fixed-size KV cache held here and the graphs' new K/V written into it, as an NPU host would."""
-    name = "onnxruntime"
+def rope_tables(head_dim: int, positions: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [positions, head_dim / 2]: the first half of runtimes/model.py's rotate-half RoPE tables, computed
+    the same way in float32."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
+    inv_freq = (1.0 / (np.float32(theta) ** exponents)).astype(np.float32)
+    angles = np.outer(np.arange(positions, dtype=np.float32), inv_freq).astype(np.float32)
+    return np.cos(angles), np.sin(angles)
 
-    def __init__(self, bundle: Path, manifest: dict, threads: int | None = None):
+
+class NpuBackend:
+    """The npu profile (exporter/targets/onnx_npu.py) on ONNX Runtime's CPU provider, doing the host's share of the
+    work as a phone app would: the embedding rows (embed.onnx), the attention bias, RoPE's cos / sin for the tokens'
+    positions, and the fp16 KV cache, into which each call's new keys and values are written. prefill runs a prompt
+    in chunks of the prefill graph's fixed width (the last one padded); decode runs the one-token graph. The qnn
+    backend places the same prefill and decode graphs on Qualcomm's HTP: pass its `htp`
+    (runtimes.backends.qnn.Htp), and this backend's name is "qnn"."""
+
+    def __init__(self, bundle: Path, manifest: dict, threads: int | None = None, htp=None):
         entries = {e["name"]: e for e in manifest["entry_points"]}
-        _, self.prefill_session = _session(bundle / entries["prefill"]["file"], threads)
-        _, self.decode_session = _session(bundle / entries["decode"]["file"], threads)
+        if "embed" not in entries or "npu" not in manifest:
+            raise UserError(f"{bundle} is an npu bundle of an earlier layout (no embed.onnx); export it again")
+        self.htp = htp
+        self.name = "qnn" if htp else "onnxruntime"
+        _, self.embed_session = _session(bundle / entries["embed"]["file"], threads)
+        self.sessions = {}
+        for name in ("prefill", "decode"):
+            self.sessions[name] = (htp.session(bundle, entries[name]) if htp
+                                   else _session(bundle / entries[name]["file"], threads)[1])
         self.chunk = entries["prefill"]["inputs"][0]["shape"][1]
         arch = manifest["architecture"]
-        self.layers = arch["num_hidden_layers"]
-        self.max_seq_len = manifest["max_seq_len"]
-        shape = (1, arch["num_key_value_heads"], self.max_seq_len, arch["head_dim"])
-        self.cache = {f"past_{kind}_{i}": np.zeros(shape, np.dtype(manifest["kv_cache"]["dtype"]))
-                      for i in range(self.layers) for kind in ("key", "value")}
+        self.layers, kv_heads, head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
+        self.max_seq_len = L = manifest["max_seq_len"]
+        self.mask_value = np.float16(manifest["npu"]["mask_value"])
+        self.cos, self.sin = (t.astype(np.float16) for t in rope_tables(head_dim, L, arch["rope_theta"]))
+        self.keys = [np.zeros((1, kv_heads, head_dim, L), np.float16) for _ in range(self.layers)]
+        self.values = [np.zeros((1, kv_heads, L, head_dim), np.float16) for _ in range(self.layers)]
         self.position = 0
 
-    def reset(self) -> None:
-        self.position = 0  # stale entries sit past the position and are masked
+    def describe(self) -> dict:
+        """What ran the graphs, for reports (the qnn backend: provider, SoC, simulated or not, QNN versions)."""
+        return self.htp.describe() if self.htp else {"execution_provider": "CPUExecutionProvider"}
 
-    def _run(self, session, token_ids: list[int], width: int) -> np.ndarray:
-        n = len(token_ids)
+    def reset(self) -> None:
+        self.position = 0  # stale cache entries sit past the position, where the bias masks them
+
+    def _bias(self, width: int) -> np.ndarray:
+        """[1, 1, width, L + width]: query s sees the cache's slots below the position and this call's tokens up to
+        s (padding rows see the same; their outputs are dropped)."""
+        L = self.max_seq_len
+        bias = np.full((1, 1, width, L + width), self.mask_value, np.float16)
+        bias[..., :self.position] = 0
+        bias[0, 0, :, L:][np.tril(np.ones((width, width), dtype=bool))] = 0
+        return bias
+
+    def _check_room(self, n: int) -> None:
         if self.position + n > self.max_seq_len:
             raise UserError(f"{self.position + n} positions exceed the bundle's context of {self.max_seq_len}; "
                             "shorten the prompt or export with a larger --max-seq-len")
+
+    def _run(self, session, token_ids: list[int], width: int) -> np.ndarray:
+        n = len(token_ids)
+        embeds = self.embed_session.run(None, {"input_ids": np.asarray([token_ids], dtype=np.int64)})[0]
+        if n < width:
+            embeds = np.concatenate([embeds, np.zeros((1, width - n, embeds.shape[2]), np.float16)], axis=1)
         positions = np.minimum(np.arange(self.position, self.position + width), self.max_seq_len - 1)
-        feed = {"input_ids": np.asarray([token_ids + [0] * (width - n)], dtype=np.int64),
-                "position_ids": positions[None].astype(np.int64), **self.cache}
-        names = [o.name for o in session.get_outputs()]
-        outputs = dict(zip(names, session.run(None, feed)))
+        feed = {"inputs_embeds": embeds, "attention_bias": self._bias(width),
+                "rope_cos": self.cos[positions][None, None], "rope_sin": self.sin[positions][None, None]}
         for i in range(self.layers):
-            for kind in ("key", "value"):
-                self.cache[f"past_{kind}_{i}"][:, :, self.position:self.position + n] = outputs[f"new_{kind}_{i}"][:, :, :n]
+            feed[f"past_key_{i}"], feed[f"past_value_{i}"] = self.keys[i], self.values[i]
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+        p = self.position
+        for i in range(self.layers):
+            self.keys[i][..., p:p + n] = outputs[f"new_key_{i}"][..., :n]
+            self.values[i][:, :, p:p + n] = outputs[f"new_value_{i}"][:, :, :n]
         self.position += n
-        return outputs["logits"][0, :n]
+        return outputs["logits"][0, :n].astype(np.float32)
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        token_ids = list(token_ids)
+        token_ids = [int(t) for t in token_ids]
         if not token_ids:
             raise UserError("cannot prefill an empty prompt")
-        rows = [self._run(self.prefill_session, token_ids[i:i + self.chunk], self.chunk)
+        self._check_room(len(token_ids))  # before any chunk runs: a refused prompt leaves the cache as it was
+        rows = [self._run(self.sessions["prefill"], token_ids[i:i + self.chunk], self.chunk)
                 for i in range(0, len(token_ids), self.chunk)]
         logits = np.concatenate(rows)
         return logits if all_logits else logits[-1]
 
     def decode(self, token_id: int) -> np.ndarray:
-        return self._run(self.decode_session, [int(token_id)], 1)[-1]
+        self._check_room(1)
+        return self._run(self.sessions["decode"], [int(token_id)], 1)[-1]

@@ -206,12 +206,47 @@ def _bundle_reference(manifest: dict, reference_model: str | None):
     activations = quant.get("activations", "float")
     apply_fake_quant(module, weights, activations, quant.get("int4_scale_dtype", "float32"),
                      quant.get("int8_scale_dtype", "float32"))
+    if (manifest.get("npu") or {}).get("activations") == "float16":  # the NPU graphs compute in fp16: so does this
+        _compute_in_fp16(module)
+        name = "fp16" if not weights else f"fake-quant {quant['name']}"
+        return ReferenceBackend(module), name + " (fp16 activations and KV cache, as the NPU graphs)"
     if manifest["kv_cache"]["dtype"] != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
         import torch
 
         module.setup_caches(manifest["max_seq_len"], torch.float32, kv_dtype=getattr(torch, manifest["kv_cache"]["dtype"]))
     name = "fp32" if not weights else f"fake-quant {quant['name']}"
     return ReferenceBackend(module), name + (f" ({activations} activations)" if activations != "float" else "")
+
+
+def _compute_in_fp16(module) -> None:
+    """Weights, activations, RoPE tables and KV cache in fp16, as the npu profile's graphs keep them. Each linear
+    multiplies its fp16 values in fp32 and rounds the result to fp16 (an fp16 matmul that accumulates in fp32):
+    torch's own fp16 matmul gives that too, but runs on a CPU about six times slower than fp32."""
+    import torch
+
+    class Fp16Linear(torch.nn.Module):
+        def __init__(self, weight: torch.Tensor):
+            super().__init__()
+            self.weight32 = weight.detach().half().float()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x.float(), self.weight32).half()
+
+    module.half()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and child.bias is None:
+                setattr(parent, name, Fp16Linear(child.weight))
+
+
+def _fp32_reference(manifest: dict, reference_model: str | None):
+    """The bundle's source model in fp32, unquantized (what an NPU bundle's fp16 arithmetic and quantization cost
+    together)."""
+    from runtimes.backends.reference import ReferenceBackend
+    from runtimes.quant.recipe import load_module
+
+    module, _ = load_module(reference_model or manifest["source_model"]["id"], manifest["max_seq_len"])
+    return ReferenceBackend(module)
 
 
 def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int = 32, tolerance: float = 1e-3,
@@ -228,6 +263,7 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
     tokenizer = QwenTokenizer(bundle)
     backend = load_backend(bundle, manifest)
     reference, reference_name = _bundle_reference(manifest, reference_model)
+    fp32 = _fp32_reference(manifest, reference_model) if "npu" in manifest else None
     texts = CHAT_PROMPTS
     if prompts_file:
         texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json", 0)[0]]
@@ -241,7 +277,9 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         sequence = (prompt + ref.token_ids)[:-1]
         split = len(prompt)
         logits = {}
-        for name, b in (("ours", backend), ("ref", reference)):
+        for name, b in (("ours", backend), ("ref", reference), ("fp32", fp32)):
+            if b is None:
+                continue
             b.reset()
             rows = [b.prefill(sequence[:split], all_logits=True)] + [b.decode(t)[None] for t in sequence[split:]]
             logits[name] = np.concatenate(rows)
@@ -254,11 +292,19 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         records.append({"text": text, "prompt_tokens": len(prompt), "new_tokens": len(ref.token_ids),
                         "greedy_match": mismatch is None, "first_mismatch": mismatch, "teacher_forced": tf,
                         "stopped_by_budget": ref.stopped_by_budget})
+        if fp32 is not None:
+            records[-1]["versus_fp32"] = logit_metrics(logits["ours"], logits["fp32"])
     report = {
         "bundle": str(bundle), "target": manifest["target"], "quant": manifest["quant"]["name"],
         "backend": manifest["backend"], "reference": reference_name, "thinking_budget": thinking_budget,
         "prompt_source": "tokenizer", **summarize(records), "tolerance": tolerance,
     }
+    if hasattr(backend, "describe"):  # what ran it: the execution provider and, on HTP, the SoC and whether simulated
+        report["execution"] = backend.describe()
+    if fp32 is not None:
+        versus = summarize([{"teacher_forced": r["versus_fp32"], "greedy_match": True} for r in records])
+        report["versus_fp32"] = {k: versus[k] for k in ("teacher_forced_top1_agreement", "max_abs_logit_diff",
+                                                        "mean_kl")}
     quant = manifest["quant"]
     rounded = (quant["name"] == "fp16" or quant.get("activations", "float") != "float"
                or manifest["kv_cache"]["dtype"] == "float16" or manifest.get("profile") == "coreml"

@@ -68,6 +68,8 @@ def measure_speed(bundle: str, threads: int | None, prompt_lengths: Sequence[int
         "decode_ms_p95": statistics.median(r["per_token_ms_p95"] for r in decode_runs),
         "peak_rss_bytes": peak_rss_bytes(),
         "energy": energy,
+        # what ran it: an npu bundle's execution provider, and on Qualcomm's HTP the SoC and whether it was simulated
+        "execution": backend.describe() if hasattr(backend, "describe") else None,
     }
 
 
@@ -176,9 +178,14 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
 def _row(bundle: str, manifest: dict, speed: dict) -> dict:
     last = speed["by_prompt_length"][-1]
     size = sum(entry["bytes"] for entry in manifest["files"].values())
+    config = configuration(manifest)
+    execution = speed.get("execution")
+    if execution:
+        config["execution_provider"] = execution_label(execution)
     return {
         "bundle": str(bundle), "target": manifest["target"], "backend": manifest["backend"],
-        "quant": manifest["quant"]["name"], "config": configuration(manifest), "size_bytes": size,
+        "quant": manifest["quant"]["name"], "config": config, "size_bytes": size,
+        **({"execution": execution} if execution else {}),
         "latency": {"threads": speed["threads"], "prompt_tokens": last["prompt_tokens"],
                     "ttft_ms": last["ttft_ms"]["median"], "prefill_tokens_per_s": last["prefill_tokens_per_s"]["median"],
                     "decode_tokens_per_s": speed["decode_tokens_per_s"]["median"],
@@ -201,9 +208,16 @@ def configuration(manifest: dict) -> dict:
                                                           EXECUTION_PROVIDERS.get(manifest["backend"]))}
 
 
-EXECUTION_PROVIDERS = {"onnxruntime": "CPUExecutionProvider", ("onnxruntime", "npu"): "CPUExecutionProvider",
-                       "qnn": "QNNExecutionProvider (HTP)", "executorch": "XNNPACK", ("executorch", "coreml"): "Core ML",
-                       "coreml": "Core ML", "reference": "PyTorch"}
+EXECUTION_PROVIDERS = {"onnxruntime": "CPUExecutionProvider", "executorch": "XNNPACK",
+                       ("executorch", "coreml"): "Core ML", "coreml": "Core ML", "reference": "PyTorch"}
+
+
+def execution_label(execution: dict) -> str:
+    """What ran a bundle, as the tables show it; timings on Qualcomm's HTP simulator are labelled not phone speed."""
+    if "soc" not in execution:
+        return execution["execution_provider"]
+    where = "simulated on an x86 host: not phone speed" if execution["simulated"] else "on the phone"
+    return f"{execution['execution_provider']}, HTP v{execution['htp_arch']} {execution['soc']}, {where}"
 META_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "genai_config.json")
 
 
@@ -225,8 +239,10 @@ def bytes_read_per_token(manifest: dict, context: int) -> float:
     """What one decoded token reads from memory: every weight the step multiplies by, and the KV cache up to
     `context`. Left out: what a step only gathers a row of, i.e. an embedding table the LM head does not read
     too (an untied model's, or ExecuTorch's gather copy beside XNNPACK's packed head); a tied head that reads the
-    same stored table (ONNX, Core ML) reads all of it."""
-    size = sum(e["bytes"] for name, e in manifest["files"].items() if name not in META_FILES)
+    same stored table (ONNX, Core ML) reads all of it. An npu bundle's precompiled HTP contexts (qnn-<soc>/) are
+    left out too: each is one SoC's copy of the weights the step reads once."""
+    size = sum(e["bytes"] for name, e in manifest["files"].items()
+               if name not in META_FILES and not name.startswith("qnn-"))
     tied = manifest["architecture"]["tie_word_embeddings"]
     gathered_only = table_bytes(manifest) if (not tied or manifest["target"] == "executorch") else 0.0
     kv = manifest["kv_cache"]["bytes_at_max_context"] * context / manifest["max_seq_len"]
