@@ -20,7 +20,9 @@ SECTIONS = [
     ("defaults-0.6b-2l.json", "Default ONNX export against the best flags: 0.6B shape, 2 layers",
      "`default` is `--target onnx --quant int4` with nothing else; `best` adds `--embedding int4 --activations "
      "int8` (the fastest flags that pass parity); `old` is the previous default (`--embedding int8 --activations "
-     "float`); `et` is `--target executorch --quant 8da4w`.",
+     "float`); `et` is `--target executorch --quant 8da4w`. `default` and `best` are the same bundle, byte for "
+     "byte (one manifest sha256), so their rows differ by noise only. The run on record shared the 2 cores with other "
+     "jobs (load average about 6): compare rows within it, not with other tables.",
      "python -m exporter make-model --shape 0.6b --layers 2 --out m06-2\n"
      "python -m exporter --model m06-2 --target onnx --quant int4 --out m06-2-default\n"
      "python -m exporter --model m06-2 --target onnx --quant int4 --embedding int4 --activations int8 --out m06-2-best\n"
@@ -31,13 +33,14 @@ SECTIONS = [
     ("defaults-0.6b.json", "Default ONNX export against the best flags: 0.6B shape, all 28 layers",
      "The same four exports of the full-depth random-weight 0.6B shape.",
      "python -m exporter make-model --shape 0.6b --out m06   # then the same exports and bench as above"),
-    ("peers-0.6b.json", "Against the peers, short and long context",
-     "One run, side by side: ours with the exporter's defaults against ONNX Runtime GenAI's model builder (int4 "
-     "CPU) and ExecuTorch's `export_llm` (its Qwen3 XNNPACK 8da4w config), each exported to hold the longest "
-     "prompt plus the new tokens.",
+    ("peers-0.6b.json", "Against the peers",
+     "One run, side by side: ours (ONNX int4 with the int4 table and int8 activations, today's defaults; ExecuTorch "
+     "8da4w with the int4 table) against ONNX Runtime GenAI's model builder (int4 CPU) and ExecuTorch's "
+     "`export_llm` (its Qwen3 XNNPACK 8da4w config), each exported to hold the longest prompt plus the new tokens. "
+     "The run on record measured a 128-token prompt only; `--prompt-lengths 128,2048` adds the long-context rows.",
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
-     "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048 --json peers-0.6b.json"),
+     "python -m tools.bench_peers --model m06 --work peers06 --json peers-0.6b.json   # add --prompt-lengths 128,2048"),
     ("kv-cache-0.6b.json", "ONNX KV cache: float32 against float16, short and long context",
      "The default ONNX export of the 0.6B shape with `--max-seq-len 2176`, with its default float32 KV cache and with "
      "`--kv-cache float16`; decode is measured after each prompt length.",
