@@ -112,8 +112,9 @@ def _export_llm(model: str, out: Path, work: Path, context: int, log: Path) -> d
                           str(ckpt)], log)
     export = run_logged([sys.executable, "-m", "executorch.extension.llm.export.export_llm", "--config", str(yaml),
                          f"+base.model_class={model_class}", f"+base.params={params}", f"+base.checkpoint={ckpt}",
-                         f"+export.output_name={out}", f"+export.max_seq_length={context}",
-                         f"+export.max_context_length={context}"], log, cwd=work)
+                         f"+export.output_name={out}",
+                         # its config sets both lengths already: ++ overrides (+ would fail, "already at ...")
+                         f"++export.max_seq_length={context}", f"++export.max_context_length={context}"], log, cwd=work)
     ckpt.unlink(missing_ok=True)
     return _combine([convert, export])
 
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="int4 group / block size for all (default: 128, export_llm's)")
     parser.add_argument("--prompt-lengths", default="128", metavar="N,N",
                         help="prompt lengths; decode is measured after each (default: 128)")
-    parser.add_argument("--kv-cache", default="float32", choices=("float32", "float16"),
+    parser.add_argument("--kv-cache", default="float32", choices=("float32", "float16", "int8"),
                         help="our ONNX bundle's KV cache (default: float32, the exporter's default)")
     parser.add_argument("--new-tokens", type=int, default=128, metavar="N", help="greedy new tokens (default: 128)")
     parser.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
