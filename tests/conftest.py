@@ -52,6 +52,32 @@ def run_module(*argv, env=None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
+class SharedExports:
+    """Bundles exported once per session, keyed by their exporter flags, for tests that only read them (a test
+    that changes a bundle copies it first). Each export runs as a user runs it, in a process of its own, so what
+    it printed is kept too (`stderr[flags]`)."""
+
+    def __init__(self, base: Path):
+        self.base, self.paths, self.stderr = base, {}, {}
+
+    def __call__(self, *flags: str) -> Path:
+        if flags not in self.paths:
+            out = self.base / f"bundle-{len(self.paths)}"
+            proc = run_module(*flags, "--out", str(out))
+            assert proc.returncode == 0, proc.stderr
+            self.paths[flags], self.stderr[flags] = out, proc.stderr
+        return self.paths[flags]
+
+
+@pytest.fixture(scope="session")
+def shared_export(tmp_path_factory) -> SharedExports:
+    return SharedExports(tmp_path_factory.mktemp("shared-exports"))
+
+
+# the ExecuTorch bundle the fast tests share (ExecuTorch's lowering is the slowest export of tiny)
+ET_8DA4W = ("--model", "tiny", "--target", "executorch", "--quant", "8da4w", "--max-seq-len", "256")
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from runtimes.checkpoint import resolve_model_dir

@@ -10,6 +10,7 @@ import pytest
 from runtimes.bundle import load_backend
 from runtimes.generate import prepare_prompt, run
 from runtimes.tokenizer import QwenTokenizer
+from tests.conftest import ET_8DA4W
 
 PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?", "What is 95 + 8? /no_think")
 
@@ -91,14 +92,12 @@ KERNELS = "import executorch.extension.llm.custom_ops.custom_ops, executorch.ker
 
 
 @pytest.mark.slow
-def test_executorchs_stock_runner_runs_a_bundle_in_a_fresh_process(tmp_path):
+def test_executorchs_stock_runner_runs_a_bundle_in_a_fresh_process(tmp_path, shared_export):
     """In a process that imported nothing of ours: with the two kernel libraries registered it generates our
     greedy tokens; without them it cannot run the program (the README says which libraries an app must link)."""
-    from exporter.cli import main
     from runtimes.chat import render
 
-    bundle = tmp_path / "et"
-    assert main(["--model", "tiny", "--target", "executorch", "--max-seq-len", "128", "--out", str(bundle)]) == 0
+    bundle = shared_export(*ET_8DA4W)
     messages = [{"role": "user", "content": "What is 47 + 385?"}]
     prompt = render(messages, enable_thinking=False)
     tokenizer = QwenTokenizer(bundle)

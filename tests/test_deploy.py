@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ET_8DA4W, ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,9 @@ def test_android_takes_executorch_bundles_only(onnx_bundle, tmp_path, capsys):
     assert code == 2 and "runs ExecuTorch bundles" in err
 
 
-def test_android_without_adb_stages_the_bundle(tmp_path, capsys, monkeypatch):
-    from exporter.cli import main
-
+def test_android_without_adb_stages_the_bundle(tmp_path, capsys, monkeypatch, shared_export):
     bundle = tmp_path / "tiny-et"
-    assert main(["--model", "tiny", "--target", "executorch", "--quant", "fp32", "--max-seq-len", "128",
-                 "--out", str(bundle)]) == 0
-    capsys.readouterr()
+    shutil.copytree(shared_export(*ET_8DA4W), bundle)
     monkeypatch.setenv("PATH", "/nonexistent")  # no adb
     app = fake_app(tmp_path)
     code, out, _ = run_cli(capsys, "deploy", "--bundle", str(bundle), "--android", str(app))

@@ -9,7 +9,7 @@ from exporter.make_model import write_random_checkpoint
 from runtimes.model import from_pretrained
 from runtimes.quant.recipe import QuantRecipe, quantize_module
 from runtimes.bundle import load_backend, read_manifest, check_files
-from tests.conftest import SMALL, run_cli, run_module
+from tests.conftest import ET_8DA4W, SMALL, run_cli
 
 import executorch  # noqa: F401  (a required backend: its absence fails the run, it is never skipped)
 
@@ -17,30 +17,30 @@ import executorch  # noqa: F401  (a required backend: its absence fails the run,
 QUANTS = ("fp32", "fp16", "int8", "8da4w")
 
 
-EXPORT_STDERR = {}
+class Bundles:
+    """tiny's ExecuTorch bundles by quant, exported on first use: the fast tests need only 8da4w (shared with other
+    test files), the slow ones the rest."""
+
+    def __init__(self, shared_export):
+        self.shared_export = shared_export
+
+    def flags(self, quant: str) -> tuple[str, ...]:
+        return ET_8DA4W if quant == "8da4w" else (*ET_8DA4W[:5], quant, *ET_8DA4W[6:])
+
+    def __getitem__(self, quant: str):
+        return self.shared_export(*self.flags(quant))
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    from exporter.cli import main
-
-    base = tmp_path_factory.mktemp("executorch")
-    for quant in QUANTS:
-        argv = ["--model", "tiny", "--target", "executorch", "--quant", quant, "--max-seq-len", "256",
-                "--out", str(base / quant)]
-        if quant == "8da4w":  # as a user runs it, in a process of its own: what does it print?
-            proc = run_module(*argv)
-            assert proc.returncode == 0, proc.stderr
-            EXPORT_STDERR["8da4w"] = proc.stderr
-        else:
-            assert main(argv) == 0
-    return {quant: base / quant for quant in QUANTS}
+def bundles(shared_export):
+    return Bundles(shared_export)
 
 
-def test_an_export_keeps_the_libraries_quiet(bundles):
+def test_an_export_keeps_the_libraries_quiet(bundles, shared_export):
     """torchao's missing-kernel notes, torch's deprecations and ExecuTorch's cpuinfo lines are not for users
     (--verbose shows them); the export printed nothing of them."""
-    noise = [line for line in EXPORT_STDERR["8da4w"].splitlines()
+    bundles["8da4w"]
+    noise = [line for line in shared_export.stderr[ET_8DA4W].splitlines()
              if any(word in line for word in ("Failed to load", "KernelPreference", "cpuinfo", "Warning", "W1"))]
     assert noise == []
 
@@ -90,10 +90,14 @@ def test_manifest_records_what_the_kernels_do(bundles):
     assert (manifest["target"], manifest["backend"], manifest["profile"]) == ("executorch", "executorch", "xnnpack")
     assert manifest["quant"]["activations"] == "int8-dynamic-per-token"
     assert manifest["quant"]["int4_scale_dtype"] == "bfloat16"
-    assert "activations" not in read_manifest(bundles["fp32"])["quant"]
-    assert read_manifest(bundles["fp16"])["kv_cache"]["dtype"] == "float16"
     entry = manifest["entry_points"][0]
     assert entry["file"] == "model.pte" and [i["name"] for i in entry["inputs"]] == ["tokens", "input_pos"]
+
+
+@pytest.mark.slow
+def test_float_manifests_record_their_dtypes(bundles):
+    assert "activations" not in read_manifest(bundles["fp32"])["quant"]
+    assert read_manifest(bundles["fp16"])["kv_cache"]["dtype"] == "float16"
 
 
 def test_program_carries_llm_runner_metadata(bundles, tiny_tokenizer):
@@ -109,7 +113,7 @@ def test_program_carries_llm_runner_metadata(bundles, tiny_tokenizer):
 
 
 def test_backend_rewinds_and_refuses_overflow(bundles):
-    backend = load_backend(bundles["fp32"])
+    backend = load_backend(bundles["8da4w"])
     first = backend.prefill([1, 2, 3, 4])
     backend.decode(5)
     backend.reset()
@@ -128,7 +132,7 @@ def small_module(tmp_path_factory):
     return module
 
 
-@pytest.mark.parametrize("quant", ["int8", "int4"])
+@pytest.mark.parametrize("quant", [pytest.param("int8", marks=pytest.mark.slow), "int4"])
 def test_quantized_linears_run_inside_xnnpack(small_module, quant):
     """Every linear (and its dequantize) is inside a delegate: nothing low-bit falls back to portable kernels."""
     from exporter.targets.executorch import delegation, lower
@@ -188,6 +192,7 @@ def test_qnn_without_its_sdk_says_what_to_install(capsys, tmp_path, monkeypatch)
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.slow
 def test_coreml_delegate_puts_the_linears_in_core_ml(small_module, tmp_path, capsys):
     """Lowered here (coremltools converts on Linux); not executed: the Core ML delegate runs on Apple devices."""
     import coremltools  # noqa: F401

@@ -109,6 +109,7 @@ def test_int4_weights_are_exactly_our_quantizers(bundles):
     assert "MatMulNBits" in ops
 
 
+@pytest.mark.slow
 def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys, monkeypatch):
     """Qwen3-0.6B's shape with 2 layers: int4 bundle within 15% of params x 4 bits + scales (+ int8 table)."""
     monkeypatch.setenv("QWEN_EDGE_NPU_PROVIDER", "cpu")  # its npu bundle on the CPU provider; HTP is test_qnn.py's
