@@ -12,6 +12,7 @@ from runtimes.errors import UserError
 from runtimes.quiet import stage
 
 DEFAULT_MAX_SEQ_LEN = 1024
+KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens of the --calib text its scales are measured on
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
              "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program",
@@ -97,8 +98,17 @@ def _target_fields(target: str, fields: dict) -> dict:
     return dict(fields, name=name, **({"bits": 16} if name == "fp16" else {}))
 
 
+def onnx_kv_cache(kv_cache: str, int8_activations: bool) -> str:
+    """--kv-cache auto for the onnx cpu profile: int8 where the linears run int8 activations (the fast path: the
+    cache is a quarter of fp32's bytes, see docs/onnx.md for what it costs and saves), float32 where the graph is
+    exact or near-exact (fp32, fp16 (which stores it in fp16), --activations float)."""
+    if kv_cache != "auto":
+        return kv_cache
+    return "int8" if int8_activations else "float32"
+
+
 def check_options(target: str, quant: str | None, symmetric: bool, embedding: str, profile: str, npu_chunk: int,
-                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "float32",
+                  delegate: str, activations: str | None, alone: bool = True, kv_cache: str = "auto",
                   qnn_socs: list[str] | None = None) -> None:
     """Refuse an option combination `target` cannot honour before any slow work. With `alone` False (--target all)
     an option that applies to other targets only is not this target's concern."""
@@ -109,8 +119,10 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
             raise UserError("the NPU computes in fp16: use --quant fp16, int8, int4 or awq-int4 with --profile npu")
         if profile == "npu" and not symmetric:
             raise UserError("the npu profile takes symmetric weights only (HTP's MatMulNBits); drop --asymmetric")
-        if kv_cache != "float32" and profile != "cpu":
+        if kv_cache not in ("auto", "float32") and profile != "cpu":
             raise UserError("--kv-cache applies to the onnx cpu profile (the npu profile's cache is fp16 already)")
+        if kv_cache == "float16" and quant == "fp16":
+            raise UserError("--quant fp16 keeps the KV cache in float16 already; drop --kv-cache float16")
         if profile == "npu" and not 1 <= npu_chunk <= 512:
             raise UserError("--npu-chunk must be between 1 and 512")
         if embedding == "int4" and profile == "npu" and quant not in ("fp32", "fp16"):
@@ -123,7 +135,7 @@ def check_options(target: str, quant: str | None, symmetric: bool, embedding: st
         return
     if qnn_socs and target != "onnx":
         raise UserError("--qnn-soc precompiles the onnx npu profile; use it with --target onnx --profile npu")
-    if kv_cache != "float32" and target != "onnx":
+    if kv_cache not in ("auto", "float32") and target != "onnx":
         raise UserError(f"--kv-cache {kv_cache} is an onnx option; {target} keeps its cache in the model's precision")
     if target == "coreml":
         if quant == "fp32":
@@ -179,7 +191,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
            embedding: str = "auto", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
            max_seq_len: int | None = None, profile: str = "cpu", npu_chunk: int = 32, delegate: str = "xnnpack",
            activations: str | None = None, overwrite: bool = False, progress: bool = True, device: str = "cpu",
-           kv_cache: str = "float32", qnn_socs: list[str] | None = None) -> dict:
+           kv_cache: str = "auto", qnn_socs: list[str] | None = None) -> dict:
     """Export `model` to one target's bundle at `out`, or with target "all" to out/onnx, out/executorch and
     out/coreml from one quantization (each option goes to the targets it applies to). The directory appears
     complete or not at all. qnn_socs (names of runtimes.backends.qnn.SOCS): the npu profile's graphs are also
@@ -220,7 +232,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",
                                              npu_chunk=npu_chunk, delegate=delegate if name == "executorch" else
                                              "xnnpack", activations=activations, kv_cache=kv_cache,
-                                             qnn_socs=qnn_socs if name == "onnx" else None))
+                                             qnn_socs=qnn_socs if name == "onnx" else None, calib=calib))
     size = sum(w["bytes"] for w in written)
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
@@ -243,7 +255,8 @@ def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, mod
 
 def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
                   into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
-                  activations: str | None, kv_cache: str = "float32", qnn_socs: list[str] | None = None) -> dict:
+                  activations: str | None, kv_cache: str = "auto", qnn_socs: list[str] | None = None,
+                  calib: str = "builtin") -> dict:
     """One target's files, tokenizer files and manifest into `into` → what was written."""
     import hashlib
 
@@ -268,7 +281,18 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
             # the default: int8 activations for quantized linears on CPU (MatMulNBits at accuracy level 4, the fastest
             # kernels; the reference rounds activations the same way); --activations float keeps them exact
             int8_activations = bool(weights) and activations != "float"
-            entry_points = export_cpu(module, weights, into, max_seq_len, fp16, int8_activations, kv_cache)
+            kv_cache = onnx_kv_cache(kv_cache, int8_activations)
+            kv_scales = None
+            if kv_cache == "int8":  # static per-channel scales, from the keys and values of calibration text
+                from calibration.datasets import calibration_set
+                from runtimes.quant.kv import calibrate
+
+                with stage("onnx: calibrating the int8 KV cache's scales"):
+                    text = calibration_set(calib, QwenTokenizer(model_dir).encode, KV_CALIBRATION[0],
+                                           min(KV_CALIBRATION[1], max_seq_len))
+                    kv_scales = calibrate(module, text.tokens, weights)
+            entry_points = export_cpu(module, weights, into, max_seq_len, fp16, int8_activations, kv_cache,
+                                      kv_scales)
             kv_dtype = entry_points[0]["inputs"][-1]["dtype"]
             if int8_activations:
                 quant_fields["activations"] = "int8-dynamic-per-block"
@@ -299,7 +323,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
     manifest = write_manifest(into, source_id=source_id(model, model_dir), config_sha256=config_sha256(config),
                               args=module.args, target=target, backend=BACKEND[target], profile=profile,
                               quant=quant_fields, max_seq_len=max_seq_len,
-                              kv_dtype=kv_dtype, kv_bytes_per_value={"float32": 4, "float16": 2}[kv_dtype],
+                              kv_dtype=kv_dtype, kv_bytes_per_value={"float32": 4, "float16": 2, "int8": 1}[kv_dtype],
                               kv_layout=kv_layout, entry_points=entry_points, tokenizer=QwenTokenizer(into),
                               extra=extra)
     return {"target": f"{target} ({profile})" if profile else target,

@@ -60,15 +60,23 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Fixed buffers [1, kv_heads, max_seq_len, head_dim]; `update` writes in place."""
+    """Fixed buffers [1, kv_heads, max_seq_len, head_dim]; `update` writes in place. With `scales` ([2, kv_heads,
+    head_dim]: the keys' and the values'), each new entry is rounded as an int8 cache with those per-channel scales
+    rounds it (runtimes/quant/kv.py), and kept dequantized."""
 
-    def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
+    def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 scales: torch.Tensor | None = None):
         super().__init__()
         shape = (1, n_kv_heads, max_seq_len, head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.scales = None if scales is None else scales[:, :, None, :].float()  # [2, kv_heads, 1, head_dim]
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        if self.scales is not None:
+            from runtimes.quant.kv import fake_quant
+
+            k, v = fake_quant(k, self.scales[0]), fake_quant(v, self.scales[1])
         self.k_cache.index_copy_(2, input_pos, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(2, input_pos, v.to(self.v_cache.dtype))
         return self.k_cache, self.v_cache
@@ -176,15 +184,17 @@ class Qwen3(nn.Module):
         self.max_seq_len = 0
 
     def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None, kv_cache: bool = True,
-                     kv_dtype: torch.dtype | None = None) -> None:
+                     kv_dtype: torch.dtype | None = None, kv_scales: torch.Tensor | None = None) -> None:
         """The RoPE tables and (kv_cache) the reference KV cache for `max_seq_len` positions, stored in kv_dtype
-        (default: dtype; a float16 cache under float32 compute models a bundle that stores its cache so)."""
+        (default: dtype; a float16 cache under float32 compute models a bundle that stores its cache so), or
+        rounded as an int8 cache with kv_scales [layers, 2, kv_heads, head_dim] stores it."""
         dtype = dtype or self.embed_tokens.weight.dtype
         check_context(self.args, max_seq_len)
         self.max_seq_len = max_seq_len
-        for layer in self.layers:
-            layer.self_attn.attend.kv_cache = KVCache(max_seq_len, self.args.num_key_value_heads, self.args.head_dim,
-                                                      kv_dtype or dtype) if kv_cache else None
+        for i, layer in enumerate(self.layers):
+            layer.self_attn.attend.kv_cache = KVCache(
+                max_seq_len, self.args.num_key_value_heads, self.args.head_dim, kv_dtype or dtype,
+                None if kv_scales is None else kv_scales[i]) if kv_cache else None
         cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)

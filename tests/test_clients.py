@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from runtimes.bundle import load_backend
+from runtimes.bundle import load_backend, read_manifest
 from runtimes.generate import prepare_prompt, run
 from runtimes.tokenizer import QwenTokenizer
 from tests.conftest import ET_8DA4W
@@ -54,11 +54,9 @@ def genai(bundle, prompts, max_length=0):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_ort_genai_generates_our_greedy_tokens(onnx_bundle):
-    """The bundle's genai_config.json is all ORT-GenAI needs: the same greedy tokens as our runtime, from the same
-    prompt ids (an app renders the chat template itself: GenAI cannot switch Qwen3's thinking)."""
-    tokenizer = QwenTokenizer(onnx_bundle)
-    backend = load_backend(onnx_bundle)
+def assert_genai_generates_our_greedy_tokens(bundle):
+    tokenizer = QwenTokenizer(bundle)
+    backend = load_backend(bundle)
     prompts, ours = [], []
     for text in PROMPTS:
         messages = [{"role": "user", "content": text}]
@@ -66,9 +64,26 @@ def test_ort_genai_generates_our_greedy_tokens(onnx_bundle):
         result = run(backend, tokenizer, messages, budget=None, max_new_tokens=48 - 1)
         prompts.append(ids)
         ours.append(result.token_ids)
-    theirs = genai(onnx_bundle, prompts)
+    theirs = genai(bundle, prompts)
     for mine, other in zip(ours, theirs):
         assert other[:len(mine)] == mine  # GenAI stops at the same <|im_end|>, or runs to its max_length
+
+
+def test_ort_genai_generates_our_greedy_tokens(onnx_bundle):
+    """The bundle's genai_config.json is all ORT-GenAI needs: the same greedy tokens as our runtime, from the same
+    prompt ids (an app renders the chat template itself: GenAI cannot switch Qwen3's thinking)."""
+    assert read_manifest(onnx_bundle)["kv_cache"]["dtype"] == "int8"
+    assert_genai_generates_our_greedy_tokens(onnx_bundle)
+
+
+def test_ort_genai_runs_a_float32_kv_cache_bundle(tmp_path):
+    """The default bundle above has an int8 cache (its scales are constants of the graph: GenAI allocates int8
+    buffers from the graph's inputs); one with --kv-cache float32 runs unchanged too."""
+    from exporter.cli import main
+
+    bundle = tmp_path / "kv32"
+    assert main(["--model", "tiny", "--target", "onnx", "--kv-cache", "float32", "--out", str(bundle)]) == 0
+    assert_genai_generates_our_greedy_tokens(bundle)
 
 
 def test_ort_genai_refuses_a_length_past_the_bundle_clearly(onnx_bundle):

@@ -18,7 +18,8 @@ from tests.conftest import run_cli
 # each recipe with its defaults (quantized: int8 activations, the int4 table with int4 weights), and with the exact
 # float-activation graph (--activations float)
 VARIANTS = {"fp32": [], "fp16": [], "int8": [], "int4": [], "awq-int4": [], "int8-float": ["--activations", "float"],
-            "int4-float": ["--activations", "float"], "int4-kv16": ["--kv-cache", "float16"]}
+            "int4-float": ["--activations", "float"], "int4-kv16": ["--kv-cache", "float16"],
+            "int4-kv8": ["--kv-cache", "int8"], "int4-kv32": ["--kv-cache", "float32"]}
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +47,25 @@ def test_bundle_passes_parity(bundles, name, capsys, tmp_path):
         assert 1e-4 < report["max_abs_logit_diff"] < 0.1 and report["mean_kl"] < 1e-4
     elif name == "int4-kv16":  # fp16 attention under int8 activations: judged by agreement (and KL)
         assert report["criterion"].startswith("teacher_forced_top1_agreement") and report["mean_kl"] < 1e-3
+    elif name == "int4-kv8":  # int8 activations and an int8 cache, both rounded by the reference as the kernels do
+        assert report["reference"].endswith("(int8-dynamic-per-block activations), int8 KV cache")
+        assert report["mean_kl"] < 1e-3 and manifest["kv_cache"]["dtype"] == "int8"
     elif name in ("fp32", "int8-float", "int4-float"):  # the reference's own weights and arithmetic: exact
         assert report["max_abs_logit_diff"] <= 1e-3
         assert manifest["quant"].get("activations", "float") == "float"
-    else:  # int8 activations, which the reference rounds as the kernels do
+    else:  # int8 activations, which the reference rounds as the kernels do (and the default int8 cache, or fp32's)
         assert manifest["quant"]["activations"] == "int8-dynamic-per-block" and report["mean_kl"] < 1e-3
-        assert report["reference"].endswith("(int8-dynamic-per-block activations)")
+        kv = manifest["kv_cache"]["dtype"]
+        assert kv == ("float32" if name == "int4-kv32" else "int8")
+        assert report["reference"].endswith("(int8-dynamic-per-block activations)"
+                                             + (", int8 KV cache" if kv == "int8" else ""))
     assert (report["target"], report["quant"]) == ("onnx", name.split("-")[0] if "awq" not in name else name)
 
 
 def test_defaults_are_the_fast_configuration(bundles):
     """int4: int8 activations and one int4 table the embedding gathers from and the LM head reads; int8: 8-bit
-    MatMulNBits (not a DequantizeLinear of every weight on every step); the kv16 variant: a float16 cache."""
+    MatMulNBits (not a DequantizeLinear of every weight on every step); both an int8 KV cache (the kv16 variant: a
+    float16 one); the exact graphs (fp32, --activations float) keep a float32 cache."""
     for name, table_bits in (("int4", 4), ("int8", 8)):
         manifest = read_manifest(bundles[name])
         assert manifest["quant"]["embedding"] == f"int{table_bits}"
@@ -71,7 +79,14 @@ def test_defaults_are_the_fast_configuration(bundles):
         assert any(n.input[1] == table for n in nbits)  # the head reads the table the gather reads
         assert any(n.op_type == "Reshape" and n.input[0] == table and n.output[0] == gather.input[0]
                    for n in graph.node)
+        assert manifest["kv_cache"]["dtype"] == "int8"
+        attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+        assert attention and all({a.name: a.s for a in n.attribute if a.name.endswith("quant_type")}
+                                 == {"k_quant_type": b"PER_CHANNEL", "v_quant_type": b"PER_CHANNEL"}
+                                 for n in attention)
     assert read_manifest(bundles["int4-kv16"])["kv_cache"]["dtype"] == "float16"
+    for name in ("fp32", "int4-float", "int8-float"):
+        assert read_manifest(bundles[name])["kv_cache"]["dtype"] == "float32"
 
 
 def test_fp16_bundle_is_half_size_with_an_fp16_cache(bundles):
@@ -250,6 +265,9 @@ def test_one_matmulnbits_at_level_4_is_modelled_exactly(bits):
     (["--target", "onnx", "--quant", "fp16", "--activations", "int8"], "applies to the quantized linears"),
     (["--target", "onnx", "--profile", "npu", "--activations", "int8"], "applies to the quantized linears"),
     (["--target", "executorch", "--kv-cache", "float16"], "is an onnx option"),
+    (["--target", "executorch", "--kv-cache", "int8"], "is an onnx option"),
+    (["--target", "onnx", "--profile", "npu", "--kv-cache", "int8"], "applies to the onnx cpu profile"),
+    (["--target", "onnx", "--quant", "fp16", "--kv-cache", "float16"], "keeps the KV cache in float16 already"),
     (["--target", "coreml", "--activations", "int8"], "Core ML keeps activations in fp16"),
     (["--target", "executorch", "--quant", "int4", "--activations", "float"], "8-bit dynamic activations only"),
 ])
@@ -257,3 +275,89 @@ def test_activation_option_refusals(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "--model", "tiny", *argv, "--out", str(tmp_path / "x"))
     assert code == 2 and message in err
     assert not (tmp_path / "x").exists()
+
+
+def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
+    """The int8 cache ONNX Runtime writes during a prefill is, code for code, the reference's rounding of its own
+    keys and values with the bundle's scales (a quarter of the fp32 cache's bytes)."""
+    import torch
+
+    from runtimes.bundle import load_backend
+    from runtimes.eval.parity import _bundle_reference
+    from runtimes.quant.kv import SCALES_FILE
+
+    bundle = bundles["int4-kv8"]
+    manifest = read_manifest(bundle)
+    assert SCALES_FILE in manifest["files"]
+    assert manifest["kv_cache"]["bytes_at_max_context"] * 4 == read_manifest(bundles["int4-kv32"])["kv_cache"][
+        "bytes_at_max_context"]
+    ids = tiny_tokenizer.encode("<|im_start|>user\nWhat is 4821 - 9377?<|im_end|>\n<|im_start|>assistant\n")
+    backend = load_backend(bundle)
+    backend.prefill(ids)
+    reference, _ = _bundle_reference(manifest, None, bundle)
+    reference.prefill(ids)
+    scales = torch.from_numpy(np.load(bundle / SCALES_FILE))
+    n, matched = len(ids), []
+    for i, layer in enumerate(reference.module.layers):
+        cache = layer.self_attn.attend.kv_cache
+        for j, ours in enumerate((cache.k_cache, cache.v_cache)):
+            expected = torch.round(ours[:, :, :n] / scales[i, j][None, :, None, :]).numpy()
+            got = backend.past[2 * i + j].numpy()[:, :, :n].astype(np.float32)
+            assert backend.past[2 * i + j].numpy().dtype == np.int8
+            assert np.abs(got - expected).max() <= 1  # a float ulp apart at a rounding tie, at most
+            matched.append((got == expected).mean())
+    assert min(matched) > 0.995, matched
+
+
+def test_kv_fake_quant_is_the_kernels_rounding():
+    """runtimes/quant/kv.fake_quant against ONNX Runtime's GroupQueryAttention in its int8 PER_CHANNEL mode: the
+    codes it stores (ties round away from zero, beyond the scale's range saturate) and the attention it computes
+    (over the rounded cache, this call's own keys and values included)."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    from runtimes.quant.kv import fake_quant
+
+    heads, kv_heads, hd, positions = 4, 2, 16, 8
+    rng = np.random.default_rng(0)
+    k_scale = (rng.random((1, kv_heads, 1, hd)) * 0.05 + 0.01).astype(np.float32)
+    v_scale = (rng.random((1, kv_heads, 1, hd)) * 0.05 + 0.01).astype(np.float32)
+    io = lambda name, dtype, shape: helper.make_tensor_value_info(name, dtype, shape)  # noqa: E731
+    graph = helper.make_graph(
+        [helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_k", "past_v", "seqlens_k", "total", "", "", "",
+                                                  "", "", "k_scale", "v_scale"], ["out", "present_k", "present_v"],
+                          domain="com.microsoft", num_heads=heads, kv_num_heads=kv_heads, kv_cache_bit_width=8,
+                          k_quant_type="PER_CHANNEL", v_quant_type="PER_CHANNEL")], "gqa",
+        [io("q", TensorProto.FLOAT, [1, "S", heads * hd]), io("k", TensorProto.FLOAT, [1, "S", kv_heads * hd]),
+         io("v", TensorProto.FLOAT, [1, "S", kv_heads * hd]),
+         io("past_k", TensorProto.INT8, [1, kv_heads, positions, hd]),
+         io("past_v", TensorProto.INT8, [1, kv_heads, positions, hd]), io("seqlens_k", TensorProto.INT32, [1]),
+         io("total", TensorProto.INT32, [])],
+        [io("out", TensorProto.FLOAT, None), io("present_k", TensorProto.INT8, None),
+         io("present_v", TensorProto.INT8, None)],
+        [helper.make_tensor("k_scale", TensorProto.FLOAT, k_scale.shape, k_scale.ravel()),
+         helper.make_tensor("v_scale", TensorProto.FLOAT, v_scale.shape, v_scale.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    seq = 3
+    q = rng.standard_normal((1, seq, heads * hd)).astype(np.float32)
+    k = (rng.standard_normal((1, seq, kv_heads * hd)) * 2).astype(np.float32)
+    v = rng.standard_normal((1, seq, kv_heads * hd)).astype(np.float32)
+    k[0, 0, 0] = k_scale[0, 0, 0, 0] * 2.5  # a tie: 3, not 2
+    k[0, 1, 1] = -k_scale[0, 0, 0, 1] * 500  # beyond the range: -128
+    zeros = np.zeros((1, kv_heads, positions, hd), np.int8)
+    out, present_k, present_v = session.run(None, {"q": q, "k": k, "v": v, "past_k": zeros, "past_v": zeros,
+                                                   "seqlens_k": np.array([seq - 1], np.int32),
+                                                   "total": np.array(seq, np.int32)})
+    assert present_k[0, 0, 0, 0] == 3 and present_k[0, 0, 1, 1] == -128
+    as_cache = lambda x: torch.from_numpy(x).view(1, seq, kv_heads, hd).transpose(1, 2)  # noqa: E731
+    ours_k = fake_quant(as_cache(k), torch.from_numpy(k_scale[0]))
+    ours_v = fake_quant(as_cache(v), torch.from_numpy(v_scale[0]))
+    assert np.array_equal(present_k[:, :, :seq].astype(np.float32) * k_scale, ours_k.numpy())
+    assert np.array_equal(present_v[:, :, :seq].astype(np.float32) * v_scale, ours_v.numpy())
+    query = torch.from_numpy(q).view(1, seq, heads, hd).transpose(1, 2)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, ours_k.repeat_interleave(heads // kv_heads, dim=1), ours_v.repeat_interleave(heads // kv_heads, dim=1),
+        is_causal=True).transpose(1, 2).reshape(1, seq, -1)
+    assert np.abs(out - expected.numpy()).max() < 1e-5

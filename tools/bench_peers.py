@@ -124,7 +124,7 @@ def artifact_path(work: Path, name: str) -> Path:
 
 
 def export_all(model: str, work: Path, group: int, context: int, genai_python: str, names: Sequence[str], log: Path,
-               progress, onnx_kv_cache: str = "float32") -> dict[str, dict]:
+               progress, onnx_kv_cache: str = "auto") -> dict[str, dict]:
     exports = {}
     for name in names:
         progress(f"exporting {name}")
@@ -288,7 +288,7 @@ def check_genai(python: str) -> None:
 def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group: int = 128,
             prompt_lengths: Sequence[int] = (128,), new_tokens: int = 128, runs: int = 3,
             genai_python: str | None = None, only: Sequence[str] = ARTIFACTS, export: bool = True,
-            progress: bool = True, onnx_kv_cache: str = "float32") -> dict:
+            progress: bool = True, onnx_kv_cache: str = "auto") -> dict:
     unknown = [n for n in only if n not in ARTIFACTS]
     if unknown:
         raise UserError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(ARTIFACTS)}")
@@ -346,6 +346,9 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
                                         "limit_tokens_per_s": bw * 1e9 / read if isinstance(bw, float) else None,
                                         "of_limit": tok_s * read / (bw * 1e9) if isinstance(bw, float) else None},
                 })
+    ours_onnx = artifact_path(work, "ours-onnx") / "manifest.json"
+    if ours_onnx.is_file():  # what "auto" chose
+        onnx_kv_cache = json.loads(ours_onnx.read_text())["kv_cache"]["dtype"]
     for row in rows:  # against the faster peer at the same thread count and prompt length
         key = (row["latency"]["threads"], row["latency"]["prompt_tokens"])
         peers = [r["latency"]["decode_tokens_per_s"] for r in rows
@@ -407,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="int4 group / block size for all (default: 128, export_llm's)")
     parser.add_argument("--prompt-lengths", default="128", metavar="N,N",
                         help="prompt lengths; decode is measured after each (default: 128)")
-    parser.add_argument("--kv-cache", default="float32", choices=("float32", "float16", "int8"),
-                        help="our ONNX bundle's KV cache (default: float32, the exporter's default)")
+    parser.add_argument("--kv-cache", default="auto", choices=("auto", "float32", "float16", "int8"),
+                        help="our ONNX bundle's KV cache (default: auto, the exporter's default: int8 for int4)")
     parser.add_argument("--new-tokens", type=int, default=128, metavar="N", help="greedy new tokens (default: 128)")
     parser.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
     parser.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {', '.join(ARTIFACTS)}")

@@ -43,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how int4 linears see their input on onnx: float (exact to the fake-quant weights) or int8 "
                         "(faster; ONNX Runtime quantizes per weight group). executorch quantized linears are always "
                         "int8 (XNNPACK's only low-bit kernels); coreml is float")
-    p.add_argument("--kv-cache", default="float32", choices=("float32", "float16"),
-                   help="onnx cpu: the KV cache's precision; float16 halves what a step reads at long context "
-                        "(attention then runs in float16) (default: float32, the faster on the x86 CPUs measured)")
+    p.add_argument("--kv-cache", default="auto", choices=("auto", "float32", "float16", "int8"),
+                   help="onnx cpu: the KV cache's precision. int8 stores a quarter of float32's bytes, with static "
+                        "per-channel scales measured on the --calib text (parity models its rounding); float16 "
+                        "half (attention then runs in float16). auto: int8 with int8/int4 weights, else float32 "
+                        "(fp16 exports keep it in float16) (default: auto)")
     p.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "coreml", "qnn"),
                    help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
                         "needs the QNN SDK) (default: xnnpack)")

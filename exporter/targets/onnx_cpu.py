@@ -53,17 +53,23 @@ def register_ort_schemas() -> None:
 class CpuBuilder:
     """fp16: weights and activations in float16 (RMSNorm and softmax in float32); int8_activations: MatMulNBits
     at accuracy level 4; kv_dtype: the KV cache's dtype (a float16 cache under float32 activations: attention runs
-    in float16, its inputs cast to it)."""
+    in float16, its inputs cast to it; an int8 cache takes kv_scales [layers, 2, kv_heads, head_dim], the static
+    per-channel scales of runtimes/quant/kv.py)."""
 
     def __init__(self, module, quantized: dict[str, QuantizedTensor], max_seq_len: int, fp16: bool = False,
-                 int8_activations: bool = False, kv_dtype: str = "float32"):
+                 int8_activations: bool = False, kv_dtype: str = "float32", kv_scales: torch.Tensor | None = None):
+        if (kv_dtype == "int8") != (kv_scales is not None):
+            raise ValueError("an int8 KV cache needs its scales, and only it takes them")
         self.m, self.q, self.a = module, quantized, module.args
+        self.kv_scales = kv_scales
         self.g = Graph("qwen3", OPSET)
         self.max_seq_len = max_seq_len
         self.level = 4 if int8_activations else 0
         self.fp16 = fp16
         self.act = "float16" if fp16 else "float32"
-        self.kv_dtype = "float16" if fp16 else kv_dtype
+        self.kv_dtype = "float16" if fp16 and kv_dtype != "int8" else kv_dtype
+        # GroupQueryAttention computes in its cache's float type, or in the activations' under an int8 cache
+        self.attn_dtype = self.act if kv_dtype == "int8" else self.kv_dtype
         self.np_act = np.float16 if fp16 else np.float32
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -175,15 +181,21 @@ class CpuBuilder:
         return g.op("Reshape", self.to_fp32(g.op("Gemm", flat, w, transB=1)), g.const([1, -1, a.vocab_size]))
 
     def attention(self, i: int, q, k, v, seqlens_k, total, cos, sin, past_key, past_value):
-        """GroupQueryAttention; a float16 cache under float32 activations runs it in float16."""
-        cast = self.kv_dtype != self.act
+        """GroupQueryAttention; a float16 cache under float32 activations runs it in float16; an int8 cache is the
+        kernel's PER_CHANNEL mode, its scales [1, kv_heads, 1, head_dim] constants of the graph."""
+        cast = self.attn_dtype != self.act
         if cast:
-            q, k, v = (self.cast(t, self.kv_dtype) for t in (q, k, v))
-        a = self.a
+            q, k, v = (self.cast(t, self.attn_dtype) for t in (q, k, v))
+        a, quantized, attrs = self.a, (), {}
+        if self.kv_dtype == "int8":
+            scales = [self.g.weight(f"layers.{i}.self_attn.{kind}_cache_scale", lambda j=j: as_numpy(
+                self.kv_scales[i, j][None, :, None, :])) for j, kind in enumerate(("k", "v"))]
+            quantized = (None, None, None, *scales)  # position_ids, attention_bias, head_sink, k_scale, v_scale
+            attrs = {"k_quant_type": "PER_CHANNEL", "v_quant_type": "PER_CHANNEL", "kv_cache_bit_width": 8}
         out, present_key, present_value = self.g.op(
-            "GroupQueryAttention", q, k, v, past_key, past_value, seqlens_k, total, cos, sin, outputs=3,
+            "GroupQueryAttention", q, k, v, past_key, past_value, seqlens_k, total, cos, sin, *quantized, outputs=3,
             domain="com.microsoft", num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads,
-            do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(a.head_dim)))
+            do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(a.head_dim)), **attrs)
         return (self.cast(out, self.act) if cast else out), present_key, present_value
 
     # -- the graph --------------------------------------------------------------------------------
@@ -192,7 +204,7 @@ class CpuBuilder:
         hd, layers = a.head_dim, a.num_hidden_layers
         entry = entry_point(a, self.max_seq_len, self.kv_dtype)
         inputs = {t["name"]: g.input(t["name"], t["dtype"], t["shape"]) for t in entry["inputs"]}
-        rope_dtype = np.float16 if self.kv_dtype == "float16" else np.float32
+        rope_dtype = np.float16 if self.attn_dtype == "float16" else np.float32
         cos = g.weight("rope_cos_half", lambda: as_numpy(self.m.rope_cos[:self.max_seq_len, :hd // 2], rope_dtype))
         sin = g.weight("rope_sin_half", lambda: as_numpy(self.m.rope_sin[:self.max_seq_len, :hd // 2], rope_dtype))
         # positions come as position_ids; GQA wants the total length after this call (and that minus one)
@@ -241,12 +253,20 @@ def entry_point(args, max_seq_len: int, kv_dtype: str = "float32") -> dict:
 
 
 def export_cpu(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int, fp16: bool = False,
-               int8_activations: bool = False, kv_dtype: str = "float32") -> list[dict]:
-    """model.onnx + model.onnx.data into out_dir (checked by onnx.checker) → the manifest's entry points."""
+               int8_activations: bool = False, kv_dtype: str = "float32",
+               kv_scales: torch.Tensor | None = None) -> list[dict]:
+    """model.onnx + model.onnx.data into out_dir (checked by onnx.checker) → the manifest's entry points. An int8
+    cache's scales are written beside them too (runtimes/quant/kv.py's SCALES_FILE: the parity reference reads
+    them)."""
     import onnx
 
-    model = CpuBuilder(module, quantized, max_seq_len, fp16, int8_activations, kv_dtype).build()
+    from runtimes.quant.kv import SCALES_FILE
+
+    builder = CpuBuilder(module, quantized, max_seq_len, fp16, int8_activations, kv_dtype, kv_scales)
+    model = builder.build()
+    if kv_scales is not None:
+        np.save(out_dir / SCALES_FILE, kv_scales.numpy().astype(np.float32))
     save(model, out_dir / MODEL_FILE)
     register_ort_schemas()
     onnx.checker.check_model(str(out_dir / MODEL_FILE))
-    return [entry_point(module.args, max_seq_len, "float16" if fp16 else kv_dtype)]
+    return [entry_point(module.args, max_seq_len, builder.kv_dtype)]

@@ -17,7 +17,7 @@ from runtimes.quant.rtn import QuantizedTensor
 
 WEIGHTS_FILE = "model.onnx.data"
 DTYPES = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "int64": ir.DataType.INT64,
-          "int32": ir.DataType.INT32}
+          "int32": ir.DataType.INT32, "int8": ir.DataType.INT8}
 DTYPE_NAMES = {value: name for name, value in DTYPES.items()}
 
 

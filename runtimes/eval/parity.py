@@ -190,7 +190,7 @@ CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?",
                 "Write a haiku about the sea.", "def fibonacci(n):")
 
 
-def _bundle_reference(manifest: dict, reference_model: str | None):
+def _bundle_reference(manifest: dict, reference_model: str | None, bundle_dir: Path | None = None):
     """The parity reference of a bundle: its source model in fp32, with the bundle's quantized weights
     dequantized (fake-quant) and activations and scales rounded as its kernels do."""
     from runtimes.backends.reference import ReferenceBackend
@@ -210,12 +210,21 @@ def _bundle_reference(manifest: dict, reference_model: str | None):
         _compute_in_fp16(module)
         name = "fp16" if not weights else f"fake-quant {quant['name']}"
         return ReferenceBackend(module), name + " (fp16 activations and KV cache, as the NPU graphs)"
-    if manifest["kv_cache"]["dtype"] != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
+    kv_dtype = manifest["kv_cache"]["dtype"]
+    if kv_dtype == "int8":  # the cache's rounding, with the scales the graph stores it with
         import torch
 
-        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_dtype=getattr(torch, manifest["kv_cache"]["dtype"]))
+        from runtimes.quant.kv import SCALES_FILE
+
+        scales = torch.from_numpy(np.load(bundle_dir / SCALES_FILE, allow_pickle=False))
+        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_scales=scales)
+    elif kv_dtype != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
+        import torch
+
+        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_dtype=getattr(torch, kv_dtype))
     name = "fp32" if not weights else f"fake-quant {quant['name']}"
-    return ReferenceBackend(module), name + (f" ({activations} activations)" if activations != "float" else "")
+    return ReferenceBackend(module), name + (f" ({activations} activations)" if activations != "float" else "") \
+        + (", int8 KV cache" if kv_dtype == "int8" else "")
 
 
 def _compute_in_fp16(module) -> None:
@@ -262,7 +271,7 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
     manifest = read_manifest(bundle)
     tokenizer = QwenTokenizer(bundle)
     backend = load_backend(bundle, manifest)
-    reference, reference_name = _bundle_reference(manifest, reference_model)
+    reference, reference_name = _bundle_reference(manifest, reference_model, Path(bundle))
     fp32 = _fp32_reference(manifest, reference_model) if "npu" in manifest else None
     texts = CHAT_PROMPTS
     if prompts_file:
