@@ -100,8 +100,9 @@ def _target_fields(target: str, fields: dict) -> dict:
 
 def onnx_kv_cache(kv_cache: str, int8_activations: bool) -> str:
     """--kv-cache auto for the onnx cpu profile: int8 where the linears run int8 activations (the fast path: the
-    cache is a quarter of fp32's bytes, see docs/onnx.md for what it costs and saves), float32 where the graph is
-    exact or near-exact (fp32, fp16 (which stores it in fp16), --activations float)."""
+    cache is a quarter of fp32's bytes and decode deep into the context is faster; long prompts prefill slower, see
+    docs/onnx.md), float32 where the graph is exact or near-exact (fp32, fp16 (which stores it in fp16),
+    --activations float)."""
     if kv_cache != "auto":
         return kv_cache
     return "int8" if int8_activations else "float32"

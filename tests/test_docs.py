@@ -34,8 +34,11 @@ def test_nothing_cites_material_outside_the_repository():
 def test_benchmarks_page_is_what_the_generator_writes(tmp_path):
     from tools.benchmarks_doc import main
 
-    assert main(["--out", str(tmp_path)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    assert main(["--out", str(tmp_path), "--readme", str(readme)]) == 0
     assert (tmp_path / "benchmarks.md").read_text() == (ROOT / "docs/benchmarks.md").read_text()
+    assert readme.read_text() == (ROOT / "README.md").read_text()  # its peers table too
     for image in re.findall(r"\]\((img/[^)]+\.png)\)", (ROOT / "docs/benchmarks.md").read_text()):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (ROOT / "docs" / image).exists()

@@ -45,9 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "int8 (XNNPACK's only low-bit kernels); coreml is float")
     p.add_argument("--kv-cache", default="auto", choices=("auto", "float32", "float16", "int8"),
                    help="onnx cpu: the KV cache's precision. int8 stores a quarter of float32's bytes, with static "
-                        "per-channel scales measured on the --calib text (parity models its rounding); float16 "
-                        "half (attention then runs in float16). auto: int8 with int8/int4 weights, else float32 "
-                        "(fp16 exports keep it in float16) (default: auto)")
+                        "per-channel scales measured on the --calib text (parity models its rounding): faster decode "
+                        "deep into the context, slower prefill of long prompts (docs/onnx.md); float16 half "
+                        "(attention then runs in float16); float32 exact. auto: int8 with int8 activations (int8/"
+                        "int4 weights), else float32 (fp16 exports keep it in float16) (default: auto)")
     p.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "coreml", "qnn"),
                    help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
                         "needs the QNN SDK) (default: xnnpack)")
