@@ -47,18 +47,17 @@ REPO = HERE.parent  # tools/ sits at the repository root
 # -- exports ------------------------------------------------------------------------------------------
 def run_logged(cmd: Sequence[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run cmd with its output appended to log → wall seconds and the peak RSS of it and its children."""
+    from tools.measure_export import run_measured
+
     with open(log, "a") as out:
         out.write(f"\n$ {shlex.join(cmd)}\n")
         out.flush()
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - start
-    if proc.returncode != 0:
+        record = run_measured(list(cmd), stdout=out, env=env, cwd=cwd)
+    code = record.pop("exit_code")
+    if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise UserError(f"{shlex.join(cmd)} failed (exit {proc.returncode}); the end of {log}:\n{tail}")
-    return {"command": shlex.join(cmd), "seconds": round(seconds, 1), "peak_rss_bytes": usage.ru_maxrss * 1024}
+        raise UserError(f"{shlex.join(cmd)} failed (exit {code}); the end of {log}:\n{tail}")
+    return record
 
 
 def _combine(steps: list[dict]) -> dict:

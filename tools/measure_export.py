@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 import platform
-import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -27,13 +27,20 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def measure(command: list[str], output: Path | None) -> dict:
+def run_measured(command: list[str], stdout=None, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run command → its exit code, wall seconds and peak RSS: the largest resident set of it and of every process
+    it waited for (wait4's rusage of this one child, so other children of the caller do not count)."""
     start = time.perf_counter()
-    code = subprocess.call(command)
-    seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
-    record = {"command": " ".join(command), "exit_code": code, "seconds": round(seconds, 1),
-              "peak_rss_bytes": peak_kib * 1024}
+    proc = subprocess.Popen(list(command), stdout=stdout, stderr=subprocess.STDOUT if stdout else None, env=env,
+                            cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"command": shlex.join(command), "exit_code": proc.returncode,
+            "seconds": round(time.perf_counter() - start, 1), "peak_rss_bytes": usage.ru_maxrss * 1024}  # KiB
+
+
+def measure(command: list[str], output: Path | None) -> dict:
+    record = run_measured(command)
     if output is not None and output.exists():
         record["output_bytes"] = tree_bytes(output)
     return record
