@@ -361,3 +361,24 @@ def test_kv_fake_quant_is_the_kernels_rounding():
         query, ours_k.repeat_interleave(heads // kv_heads, dim=1), ours_v.repeat_interleave(heads // kv_heads, dim=1),
         is_causal=True).transpose(1, 2).reshape(1, seq, -1)
     assert np.abs(out - expected.numpy()).max() < 1e-5
+
+
+def test_kv_scales_of_another_shape_are_refused_clearly(bundles, tmp_path, capsys):
+    """A bundle whose kv_scales.npy (consistently hashed) does not fit the model: one error line, no traceback."""
+    import hashlib
+    import shutil
+
+    from runtimes.bundle import manifest_digest_line
+    from runtimes.quant.kv import SCALES_FILE
+
+    bundle = tmp_path / "b"
+    shutil.copytree(bundles["int4-kv8"], bundle)
+    np.save(bundle / SCALES_FILE, np.ones((3, 2, 2, 8), np.float32))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    data = (bundle / SCALES_FILE).read_bytes()
+    manifest["files"][SCALES_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    text = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+    (bundle / "manifest.json").write_bytes(text)
+    (bundle / "manifest.sha256").write_text(manifest_digest_line(text))
+    code, _, err = run_cli(capsys, "parity", "--bundle", str(bundle))
+    assert code == 2 and "holds scales of shape (3, 2, 2, 8)" in err and "Traceback" not in err
