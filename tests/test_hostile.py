@@ -390,9 +390,10 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
     seen = {}
 
     def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
-                   npu_chunk, delegate, activations, kv_cache, qnn_socs):
+                   npu_chunk, delegate, activations, kv_cache, qnn_socs, calib):
         seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
                             quant=quant_fields["name"], qnn_socs=qnn_socs)
+        assert (kv_cache, calib) == ("auto", "arithmetic")  # what the int8 KV cache's calibration reads
         (into / "model.bin").write_bytes(b"x")
         return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64}
 
@@ -403,8 +404,8 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
                            str(tmp_path / "all"))
     assert code == 2 and "--activations int8 applies to the quantized linears of the onnx cpu profile" in err
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--profile", "npu",
-                           "--npu-chunk", "16", "--qnn-soc", "8gen3", "--delegate", "coreml", "--out",
-                           str(tmp_path / "all"))
+                           "--npu-chunk", "16", "--qnn-soc", "8gen3", "--delegate", "coreml", "--calib", "arithmetic",
+                           "--out", str(tmp_path / "all"))
     assert code == 0, err
     assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4",
                                 qnn_socs=["8gen3"])
