@@ -286,7 +286,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
             kv_scales = None
             if kv_cache == "int8":  # static per-channel scales, from the keys and values of calibration text
                 from calibration.datasets import calibration_set
-                from runtimes.quant.kv import calibrate
+                from runtimes.quant.kv_calibration import calibrate
 
                 with stage("onnx: calibrating the int8 KV cache's scales"):
                     text = calibration_set(calib, QwenTokenizer(model_dir).encode, KV_CALIBRATION[0],

@@ -260,12 +260,12 @@ def export_cpu(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max
     them)."""
     import onnx
 
-    from runtimes.quant.kv import SCALES_FILE
+    from runtimes.quant.kv import save_scales
 
     builder = CpuBuilder(module, quantized, max_seq_len, fp16, int8_activations, kv_dtype, kv_scales)
     model = builder.build()
     if kv_scales is not None:
-        np.save(out_dir / SCALES_FILE, kv_scales.numpy().astype(np.float32))
+        save_scales(out_dir, kv_scales)
     save(model, out_dir / MODEL_FILE)
     register_ort_schemas()
     onnx.checker.check_model(str(out_dir / MODEL_FILE))

@@ -214,17 +214,9 @@ def _bundle_reference(manifest: dict, reference_model: str | None, bundle_dir: P
     if kv_dtype == "int8":  # the cache's rounding, with the scales the graph stores it with
         import torch
 
-        from runtimes.quant.kv import SCALES_FILE
+        from runtimes.quant.kv import load_scales
 
-        try:
-            scales = torch.from_numpy(np.load(bundle_dir / SCALES_FILE, allow_pickle=False).astype(np.float32))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the KV cache's scales {bundle_dir / SCALES_FILE} ({exc}); export the "
-                            "bundle again") from None
-        args = module.args
-        if tuple(scales.shape) != (args.num_hidden_layers, 2, args.num_key_value_heads, args.head_dim):
-            raise UserError(f"{SCALES_FILE} holds scales of shape {tuple(scales.shape)}, not [layers, 2, kv_heads, "
-                            "head_dim] of this model; export the bundle again")
+        scales = load_scales(bundle_dir, module.args)
         module.setup_caches(manifest["max_seq_len"], torch.float32, kv_scales=scales)
     elif kv_dtype != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
         import torch

@@ -12,12 +12,18 @@ scales are one per (layer, kv head, channel) and are fixed at export:
 - values: the maximum |v| per channel.
 
 Both get HEADROOM for tokens unlike the calibration set's; beyond it the kernel saturates. `fake_quant` is the same
-rounding for the parity reference (runtimes/model.py's KVCache applies it when the bundle's cache is int8).
+rounding for the parity reference (runtimes/model.py's KVCache applies it when the bundle's cache is int8); the
+measurement itself is runtimes/quant/kv_calibration.py's.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+
+from runtimes.errors import UserError
 
 QMAX = 127
 HEADROOM = 1.1  # above the calibration maximum: 0.14 bits of resolution for room
@@ -32,60 +38,20 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.clamp(-QMAX - 1, QMAX) * scale).to(x.dtype)
 
 
-def _float_weight(module, weights: dict, name: str) -> torch.Tensor:
-    """A weight's float values: the module's, or (an export drops a quantized weight's floats) its dequantized
-    codes, the values the bundle computes with."""
-    param = module.get_parameter(name)
-    if not param.is_meta:
-        return param
-    from runtimes.quant.rtn import dequantize
-
-    return dequantize(weights[name]).to(param.dtype)
+def save_scales(bundle_dir: Path, scales: torch.Tensor) -> None:
+    """The scales into the bundle's SCALES_FILE (the graph holds them as constants; parity reads this file)."""
+    np.save(bundle_dir / SCALES_FILE, scales.numpy().astype(np.float32))
 
 
-@torch.no_grad()
-def calibrate(module, tokens: torch.Tensor, weights: dict | None = None, chunk: int = 4) -> torch.Tensor:
-    """Per-channel scales from the keys and values `module` writes for `tokens` [N, T] → [layers, 2, kv_heads,
-    head_dim] float32. It runs one layer at a time over all sequences (each attending causally within itself), so
-    a module whose quantized weights were dropped (an export's, see quantize_module's release) works too: each
-    layer gets its dequantized `weights` while it runs."""
-    args = module.args
-    half = args.head_dim // 2
-    bounds = torch.zeros(args.num_hidden_layers, 2, args.num_key_value_heads, args.head_dim)
-    weights = weights or {}
-    seq_len = min(tokens.shape[1], module.max_seq_len)
-    tokens = tokens[:, :seq_len]
-    positions = torch.arange(seq_len)
-    cos, sin = module.rope(positions)
-    causal = torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool))[None, None]
-    table = _float_weight(module, weights, "embed_tokens.weight") if module.embed_tokens.weight.is_meta \
-        else module.embed_tokens.weight
-    states = [torch.nn.functional.embedding(tokens[i:i + chunk], table) for i in range(0, len(tokens), chunk)]
-    del table
-    for index, layer in enumerate(module.layers):
-        prefix = f"layers.{index}."
-        dropped = {name: param for name, param in layer.named_parameters() if param.is_meta}
-        for name in dropped:  # this layer's dequantized weights, for as long as it runs
-            owner, _, attr = name.rpartition(".")
-            setattr(layer.get_submodule(owner), attr, torch.nn.Parameter(
-                _float_weight(module, weights, prefix + name), requires_grad=False))
-        attend = layer.self_attn.attend
-        cache, attend.kv_cache = attend.kv_cache, None
-
-        def observe(_, inputs, __, index=index):
-            _, k, v = inputs[:3]  # [B, T, kv_heads, head_dim], after QK-norm and RoPE
-            pair = torch.sqrt(k[..., :half].float() ** 2 + k[..., half:].float() ** 2).amax(dim=(0, 1))
-            bounds[index, 0] = torch.maximum(bounds[index, 0], torch.cat((pair, pair), dim=-1))
-            bounds[index, 1] = torch.maximum(bounds[index, 1], v.float().abs().amax(dim=(0, 1)))
-
-        handle = attend.register_forward_hook(observe)
-        try:
-            states = [layer(x, cos, sin, causal, positions) for x in states]
-        finally:
-            handle.remove()
-            attend.kv_cache = cache
-            for name, param in dropped.items():
-                owner, _, attr = name.rpartition(".")
-                setattr(layer.get_submodule(owner), attr, param)
-    # a channel that stayed zero keeps a tiny scale (it stores zeros either way, and nothing divides by zero)
-    return (bounds * HEADROOM / QMAX).clamp_min(1e-8)
+def load_scales(bundle_dir: Path, args) -> torch.Tensor:
+    """A bundle's scales → [layers, 2, kv_heads, head_dim] float32 for a model of ModelArgs `args`; a file that
+    cannot be read or does not fit the model is a UserError."""
+    path = bundle_dir / SCALES_FILE
+    try:
+        scales = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the KV cache's scales {path} ({exc}); export the bundle again") from None
+    if tuple(scales.shape) != (args.num_hidden_layers, 2, args.num_key_value_heads, args.head_dim):
+        raise UserError(f"{SCALES_FILE} holds scales of shape {tuple(scales.shape)}, not [layers, 2, kv_heads, "
+                        "head_dim] of this model; export the bundle again")
+    return scales

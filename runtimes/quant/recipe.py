@@ -57,10 +57,10 @@ def release_weight(module, name: str) -> None:
     """Drop a parameter's values, keeping its shape (a meta tensor): a target reads a quantized weight's codes,
     never its float values, so exporting holds one copy of each weight, not two. A tied LM head goes too."""
     param = module.get_parameter(name)
-    _set_weight(module, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
+    set_weight(module, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
 
 
-def _set_weight(module, name: str, values: torch.Tensor) -> None:
+def set_weight(module, name: str, values: torch.Tensor) -> None:
     """Replace parameter `name` (and the LM head tied to the embedding) with `values`."""
     param = torch.nn.Parameter(values, requires_grad=False)
     owner, _, attr = name.rpartition(".")
@@ -114,7 +114,7 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
         elif recipe.embedding == "int4":
             weights[name] = quantize(table, 4, recipe.group_size or 128, recipe.symmetric)
         elif module.get_parameter(name).is_meta:  # read lazily and kept unquantized: the target needs its values
-            _set_weight(module, name, table.float())
+            set_weight(module, name, table.float())
         del table
         if release and name in weights:
             release_weight(module, name)
