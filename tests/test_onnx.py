@@ -365,20 +365,18 @@ def test_kv_fake_quant_is_the_kernels_rounding():
 
 def test_kv_scales_of_another_shape_are_refused_clearly(bundles, tmp_path, capsys):
     """A bundle whose kv_scales.npy (consistently hashed) does not fit the model: one error line, no traceback."""
-    import hashlib
     import shutil
 
-    from runtimes.bundle import manifest_digest_line
+    from runtimes.files import sha256_file
     from runtimes.quant.kv import SCALES_FILE
+    from tests.test_bundle import write_manifest_json
 
     bundle = tmp_path / "b"
     shutil.copytree(bundles["int4-kv8"], bundle)
     np.save(bundle / SCALES_FILE, np.ones((3, 2, 2, 8), np.float32))
     manifest = json.loads((bundle / "manifest.json").read_text())
-    data = (bundle / SCALES_FILE).read_bytes()
-    manifest["files"][SCALES_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    text = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
-    (bundle / "manifest.json").write_bytes(text)
-    (bundle / "manifest.sha256").write_text(manifest_digest_line(text))
+    scales = bundle / SCALES_FILE
+    manifest["files"][SCALES_FILE] = {"sha256": sha256_file(scales), "bytes": scales.stat().st_size}
+    write_manifest_json(bundle, manifest)
     code, _, err = run_cli(capsys, "parity", "--bundle", str(bundle))
     assert code == 2 and "holds scales of shape (3, 2, 2, 8)" in err and "Traceback" not in err
