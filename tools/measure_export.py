@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"label": args.label, "date": time.strftime("%Y-%m-%d"),
               "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count()},
               **measure(command, args.output)}
-    record["command"] = " ".join(["python", *command[1:]]) if command[0] == sys.executable else record["command"]
+    record["command"] = shlex.join(["python", *command[1:]]) if command[0] == sys.executable else record["command"]
     records = json.loads(args.json.read_text()) if args.json.exists() else {
         "created_by": "python -m tools.measure_export", "records": []}
     records["records"] = [r for r in records["records"] if r["label"] != args.label] + [record]
