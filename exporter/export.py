@@ -12,7 +12,7 @@ from runtimes.errors import UserError
 from runtimes.quiet import stage
 
 DEFAULT_MAX_SEQ_LEN = 1024
-KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens of the --calib text its scales are measured on
+KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens (at most --seq-len) of --calib its scales come from
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
              "executorch": "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program",
@@ -233,7 +233,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",
                                              npu_chunk=npu_chunk, delegate=delegate if name == "executorch" else
                                              "xnnpack", activations=activations, kv_cache=kv_cache,
-                                             qnn_socs=qnn_socs if name == "onnx" else None, calib=calib))
+                                             qnn_socs=qnn_socs if name == "onnx" else None, calib=calib,
+                                             seq_len=seq_len))
     size = sum(w["bytes"] for w in written)
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
@@ -257,7 +258,7 @@ def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, mod
 def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: dict, config: dict, model_dir: Path,
                   into: Path, max_seq_len: int, profile: str, npu_chunk: int, delegate: str,
                   activations: str | None, kv_cache: str = "auto", qnn_socs: list[str] | None = None,
-                  calib: str = "builtin") -> dict:
+                  calib: str = "builtin", seq_len: int = 512) -> dict:
     """One target's files, tokenizer files and manifest into `into` → what was written."""
     import hashlib
 
@@ -290,7 +291,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
 
                 with stage("onnx: calibrating the int8 KV cache's scales"):
                     text = calibration_set(calib, QwenTokenizer(model_dir).encode, KV_CALIBRATION[0],
-                                           min(KV_CALIBRATION[1], max_seq_len))
+                                           min(KV_CALIBRATION[1], seq_len, max_seq_len))
                     kv_scales = calibrate(module, text.tokens, weights)
             entry_points = export_cpu(module, weights, into, max_seq_len, fp16, int8_activations, kv_cache,
                                       kv_scales)

@@ -390,10 +390,10 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
     seen = {}
 
     def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
-                   npu_chunk, delegate, activations, kv_cache, qnn_socs, calib):
+                   npu_chunk, delegate, activations, kv_cache, qnn_socs, calib, seq_len):
         seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
                             quant=quant_fields["name"], qnn_socs=qnn_socs)
-        assert (kv_cache, calib) == ("auto", "arithmetic")  # what the int8 KV cache's calibration reads
+        assert (kv_cache, calib, seq_len) == ("auto", "arithmetic", 512)  # what the int8 KV cache's calibration reads
         (into / "model.bin").write_bytes(b"x")
         return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64}
 

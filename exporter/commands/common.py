@@ -28,8 +28,8 @@ def quant_arguments(p: argparse.ArgumentParser) -> None:
                         "int4 with int4 weights, as one table that the embedding gathers from and the LM head reads; "
                         "int8 with int8 weights, or for the onnx npu profile)")
     p.add_argument("--calib", default="builtin", metavar="builtin|arithmetic|FILE",
-                   help="AWQ calibration text: builtin (docs + chat arithmetic), arithmetic (tiny's problems), or a "
-                        ".txt / .jsonl file (default: builtin)")
+                   help="calibration text for AWQ and for the onnx int8 KV cache's scales: builtin (docs + chat "
+                        "arithmetic), arithmetic (tiny's problems), or a .txt / .jsonl file (default: builtin)")
     p.add_argument("--samples", type=int, default=128, metavar="N", help="AWQ calibration windows (default: 128)")
     p.add_argument("--seq-len", type=int, default=512, metavar="N", help="tokens per window (default: 512)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
