@@ -62,7 +62,7 @@ class RMSNorm(nn.Module):
 class KVCache(nn.Module):
     """Fixed buffers [1, kv_heads, max_seq_len, head_dim]; `update` writes in place. With `scales` ([2, kv_heads,
     head_dim]: the keys' and the values'), each new entry is rounded as an int8 cache with those per-channel scales
-    rounds it (runtimes/quant/kv.py), and kept dequantized."""
+    would round it (runtimes/quant/kv.fake_quant), and is kept dequantized."""
 
     def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype,
                  scales: torch.Tensor | None = None):

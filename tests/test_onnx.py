@@ -82,7 +82,7 @@ def test_defaults_are_the_fast_configuration(bundles):
         assert manifest["kv_cache"]["dtype"] == "int8"
         attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
         assert attention and all({a.name: a.s for a in n.attribute if a.name.endswith("quant_type")}
-                                 == {"k_quant_type": b"PER_CHANNEL", "v_quant_type": b"PER_CHANNEL"}
+                                 == {"k_quant_type": b"PER_TENSOR", "v_quant_type": b"PER_TENSOR"}
                                  for n in attention)
     assert read_manifest(bundles["int4-kv16"])["kv_cache"]["dtype"] == "float16"
     for name in ("fp32", "int4-float", "int8-float"):
@@ -310,9 +310,11 @@ def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
 
 
 def test_kv_fake_quant_is_the_kernels_rounding():
-    """runtimes/quant/kv.fake_quant against ONNX Runtime's GroupQueryAttention in its int8 PER_CHANNEL mode: the
-    codes it stores (ties round away from zero, beyond the scale's range saturate) and the attention it computes
-    (over the rounded cache, this call's own keys and values included)."""
+    """runtimes/quant/kv.fake_quant against ONNX Runtime's GroupQueryAttention in its int8 PER_TENSOR mode at scale 1,
+    fed as the exporter feeds it (exporter/targets/onnx_cpu.py's attention): keys and values divided by their
+    per-channel scales, the query times the keys' scales, the output times the values'. The codes it stores (ties
+    round to even, beyond the scale's range saturate) and the attention it computes (over the rounded cache,
+    this call's own keys and values included) are per-channel fake quantization's."""
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
@@ -320,15 +322,17 @@ def test_kv_fake_quant_is_the_kernels_rounding():
     from runtimes.quant.kv import fake_quant
 
     heads, kv_heads, hd, positions = 4, 2, 16, 8
+    group = heads // kv_heads
     rng = np.random.default_rng(0)
     k_scale = (rng.random((1, kv_heads, 1, hd)) * 0.05 + 0.01).astype(np.float32)
     v_scale = (rng.random((1, kv_heads, 1, hd)) * 0.05 + 0.01).astype(np.float32)
+    k_scale[0, 0, 0, 0] = 2.0 ** -5  # a power of two: the tie below is exactly one, after the division too
     io = lambda name, dtype, shape: helper.make_tensor_value_info(name, dtype, shape)  # noqa: E731
     graph = helper.make_graph(
         [helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_k", "past_v", "seqlens_k", "total", "", "", "",
-                                                  "", "", "k_scale", "v_scale"], ["out", "present_k", "present_v"],
+                                                  "", "", "unit", "unit"], ["out", "present_k", "present_v"],
                           domain="com.microsoft", num_heads=heads, kv_num_heads=kv_heads, kv_cache_bit_width=8,
-                          k_quant_type="PER_CHANNEL", v_quant_type="PER_CHANNEL")], "gqa",
+                          k_quant_type="PER_TENSOR", v_quant_type="PER_TENSOR")], "gqa",
         [io("q", TensorProto.FLOAT, [1, "S", heads * hd]), io("k", TensorProto.FLOAT, [1, "S", kv_heads * hd]),
          io("v", TensorProto.FLOAT, [1, "S", kv_heads * hd]),
          io("past_k", TensorProto.INT8, [1, kv_heads, positions, hd]),
@@ -336,21 +340,23 @@ def test_kv_fake_quant_is_the_kernels_rounding():
          io("total", TensorProto.INT32, [])],
         [io("out", TensorProto.FLOAT, None), io("present_k", TensorProto.INT8, None),
          io("present_v", TensorProto.INT8, None)],
-        [helper.make_tensor("k_scale", TensorProto.FLOAT, k_scale.shape, k_scale.ravel()),
-         helper.make_tensor("v_scale", TensorProto.FLOAT, v_scale.shape, v_scale.ravel())])
+        [helper.make_tensor("unit", TensorProto.FLOAT, [1], [1.0])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     seq = 3
     q = rng.standard_normal((1, seq, heads * hd)).astype(np.float32)
     k = (rng.standard_normal((1, seq, kv_heads * hd)) * 2).astype(np.float32)
     v = rng.standard_normal((1, seq, kv_heads * hd)).astype(np.float32)
-    k[0, 0, 0] = k_scale[0, 0, 0, 0] * 2.5  # a tie: 3, not 2
+    k[0, 0, 0] = k_scale[0, 0, 0, 0] * 2.5  # a tie: to even, 2 (half away from zero would be 3)
     k[0, 1, 1] = -k_scale[0, 0, 0, 1] * 500  # beyond the range: -128
+    per_kv = lambda s: s.reshape(-1)  # noqa: E731  [kv_heads * hd], the kernel's flat layout
+    per_query = lambda s: np.repeat(s.reshape(kv_heads, hd), group, axis=0).reshape(-1)  # noqa: E731
     zeros = np.zeros((1, kv_heads, positions, hd), np.int8)
-    out, present_k, present_v = session.run(None, {"q": q, "k": k, "v": v, "past_k": zeros, "past_v": zeros,
-                                                   "seqlens_k": np.array([seq - 1], np.int32),
-                                                   "total": np.array(seq, np.int32)})
-    assert present_k[0, 0, 0, 0] == 3 and present_k[0, 0, 1, 1] == -128
+    out, present_k, present_v = session.run(None, {
+        "q": q * per_query(k_scale), "k": k / per_kv(k_scale), "v": v / per_kv(v_scale), "past_k": zeros,
+        "past_v": zeros, "seqlens_k": np.array([seq - 1], np.int32), "total": np.array(seq, np.int32)})
+    out = out * per_query(v_scale)
+    assert present_k[0, 0, 0, 0] == 2 and present_k[0, 0, 1, 1] == -128
     as_cache = lambda x: torch.from_numpy(x).view(1, seq, kv_heads, hd).transpose(1, 2)  # noqa: E731
     ours_k = fake_quant(as_cache(k), torch.from_numpy(k_scale[0]))
     ours_v = fake_quant(as_cache(v), torch.from_numpy(v_scale[0]))
@@ -358,7 +364,7 @@ def test_kv_fake_quant_is_the_kernels_rounding():
     assert np.array_equal(present_v[:, :, :seq].astype(np.float32) * v_scale, ours_v.numpy())
     query = torch.from_numpy(q).view(1, seq, heads, hd).transpose(1, 2)
     expected = torch.nn.functional.scaled_dot_product_attention(
-        query, ours_k.repeat_interleave(heads // kv_heads, dim=1), ours_v.repeat_interleave(heads // kv_heads, dim=1),
+        query, ours_k.repeat_interleave(group, dim=1), ours_v.repeat_interleave(group, dim=1),
         is_causal=True).transpose(1, 2).reshape(1, seq, -1)
     assert np.abs(out - expected.numpy()).max() < 1e-5
 

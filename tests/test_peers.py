@@ -83,3 +83,17 @@ def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
     assert row["bandwidth_limit"]["of_limit"] == pytest.approx(
         row["latency"]["decode_tokens_per_s"] * row["bandwidth_limit"]["read_bytes_per_token"] / (bandwidth * 1e9))
     assert "| ours-onnx | 1 | 16 |" in out
+
+
+def test_bench_gqa_times_every_cache_mode():
+    """tools/bench_gqa.py (the attention microbenchmark docs/onnx.md quotes) runs each mode, decode and prompt."""
+    import subprocess
+    import sys
+
+    for extra in ([], ["--queries", "16"]):
+        out = subprocess.run([sys.executable, "-m", "tools.bench_gqa", "--position", "64", "--layers", "2", "--runs",
+                              "2", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", *extra],
+                             check=True, capture_output=True, text=True).stdout
+        rows = [line.split() for line in out.splitlines()[1:]]
+        assert [row[0] for row in rows] == ["float32", "int8-per-channel", "int8-per-tensor"], out
+        assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows), out

@@ -181,21 +181,37 @@ class CpuBuilder:
         return g.op("Reshape", self.to_fp32(g.op("Gemm", flat, w, transB=1)), g.const([1, -1, a.vocab_size]))
 
     def attention(self, i: int, q, k, v, seqlens_k, total, cos, sin, past_key, past_value):
-        """GroupQueryAttention; a float16 cache under float32 activations runs it in float16; an int8 cache is the
-        kernel's PER_CHANNEL mode, its scales [1, kv_heads, 1, head_dim] constants of the graph."""
+        """GroupQueryAttention; a float16 cache under float32 activations runs it in float16, its inputs cast to it.
+
+        An int8 cache runs the kernel's PER_TENSOR mode with scale 1 on keys and values divided by their
+        per-channel scales (kv_scales [kv_heads, head_dim] per layer), with the query multiplied by the keys'
+        scales and the output by the values': q . (code_k * s) = (q * s) . code_k and sum_t p_t (code_v * s) =
+        s * sum_t p_t code_v, so the cache holds the same codes as under PER_CHANNEL (RoPE rotates channel pairs
+        that share a scale, so dividing before the rotation is dividing after it), and ONNX Runtime's CPU kernel
+        reads a per-tensor cache faster: it need not fetch a scale per channel."""
         cast = self.attn_dtype != self.act
         if cast:
             q, k, v = (self.cast(t, self.attn_dtype) for t in (q, k, v))
-        a, quantized, attrs = self.a, (), {}
+        g, a, quantized, attrs = self.g, self.a, (), {}
         if self.kv_dtype == "int8":
-            scales = [self.g.weight(f"layers.{i}.self_attn.{kind}_cache_scale", lambda j=j: as_numpy(
-                self.kv_scales[i, j][None, :, None, :])) for j, kind in enumerate(("k", "v"))]
-            quantized = (None, None, None, *scales)  # position_ids, attention_bias, head_sink, k_scale, v_scale
-            attrs = {"k_quant_type": "PER_CHANNEL", "v_quant_type": "PER_CHANNEL", "kv_cache_bit_width": 8}
-        out, present_key, present_value = self.g.op(
+            dtype = np.float16 if self.attn_dtype == "float16" else np.float32
+            group = a.num_attention_heads // a.num_key_value_heads  # query head h reads kv head h // group
+            key_scale, value_scale = (self.kv_scales[i, j] for j in (0, 1))  # [kv_heads, head_dim]
+            per_query = lambda s: as_numpy(s.repeat_interleave(group, dim=0).reshape(-1), dtype)  # noqa: E731
+            q = g.op("Mul", q, g.weight(f"layers.{i}.self_attn.q_key_scale", lambda: per_query(key_scale)))
+            k = g.op("Div", k, g.weight(f"layers.{i}.self_attn.k_cache_scale",
+                                        lambda: as_numpy(key_scale.reshape(-1), dtype)))
+            v = g.op("Div", v, g.weight(f"layers.{i}.self_attn.v_cache_scale",
+                                        lambda: as_numpy(value_scale.reshape(-1), dtype)))
+            unit = g.weight("kv_unit_scale", lambda: np.ones([1], np.float32))
+            quantized = (None, None, None, unit, unit)  # position_ids, attention_bias, head_sink, k_scale, v_scale
+            attrs = {"k_quant_type": "PER_TENSOR", "v_quant_type": "PER_TENSOR", "kv_cache_bit_width": 8}
+        out, present_key, present_value = g.op(
             "GroupQueryAttention", q, k, v, past_key, past_value, seqlens_k, total, cos, sin, *quantized, outputs=3,
             domain="com.microsoft", num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads,
             do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(a.head_dim)), **attrs)
+        if self.kv_dtype == "int8":
+            out = g.op("Mul", out, g.weight(f"layers.{i}.self_attn.out_value_scale", lambda: per_query(value_scale)))
         return (self.cast(out, self.act) if cast else out), present_key, present_value
 
     # -- the graph --------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""An int8 KV cache with static per-channel scales, as ONNX Runtime's GroupQueryAttention stores one on CPU
-(`k_quant_type` / `v_quant_type` PER_CHANNEL, `kv_cache_bit_width` 8).
+"""An int8 KV cache with static per-channel scales, as the ONNX CPU graph stores one through ONNX Runtime's
+GroupQueryAttention (`kv_cache_bit_width` 8; exporter/targets/onnx_cpu.py divides keys and values by these scales
+and runs the kernel's PER_TENSOR mode at scale 1, which its CPU kernel reads faster than PER_CHANNEL).
 
-The kernel stores each new key and value (after QK-norm and RoPE) as round(x / scale), rounding half away from zero
-and clamped to [-128, 127]. Attention then reads the int8 cache times the scale, the new tokens included. The
-scales are one per (layer, kv head, channel) and are fixed at export:
+Each new key and value (after QK-norm and RoPE) is stored as round(x / scale), rounding half to even and clamped to
+[-128, 127]. Attention then reads the int8 cache times the scale, the new tokens included. The scales are one per
+(layer, kv head, channel) and are fixed at export:
 
 - keys: RoPE rotates channel i with channel i + head_dim/2 by an angle that depends on the position. The pair's
   norm sqrt(k_i² + k_(i+half)²) does not change, so it bounds both channels at every position. Its maximum over the
@@ -31,10 +32,9 @@ SCALES_FILE = "kv_scales.npy"  # [layers, 2 (key, value), kv_heads, head_dim] fl
 
 
 def fake_quant(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x rounded as the kernel stores it, back in x's dtype: round half away from zero, clamp to int8, × scale.
-    scale broadcasts against x (for x [B, kv_heads, T, head_dim]: [kv_heads, 1, head_dim])."""
-    y = x.float() / scale
-    q = torch.sign(y) * torch.floor(y.abs() + 0.5)
+    """x rounded as the kernel stores it, back in x's dtype: x / scale rounded half to even, clamped to int8,
+    × scale. scale broadcasts against x (for x [B, kv_heads, T, head_dim]: [kv_heads, 1, head_dim])."""
+    q = torch.round(x.float() / scale)
     return (q.clamp(-QMAX - 1, QMAX) * scale).to(x.dtype)
 
 
