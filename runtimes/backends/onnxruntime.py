@@ -50,6 +50,7 @@ class OnnxRuntimeBackend:
         self.layers, self.kv_heads, self.head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
         self.kv_dtype = np.dtype(manifest["kv_cache"]["dtype"])
         self.max_seq_len = manifest["max_seq_len"]
+        self.vocab = arch["vocab_size"]
         self.position = 0
         self.past: list = []
         self.reset()
@@ -72,11 +73,18 @@ class OnnxRuntimeBackend:
 
     def reset(self) -> None:
         """One fixed buffer per cache, max_seq_len long, bound as both past and present: GroupQueryAttention
-        writes each step's keys and values into it in place, and entries past the position are never read."""
+        writes each step's keys and values into it in place, and entries past the position are never read. The
+        binding is made once: a call rebinds only its token ids, positions and logits."""
         if not self.past:
             shape = (1, self.kv_heads, self.max_seq_len, self.head_dim)
             self.past = [self.ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self.kv_dtype))
                          for _ in range(2 * self.layers)]
+            self.binding = self.session.io_binding()
+            for i in range(self.layers):
+                for j, kind in enumerate(("key", "value")):
+                    self.binding.bind_ortvalue_input(f"past_{kind}_{i}", self.past[2 * i + j])
+                    self.binding.bind_ortvalue_output(f"present_{kind}_{i}", self.past[2 * i + j])
+            self.step_logits = self.ort.OrtValue.ortvalue_from_shape_and_type([1, 1, self.vocab], np.float32)
         self.position = 0
 
     def _run(self, token_ids: Sequence[int]) -> np.ndarray:
@@ -84,19 +92,17 @@ class OnnxRuntimeBackend:
         if self.position + n > self.max_seq_len:
             raise UserError(f"{self.position + n} positions exceed the bundle's context of {self.max_seq_len}; "
                             "shorten the prompt or export with a larger --max-seq-len")
-        binding = self.session.io_binding()
+        binding = self.binding
         binding.bind_cpu_input("input_ids", np.asarray([token_ids], dtype=np.int64))
         binding.bind_cpu_input("position_ids", np.arange(self.position, self.position + n, dtype=np.int64)[None])
-        for i in range(self.layers):
-            binding.bind_ortvalue_input(f"past_key_{i}", self.past[2 * i])
-            binding.bind_ortvalue_input(f"past_value_{i}", self.past[2 * i + 1])
-        binding.bind_output("logits")
-        for i in range(self.layers):
-            binding.bind_ortvalue_output(f"present_key_{i}", self.past[2 * i])
-            binding.bind_ortvalue_output(f"present_value_{i}", self.past[2 * i + 1])
+        # decode writes into one buffer made once; a prompt's logits (up to ~1 GB) live only for their call
+        logits = self.step_logits if n == 1 else self.ort.OrtValue.ortvalue_from_shape_and_type(
+            [1, n, self.vocab], np.float32)
+        binding.bind_ortvalue_output("logits", logits)
         self.session.run_with_iobinding(binding)
         self.position += n
-        return binding.get_outputs()[0].numpy()[0].astype(np.float32, copy=False)
+        out = logits.numpy()[0]  # a view of the buffer, which the next decode step rewrites
+        return out.copy() if n == 1 else out
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         if len(token_ids) == 0:
