@@ -19,7 +19,7 @@ from tests.conftest import run_cli
 # float-activation graph (--activations float)
 VARIANTS = {"fp32": [], "fp16": [], "int8": [], "int4": [], "awq-int4": [], "int8-float": ["--activations", "float"],
             "int4-float": ["--activations", "float"], "int4-kv16": ["--kv-cache", "float16"],
-            "int4-kv8": ["--kv-cache", "int8"], "int4-kv32": ["--kv-cache", "float32"]}
+            "int4-float-kv8": ["--activations", "float", "--kv-cache", "int8"], "int4-kv32": ["--kv-cache", "float32"]}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,10 @@ def test_bundle_passes_parity(bundles, name, capsys, tmp_path):
         assert 1e-4 < report["max_abs_logit_diff"] < 0.1 and report["mean_kl"] < 1e-4
     elif name == "int4-kv16":  # fp16 attention under int8 activations: judged by agreement (and KL)
         assert report["criterion"].startswith("teacher_forced_top1_agreement") and report["mean_kl"] < 1e-3
-    elif name == "int4-kv8":  # int8 activations and an int8 cache, both rounded by the reference as the kernels do
-        assert report["reference"].endswith("(int8-dynamic-per-block activations), int8 KV cache")
+    elif name == "int4-float-kv8":  # exact linears, and an int8 cache the reference rounds as the kernel does; which
+        # side of a rounding tie a cached value lands on depends on the CPU's float arithmetic, so: agreement
+        assert report["reference"] == "fake-quant int4, int8 KV cache" and report["criterion"].startswith(
+            "teacher_forced_top1_agreement")
         assert report["mean_kl"] < 1e-3 and manifest["kv_cache"]["dtype"] == "int8"
     elif name in ("fp32", "int8-float", "int4-float"):  # the reference's own weights and arithmetic: exact
         assert report["max_abs_logit_diff"] <= 1e-3
@@ -279,34 +281,59 @@ def test_activation_option_refusals(capsys, tmp_path, argv, message):
 
 def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
     """The int8 cache ONNX Runtime writes during a prefill is, code for code, the reference's rounding of its own
-    keys and values with the bundle's scales (a quarter of the fp32 cache's bytes)."""
+    keys and values with the bundle's scales (a quarter of the fp32 cache's bytes).
+
+    Which side of a rounding tie a value lands on depends on the CPU's float arithmetic (AVX2, AVX-512, ARM sum in
+    different orders), and one flipped code changes every later layer's inputs a little. So the reference runs
+    layer by layer on ONNX Runtime's own codes: each layer's cache holds what ONNX Runtime stored, and the
+    reference's keys and values of the next layer come from the same rounded history. What is left between the two
+    is float32 reassociation in one layer of the float-activation graph (relative error ~1e-6, under 1e-3 of a
+    code step for codes up to 128): every code must equal the reference's rounding unless the reference's value
+    lies within TIE of a rounding boundary, and there it may be one step away."""
     import torch
 
     from runtimes.bundle import load_backend
     from runtimes.eval.parity import _bundle_reference
-    from runtimes.quant.kv import SCALES_FILE
+    from runtimes.quant.kv import QMAX, SCALES_FILE
 
-    bundle = bundles["int4-kv8"]
+    tie = 1e-3  # of a code step: far above float32 reassociation, far below any real rounding difference
+    bundle = bundles["int4-float-kv8"]
     manifest = read_manifest(bundle)
-    assert SCALES_FILE in manifest["files"]
+    assert SCALES_FILE in manifest["files"] and manifest["quant"].get("activations", "float") == "float"
     assert manifest["kv_cache"]["bytes_at_max_context"] * 4 == read_manifest(bundles["int4-kv32"])["kv_cache"][
         "bytes_at_max_context"]
     ids = tiny_tokenizer.encode("<|im_start|>user\nWhat is 4821 - 9377?<|im_end|>\n<|im_start|>assistant\n")
     backend = load_backend(bundle)
     backend.prefill(ids)
+    stored = [backend.past[i].numpy()[:, :, :len(ids)] for i in range(len(backend.past))]
+    assert all(codes.dtype == np.int8 for codes in stored)
     reference, _ = _bundle_reference(manifest, None, bundle)
-    reference.prefill(ids)
     scales = torch.from_numpy(np.load(bundle / SCALES_FILE))
-    n, matched = len(ids), []
+    unrounded = {}
+
+    def on_ort_codes(layer: int, cache):
+        def update(input_pos, k, v):
+            for j, x in enumerate((k, v)):
+                unrounded[2 * layer + j] = (x.float() / scales[layer, j][None, :, None, :]).numpy()
+                codes = torch.from_numpy(stored[2 * layer + j].astype(np.float32))
+                cache_tensor = (cache.k_cache, cache.v_cache)[j]
+                cache_tensor[:, :, input_pos] = (codes * scales[layer, j][None, :, None, :]).to(cache_tensor.dtype)
+            return cache.k_cache, cache.v_cache
+        return update
+
     for i, layer in enumerate(reference.module.layers):
         cache = layer.self_attn.attend.kv_cache
-        for j, ours in enumerate((cache.k_cache, cache.v_cache)):
-            expected = torch.round(ours[:, :, :n] / scales[i, j][None, :, None, :]).numpy()
-            got = backend.past[2 * i + j].numpy()[:, :, :n].astype(np.float32)
-            assert backend.past[2 * i + j].numpy().dtype == np.int8
-            assert np.abs(got - expected).max() <= 1  # a float ulp apart at a rounding tie, at most
-            matched.append((got == expected).mean())
-    assert min(matched) > 0.995, matched
+        cache.update = on_ort_codes(i, cache)
+    reference.prefill(ids)
+    flips = 0
+    for index, codes in enumerate(stored):
+        x = unrounded[index]
+        expected = np.clip(np.round(x), -QMAX - 1, QMAX)
+        got = codes.astype(np.float32)
+        at_tie = np.abs(np.abs(x - np.floor(x)) - 0.5) <= tie
+        assert np.all((got == expected) | (at_tie & (np.abs(got - expected) == 1))), index
+        flips += int((got != expected).sum())
+    assert flips <= 0.001 * sum(codes.size for codes in stored)  # ties are rare, not the rule
 
 
 def test_kv_fake_quant_is_the_kernels_rounding():
@@ -378,7 +405,7 @@ def test_kv_scales_of_another_shape_are_refused_clearly(bundles, tmp_path, capsy
     from tests.test_bundle import write_manifest_json
 
     bundle = tmp_path / "b"
-    shutil.copytree(bundles["int4-kv8"], bundle)
+    shutil.copytree(bundles["int4"], bundle)
     np.save(bundle / SCALES_FILE, np.ones((3, 2, 2, 8), np.float32))
     manifest = json.loads((bundle / "manifest.json").read_text())
     scales = bundle / SCALES_FILE

@@ -316,11 +316,13 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
                                                         "mean_kl")}
     quant = manifest["quant"]
     rounded = (quant["name"] == "fp16" or quant.get("activations", "float") != "float"
-               or manifest["kv_cache"]["dtype"] == "float16" or manifest.get("profile") == "coreml"
+               or manifest["kv_cache"]["dtype"] in ("float16", "int8") or manifest.get("profile") == "coreml"
                or any(quant.get(f"int{b}_scale_dtype", "float32") != "float32" for b in (4, 8)))
     if rounded:
-        # fp16 (and Core ML, which computes in fp16) rounds every weight and activation, and dynamically
-        # quantized kernels round activations their own way: judged by agreement, not by a logit bound
+        # fp16 (and Core ML, which computes in fp16) rounds every weight and activation, dynamically quantized
+        # kernels round activations their own way, and an int8 cache rounds every key and value: the reference
+        # rounds alike, but which side of a rounding tie a value lands on depends on the CPU's float arithmetic,
+        # and a flip moves later logits by more than any fixed bound. Judged by agreement, not by a logit bound
         report["criterion"] = f"teacher_forced_top1_agreement >= {ROUNDED_MIN_TOP1}"
         report["passed"] = report["teacher_forced_top1_agreement"] >= ROUNDED_MIN_TOP1
     else:  # same weights on both sides: the graph must compute what the reference computes
