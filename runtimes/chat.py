@@ -102,6 +102,45 @@ def render(messages: Sequence[Message], add_generation_prompt: bool = True, enab
     return "".join(out)
 
 
+# User text stays text: before rendering, every special-token string inside user and tool content gets TEXT_MARK
+# (a Unicode noncharacter, meant for such internal use) after its first character, so neither the template nor the
+# tokenizer can see it; encoding then cuts the text at each mark and drops it. The prompt's control tokens are only
+# those the template wrote. The apps' cores do the same (ChatTemplate.userTextAsText / encodingChunks).
+TEXT_MARK = "\ufdd0"
+
+
+def _special_pattern(specials: Sequence[str]) -> re.Pattern:
+    return re.compile("|".join(re.escape(s) for s in sorted(set(specials), key=len, reverse=True) if len(s) > 1))
+
+
+def user_text_as_text(messages: Sequence[Message], specials: Sequence[str]) -> list[dict]:
+    """`messages` with every special-token string in user and tool content broken by TEXT_MARK."""
+    pattern = _special_pattern(specials)
+    out = []
+    for m in messages:
+        m = dict(m)
+        if m.get("role") in ("user", "tool") and isinstance(m.get("content"), str) and specials:
+            m["content"] = pattern.sub(lambda match: match.group()[0] + TEXT_MARK + match.group()[1:], m["content"])
+        out.append(m)
+    return out
+
+
+def encoding_chunks(text: str, specials: Sequence[str]) -> list[str]:
+    """A rendered prompt cut where user_text_as_text marked a special-token string, the marks dropped: encoded one
+    by one, no chunk holds a whole special-token string that a user wrote."""
+    if TEXT_MARK not in text or not specials:
+        return [text]
+    marked = re.compile("|".join(re.escape(s[0] + TEXT_MARK + s[1:])
+                                 for s in sorted(set(specials), key=len, reverse=True) if len(s) > 1))
+    chunks, start = [], 0
+    for match in marked.finditer(text):
+        cut = match.start() + 1
+        chunks.append(text[start:cut])
+        start = cut + len(TEXT_MARK)
+    chunks.append(text[start:])
+    return [chunk for chunk in chunks if chunk]
+
+
 def thinking_requested(messages: Sequence[Message], default: bool = True) -> bool:
     """Apply Qwen3's soft switches: the last /think or /no_think in the user turns wins."""
     mode = default

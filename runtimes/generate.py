@@ -65,7 +65,7 @@ def prepare_prompt(tokenizer: QwenTokenizer, messages: Sequence[Message], budget
     if budget is not None and budget < 0:
         raise UserError(f"thinking budget must be >= 0 (0 turns thinking off), got {budget}")
     thinking = thinking_requested(messages, enable_thinking) and budget != 0
-    return tokenizer.encode(tokenizer.render(messages, enable_thinking=thinking, tools=tools)), thinking
+    return tokenizer.encode_conversation(messages, enable_thinking=thinking, tools=tools), thinking
 
 
 def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None = None,

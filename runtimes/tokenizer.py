@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from runtimes.chat import encoding_chunks, user_text_as_text
 from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, read_json, regular_file
 
@@ -29,8 +30,11 @@ class SpecialIds:
 
 
 class QwenTokenizer:
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, special_in_user_text: bool = False):
+        """`special_in_user_text`: encode special-token strings that users and tools write (`<|im_start|>`,
+        `<tool_call>`, ...) as the control tokens they name, as transformers does; by default they stay text."""
         directory = Path(directory)
+        self.special_in_user_text = special_in_user_text
         path = directory / "tokenizer.json"
         fix = "restore it from the checkpoint"
         if not regular_file(path):
@@ -58,6 +62,7 @@ class QwenTokenizer:
             if ids[name] is None:
                 raise UserError(f"{path} lacks Qwen3's {token} token; this is not a Qwen3 tokenizer")
         self.special = SpecialIds(**ids)
+        self.added_tokens = [token.content for token in self.tokenizer.get_added_tokens_decoder().values()]
 
     def render(self, messages, add_generation_prompt: bool = True, enable_thinking: bool = True,
                tools=None) -> str:
@@ -76,6 +81,15 @@ class QwenTokenizer:
         except Exception as exc:  # the template's own raise_exception, or its errors on this conversation
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise UserError(f"the checkpoint's chat template cannot render this conversation ({reason})") from None
+
+    def encode_conversation(self, messages, enable_thinking: bool = True, tools=None) -> list[int]:
+        """The prompt ids of a conversation: only the template's own control tokens are special, unless
+        special_in_user_text (see runtimes.chat.user_text_as_text)."""
+        if self.special_in_user_text:
+            return self.encode(self.render(messages, enable_thinking=enable_thinking, tools=tools))
+        text = self.render(user_text_as_text(messages, self.added_tokens), enable_thinking=enable_thinking,
+                           tools=tools)
+        return [i for chunk in encoding_chunks(text, self.added_tokens) for i in self.encode(chunk)]
 
     def encode(self, text: str) -> list[int]:
         try:

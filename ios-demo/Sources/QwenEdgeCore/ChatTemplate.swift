@@ -89,6 +89,67 @@ public enum ChatTemplate {
         return out
     }
 
+    /// User text stays text (as runtimes/chat.py, replaying tests/golden/user_text.json): every special-token string
+    /// (the tokenizer's added tokens) inside user and tool content gets `textMark`, a Unicode noncharacter, after its
+    /// first character, so the template never sees it; `encodingChunks` then cuts the rendered prompt there. Works
+    /// on Unicode scalars, as Python's str and Java's String index (no grapheme clustering moves a boundary).
+    public static let textMark = Unicode.Scalar(UInt32(0xFDD0))!  // (a literal cannot spell a noncharacter)
+
+    static func longestFirst(_ specialTokens: [String]) -> [[Unicode.Scalar]] {
+        var seen = Set<String>()
+        let unique = specialTokens.filter { $0.unicodeScalars.count > 1 && seen.insert($0).inserted }
+        return unique.map { Array($0.unicodeScalars) }.sorted { $0.count > $1.count }
+    }
+
+    static func match(_ text: [Unicode.Scalar], at i: Int, _ sorted: [[Unicode.Scalar]]) -> [Unicode.Scalar]? {
+        sorted.first { i + $0.count <= text.count && text[i..<(i + $0.count)].elementsEqual($0) }
+    }
+
+    /// `messages` with every special-token string in user and tool content broken by `textMark`.
+    public static func userTextAsText(_ messages: [Message], specialTokens: [String]) -> [Message] {
+        let sorted = longestFirst(specialTokens)
+        return messages.map { m in
+            guard m.role == "user" || m.role == "tool" else { return m }
+            let text = Array(m.content.unicodeScalars)
+            var out = String.UnicodeScalarView()
+            var i = 0
+            while i < text.count {
+                if let token = match(text, at: i, sorted) {
+                    out.append(token[0])
+                    out.append(textMark)
+                    out.append(contentsOf: token[1...])
+                    i += token.count
+                } else {
+                    out.append(text[i])
+                    i += 1
+                }
+            }
+            return Message(role: m.role, content: String(out), reasoning: m.reasoning)
+        }
+    }
+
+    /// A prompt rendered from userTextAsText's messages, cut where a special-token string was marked, the marks
+    /// dropped: the app's tokenizer encodes the chunks one by one, so only the template's control tokens are special.
+    public static func encodingChunks(_ rendered: String, specialTokens: [String]) -> [String] {
+        let marked = longestFirst(specialTokens).map { [$0[0], textMark] + $0[1...] }
+        let text = Array(rendered.unicodeScalars)
+        var chunks: [String] = []
+        var start = 0, i = 0
+        func chunk(_ a: Int, _ b: Int) -> String {
+            var view = String.UnicodeScalarView()
+            view.append(contentsOf: text[a..<b])
+            return String(view)
+        }
+        while i < text.count {
+            guard let token = match(text, at: i, marked) else { i += 1; continue }
+            chunks.append(chunk(start, i + 1))
+            start = i + 2
+            i += token.count
+        }
+        chunks.append(chunk(start, text.count))
+        return chunks.filter { !$0.isEmpty }
+    }
+
     /// Qwen3's soft switches: the last /think or /no_think in the user turns wins.
     public static func thinkingRequested(_ messages: [Message], default mode: Bool = true) -> Bool {
         var mode = mode

@@ -1,5 +1,7 @@
 package dev.qwenedge.core;
 
+import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -93,6 +95,87 @@ public final class ChatTemplate {
             }
         }
         return out.toString();
+    }
+
+    /**
+     * User text stays text (as runtimes/chat.py, replaying tests/golden/user_text.json): every special-token string
+     * (the tokenizer's added tokens) inside user and tool content gets TEXT_MARK, a Unicode noncharacter, after its
+     * first character, so the template never sees it; {@link #encodingChunks} then cuts the rendered prompt there.
+     */
+    public static final String TEXT_MARK = "\uFDD0";
+
+    private static List<String> longestFirst(List<String> specialTokens) {
+        List<String> sorted = new ArrayList<>();
+        for (String token : specialTokens) {
+            if (token.length() > 1 && !sorted.contains(token)) {
+                sorted.add(token);
+            }
+        }
+        sorted.sort(Comparator.comparingInt(String::length).reversed());
+        return sorted;
+    }
+
+    /** The longest special-token string that starts at `at`, or null. */
+    private static String specialAt(String text, int at, List<String> sorted) {
+        for (String token : sorted) {
+            if (text.startsWith(token, at)) {
+                return token;
+            }
+        }
+        return null;
+    }
+
+    /** `messages` with every special-token string in user and tool content broken by TEXT_MARK. */
+    public static List<Message> userTextAsText(List<Message> messages, List<String> specialTokens) {
+        List<String> sorted = longestFirst(specialTokens);
+        List<Message> out = new ArrayList<>();
+        for (Message m : messages) {
+            if (!(m.role.equals("user") || m.role.equals("tool")) || m.content == null) {
+                out.add(m);
+                continue;
+            }
+            StringBuilder text = new StringBuilder();
+            int i = 0;
+            while (i < m.content.length()) {
+                String token = specialAt(m.content, i, sorted);
+                if (token == null) {
+                    text.append(m.content.charAt(i));
+                    i++;
+                } else {
+                    text.append(token.charAt(0)).append(TEXT_MARK).append(token, 1, token.length());
+                    i += token.length();
+                }
+            }
+            out.add(new Message(m.role, text.toString(), m.reasoning));
+        }
+        return out;
+    }
+
+    /**
+     * A prompt rendered from userTextAsText's messages, cut where a special-token string was marked, the marks
+     * dropped: the app's tokenizer encodes the chunks one by one, so only the template's control tokens are special.
+     */
+    public static List<String> encodingChunks(String text, List<String> specialTokens) {
+        List<String> chunks = new ArrayList<>();
+        List<String> marked = new ArrayList<>();
+        for (String token : longestFirst(specialTokens)) {
+            marked.add(token.charAt(0) + TEXT_MARK + token.substring(1));
+        }
+        int start = 0;
+        int i = 0;
+        while (i < text.length()) {
+            String token = specialAt(text, i, marked);
+            if (token == null) {
+                i++;
+                continue;
+            }
+            chunks.add(text.substring(start, i + 1));
+            start = i + 1 + TEXT_MARK.length();
+            i += token.length();
+        }
+        chunks.add(text.substring(start));
+        chunks.removeIf(String::isEmpty);
+        return chunks;
     }
 
     /** Qwen3's soft switches: the last /think or /no_think in the user turns wins. */
