@@ -158,7 +158,7 @@ def test_user_error_as_a_real_process(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["", "export", "parity", "bench", "chat", "quantize", "make-model", "verify",
-                                     "deploy"])
+                                     "deploy", "serve"])
 def test_help_for_every_subcommand(capsys, command):
     argv = [command, "--help"] if command else ["--help"]
     with pytest.raises(SystemExit) as exit_info:

@@ -66,7 +66,7 @@ def check_text(text: str, name: str) -> None:
         raise UserError("the prompt is empty; pass the message to send, e.g. chat 'What is 12 + 30?'")
 
 
-def open_session(model: str | None, bundle: str | None, max_seq_len: int | None):
+def open_session(model: str | None, bundle: str | None, max_seq_len: int | None, special_in_user_text: bool = False):
     """→ (backend, tokenizer, generation_config dict)."""
     from pathlib import Path
 
@@ -93,7 +93,7 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None)
         if max_seq_len < 16:
             raise UserError("--max-seq-len must be at least 16")
         backend = ReferenceBackend.from_model(str(directory), max_seq_len=max_seq_len)
-    return backend, QwenTokenizer(directory), read_generation_config(directory)
+    return backend, QwenTokenizer(directory, special_in_user_text), read_generation_config(directory)
 
 
 def stream_chat(backend, tokenizer, generation_config: dict, prompt: str, budget: int | None, system: str | None,
