@@ -12,7 +12,8 @@ FORBIDDEN = {"runtimes": ("exporter", "calibration", "tools"), "calibration": ("
 # the runtime works without torch (an extra): these runtimes modules may not import torch even in a function
 TORCH_FREE = ("runtimes/bundle.py", "runtimes/chat.py", "runtimes/errors.py", "runtimes/files.py",
               "runtimes/generate.py", "runtimes/sampling.py", "runtimes/thinking.py", "runtimes/tokenizer.py",
-              "runtimes/verify.py", "runtimes/backends/__init__.py", "runtimes/backends/onnxruntime.py",
+              "runtimes/verify.py", "runtimes/tool_calls.py", "runtimes/messages.py", "runtimes/serve.py",
+              "runtimes/backends/__init__.py", "runtimes/backends/onnxruntime.py",
               "runtimes/backends/coreml.py", "runtimes/backends/qnn.py")
 
 

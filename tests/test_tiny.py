@@ -73,14 +73,14 @@ def test_thinking_helps(backend, tiny_tokenizer):
 
 
 def test_chat_cli_json(capsys):
-    code, out, err = run_cli(capsys, "chat", "--thinking-budget", "8", "--json", "What is 4821 - 9377?")
+    code, out, err = run_cli(capsys, "chat", "--thinking-budget", "8", "--json", "-", "What is 4821 - 9377?")
     assert code == 0, err
     result = json.loads(out)
     for field in ("reasoning", "content", "reasoning_tokens", "content_tokens", "stopped_by_budget", "finish_reason",
                   "ttft_ms", "decode_tokens_per_s"):
         assert field in result
     assert result["reasoning_tokens"] == 8 and result["stopped_by_budget"] is True
-    code, out, _ = run_cli(capsys, "chat", "--no-think", "--json", "What is 3 + 4?")
+    code, out, _ = run_cli(capsys, "chat", "--no-think", "--json", "-", "What is 3 + 4?")
     assert code == 0 and json.loads(out)["reasoning"] == ""
 
 

@@ -1,13 +1,16 @@
-"""`python -m exporter chat`: one reply from a model (reference backend) or a bundle (its own backend), the
-reasoning streamed dimmed, then the answer."""
+"""`python -m exporter chat`: a reply from a model (reference backend) or a bundle (its own backend), the reasoning
+streamed dimmed, then the answer and any tool calls; a conversation from a file (--messages, tools with --tools), or
+an interactive session on stdin."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+from exporter.commands.common import check_writable, need_torch, write_json
 from runtimes.errors import UserError
 
 SUMMARY = "talk to a model or bundle with a thinking budget"
@@ -34,8 +37,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, metavar="P")
     p.add_argument("--seed", type=int, metavar="S", help="seed for sampling")
     p.add_argument("--system", metavar="TEXT", help="a system message")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
-    p.add_argument("prompt", metavar="PROMPT", help="the user message (/think and /no_think switches work)")
+    p.add_argument("--prompt-file", metavar="FILE", help="read the user message from a UTF-8 file ('-': stdin)")
+    p.add_argument("--messages", metavar="FILE",
+                   help="a conversation to continue: a JSON list of OpenAI-style messages (system, user, assistant "
+                        "with tool_calls, tool results); PROMPT, if given, is added as the last user turn")
+    p.add_argument("--tools", metavar="FILE",
+                   help='functions the model may call: a JSON list of {"type": "function", "function": {"name": '
+                        '..., "description": ..., "parameters": {...}}}; its calls are parsed and printed')
+    p.add_argument("--json", metavar="FILE",
+                   help="write the result as JSON to FILE ('-': stdout, instead of streaming text): the answer, "
+                        "reasoning, parsed tool calls and stats; in an interactive session every turn and the "
+                        "conversation")
+    p.add_argument("--allow-special-tokens-in-user-text", action="store_true",
+                   help="let special-token strings in the user's and tools' text (<|im_start|>, <tool_call>, ...) "
+                        "become control tokens, as transformers does (default: they are encoded as plain text)")
+    p.add_argument("prompt", metavar="PROMPT", nargs="?",
+                   help="the user message ('-': read it from stdin; /think and /no_think switches work). Without "
+                        "PROMPT, --prompt-file or --messages: an interactive session, one user turn per line of "
+                        "stdin until end of input, the conversation kept as Qwen's template expects (earlier "
+                        "turns' thinking dropped)")
+
+
+@dataclass
+class Session:
+    backend: object
+    tokenizer: object
+    generation_config: dict
+
+
+@dataclass
+class TurnOptions:
+    budget: int | None
+    max_new_tokens: int
+    overrides: dict
+    tools: list | None
+    stream: bool  # text to stdout as it comes (else only --json's output)
 
 
 def run(args) -> int:
@@ -44,19 +80,91 @@ def run(args) -> int:
     overrides = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p,
                  "seed": args.seed}
     SamplingParams(**{k: v for k, v in overrides.items() if v is not None})  # bad values fail before loading
-    check_text(args.prompt, "prompt")
-    check_text(args.system or "", "--system text")
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
-    backend, tokenizer, generation_config = open_session(args.model, args.bundle, args.max_seq_len)
-    budget = 0 if args.no_think else args.thinking_budget
-    result = stream_chat(backend, tokenizer, generation_config, args.prompt, budget=budget, system=args.system,
-                         max_new_tokens=args.max_new_tokens, overrides=overrides, stream=not args.json)
-    if args.json:
-        fields = asdict(result)
-        fields.pop("token_ids")
-        print(json.dumps(fields, indent=2))
+    if args.json and args.json != "-":
+        check_writable(args.json)
+    check_text(args.system or "", "--system text")
+    if args.prompt is not None and args.prompt_file is not None:
+        raise UserError("pass the user message either as PROMPT or with --prompt-file, not both")
+    if args.prompt == "-" and args.prompt_file == "-":
+        raise UserError("stdin can hold only one thing")
+    prompt = read_text(args.prompt_file, "--prompt-file") if args.prompt_file else \
+        read_text("-", "PROMPT") if args.prompt == "-" else args.prompt
+    if prompt is not None:
+        check_text(prompt, "prompt")
+    history = read_messages(args.messages) if args.messages else []
+    tools = read_tools(args.tools) if args.tools else None
+    if args.system:
+        if history and history[0]["role"] == "system":
+            raise UserError(f"{args.messages} already starts with a system message; drop --system or that message")
+        history = [{"role": "system", "content": args.system}] + history
+    interactive = prompt is None and not args.messages
+    if prompt is None and args.messages and history[-1]["role"] not in ("user", "tool"):
+        raise UserError(f"{args.messages} ends with an {history[-1]['role']} turn; end it with a user or tool "
+                        "message, or pass PROMPT")
+    session = Session(*open_session(args.model, args.bundle, args.max_seq_len,
+                                    special_in_user_text=args.allow_special_tokens_in_user_text))
+    options = TurnOptions(0 if args.no_think else args.thinking_budget, args.max_new_tokens, overrides, tools,
+                          stream=args.json != "-")
+    if interactive:
+        report = chat_session(session, history, options)
+    else:
+        messages = history + ([{"role": "user", "content": prompt}] if prompt is not None else [])
+        result, parsed = stream_chat(session, messages, options)
+        report = turn_json(result, parsed)
+    if args.json == "-":
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    elif args.json:
+        write_json(args.json, report)
     return 0
+
+
+def read_text(path: str, what: str) -> str:
+    """A UTF-8 text file, or stdin for '-': any other kind of file, bytes that are not UTF-8 or a size past
+    JSON_LIMIT are one line."""
+    from runtimes.files import JSON_LIMIT, regular_file
+
+    if path == "-":
+        data = sys.stdin.buffer.read(JSON_LIMIT + 1)
+        where = "stdin"
+    else:
+        file = Path(path)
+        if not file.exists():
+            raise UserError(f"{what} {path} does not exist")
+        if not regular_file(file):
+            raise UserError(f"{what} {path} is not a regular file; pass a UTF-8 text file or '-' for stdin")
+        if file.stat().st_size > JSON_LIMIT:
+            raise UserError(f"{what} {path} is larger than {JSON_LIMIT >> 20} MiB; no context holds that much")
+        data, where = file.read_bytes(), path
+    if len(data) > JSON_LIMIT:
+        raise UserError(f"{what} from {where} is larger than {JSON_LIMIT >> 20} MiB; no context holds that much")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} from {where} is not UTF-8 text") from None
+
+
+def read_messages(path: str) -> list[dict]:
+    from runtimes.files import read_json
+    from runtimes.messages import messages_from_openai
+
+    value = read_json(Path(path), 'it must be a JSON list of messages such as [{"role": "user", "content": "hi"}]')
+    try:
+        return messages_from_openai(value)
+    except UserError as exc:
+        raise UserError(f"--messages {path}: {exc}") from None
+
+
+def read_tools(path: str) -> list[dict] | None:
+    from runtimes.files import read_json
+    from runtimes.messages import check_tools
+
+    value = read_json(Path(path), 'it must be a JSON list of {"type": "function", "function": {"name": ...}}')
+    try:
+        return check_tools(value)
+    except UserError as exc:
+        raise UserError(f"--tools {path}: {exc}") from None
 
 
 def check_text(text: str, name: str) -> None:
@@ -66,10 +174,59 @@ def check_text(text: str, name: str) -> None:
         raise UserError("the prompt is empty; pass the message to send, e.g. chat 'What is 12 + 30?'")
 
 
+def turn_json(result, parsed) -> dict:
+    """One turn's result: the generation's fields and stats, its parsed tool calls, and the assistant message
+    (OpenAI's shape) that continues the conversation (chat --messages takes it back)."""
+    from runtimes.tool_calls import parsed_as_json
+
+    fields = asdict(result)
+    fields.pop("token_ids")
+    calls = parsed_as_json(parsed)
+    fields["tool_calls"] = calls["tool_calls"]
+    fields["tool_call_errors"] = [{**e, "message": error.message} for e, error in zip(calls["errors"], parsed.errors)]
+    fields["message"] = assistant_message(result, parsed)
+    return fields
+
+
+def assistant_message(result, parsed) -> dict:
+    message = {"role": "assistant", "content": parsed.content if parsed.tool_calls else result.content}
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning
+    if parsed.tool_calls:
+        message["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                                 for c in parsed.tool_calls]
+    return message
+
+
+def chat_session(session: Session, history: list[dict], options: TurnOptions) -> dict:
+    """An interactive session: one user turn per line of stdin until end of input. The assistant's turns are kept
+    with their reasoning and tool calls apart from the answer; Qwen's template drops the reasoning of turns before
+    the last user message, as the model was trained."""
+    tty = sys.stdin.isatty()
+    turns = []
+    if tty:
+        print("one message per line; end with Ctrl-D", file=sys.stderr)
+    while True:
+        if tty:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        check_text(text, "prompt")
+        history.append({"role": "user", "content": text})
+        result, parsed = stream_chat(session, history, options)
+        history.append(assistant_message(result, parsed))
+        turns.append(turn_json(result, parsed))
+    if not turns:
+        raise UserError("no message came on stdin; pass PROMPT, --prompt-file or --messages, or type a message")
+    return {"turns": turns, "messages": history}
+
+
 def open_session(model: str | None, bundle: str | None, max_seq_len: int | None, special_in_user_text: bool = False):
     """→ (backend, tokenizer, generation_config dict)."""
-    from pathlib import Path
-
     from runtimes.sampling import read_generation_config
     from runtimes.tokenizer import QwenTokenizer
 
@@ -81,8 +238,6 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
             raise UserError(f"bundle {bundle} does not exist; pass a directory written by python -m exporter")
         backend = load_backend(directory)  # after every check of verify --no-run
     else:
-        from exporter.commands.common import need_torch
-
         need_torch("chat --model (the reference backend)")
         from runtimes.backends.reference import ReferenceBackend
         from runtimes.checkpoint import load_config, resolve_model_dir
@@ -96,22 +251,22 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
     return backend, QwenTokenizer(directory, special_in_user_text), read_generation_config(directory)
 
 
-def stream_chat(backend, tokenizer, generation_config: dict, prompt: str, budget: int | None, system: str | None,
-                max_new_tokens: int, overrides: dict, stream: bool):
+def stream_chat(session: Session, messages: list[dict], options: TurnOptions):
+    """One assistant turn, streamed to stdout when options.stream → (GenerationResult, ParsedOutput)."""
     from runtimes.generate import generate
     from runtimes.sampling import SamplingParams
+    from runtimes.tool_calls import parse_output
 
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    sampling = SamplingParams.from_generation_config(generation_config, thinking=budget != 0)
-    sampling = replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
+    sampling = SamplingParams.from_generation_config(session.generation_config, thinking=options.budget != 0)
+    sampling = replace(sampling, **{k: v for k, v in options.overrides.items() if v is not None})
     tty = sys.stdout.isatty()
     channel, started, held = None, False, ""  # newlines at the edges of each channel are not printed
-    for event in generate(backend, tokenizer, messages, budget=budget, max_new_tokens=max_new_tokens,
-                          sampling=sampling):
+    for event in generate(session.backend, session.tokenizer, messages, budget=options.budget,
+                          max_new_tokens=options.max_new_tokens, sampling=sampling, tools=options.tools):
         if event.kind == "done":
             result = event.result
             break
-        if not stream:
+        if not options.stream:
             continue
         if event.kind != channel:
             if channel == "reasoning":
@@ -126,12 +281,18 @@ def stream_chat(backend, tokenizer, generation_config: dict, prompt: str, budget
         held = text[len(text.rstrip("\n")):]
         sys.stdout.write(text[:len(text) - len(held)])
         sys.stdout.flush()
-    if stream:
+    parsed = parse_output(result.content, reasoning=result.reasoning)
+    if options.stream:
         if tty and channel == "reasoning":
             sys.stdout.write(RESET)
         sys.stdout.write("\n")
+        sys.stdout.flush()
+        for call in parsed.tool_calls:
+            print(f"[tool call: {call.name} {json.dumps(call.arguments, ensure_ascii=False)}]", file=sys.stderr)
+        for error in parsed.errors:
+            print(f"[tool call error: {error.message}]", file=sys.stderr)
         cut = " (cut by budget)" if result.stopped_by_budget else ""
         print(f"[{result.reasoning_tokens} reasoning tokens{cut}, {result.content_tokens} answer tokens, "
               f"finish: {result.finish_reason}, TTFT {result.ttft_ms:.0f} ms, "
               f"decode {result.decode_tokens_per_s:.1f} tok/s]", file=sys.stderr)
-    return result
+    return result, parsed
