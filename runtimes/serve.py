@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -457,3 +459,25 @@ async def _stream(server: Server, ticket: Ticket, chat: ChatRequest, created: in
         yield _sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": server.model.name,
                     "choices": [], "usage": _usage(result)})
     yield "data: [DONE]\n\n"
+
+
+class Background:
+    """An app served by uvicorn from a thread of this process on a free loopback port (tests, tools/load_serve)."""
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", timeout_s: float = 30):
+        listener = socket.socket()
+        listener.bind((host, 0))
+        listener.listen(128)
+        self.url = f"http://{host}:{listener.getsockname()[1]}/v1"
+        self.uvicorn = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [listener]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.uvicorn.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=30)

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,11 +16,10 @@ import httpx2  # the HTTP client the openai package is built on
 import numpy as np
 import openai
 import pytest
-import uvicorn
 
 from exporter.commands.chat import open_session
 from runtimes.checkpoint import resolve_model_dir
-from runtimes.serve import Model, ServeLimits, Server, build_app
+from runtimes.serve import Background, Model, ServeLimits, Server, build_app
 from runtimes.tokenizer import QwenTokenizer
 from tests.conftest import ROOT, run_cli
 
@@ -36,23 +34,13 @@ class Running:
 
     def __init__(self, model: Model, limits: ServeLimits = ServeLimits()):
         self.server = Server(model, limits)
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-        self.uvicorn = uvicorn.Server(uvicorn.Config(build_app(self.server), log_level="warning"))
-        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [listener]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.uvicorn.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
+        self.background = Background(build_app(self.server))
+        self.url = self.background.url
         self.client = openai.OpenAI(base_url=self.url, api_key="unused", max_retries=0, timeout=120)
         self.name = model.name
 
     def stop(self):
-        self.uvicorn.should_exit = True
-        self.thread.join(timeout=30)
+        self.background.stop()
 
 
 class ScriptedBackend:
@@ -269,3 +257,12 @@ def test_the_command_refuses_a_taken_port_and_a_missing_bundle(capsys, tmp_path)
     assert code == 2 and "does not exist" in err and len(err.splitlines()) == 1
     code, _, err = run_cli(capsys, "serve", "--bundle", str(tmp_path), "--queue", "-1")
     assert code == 2 and "--queue must be >= 0" in err
+
+
+@pytest.mark.slow
+def test_a_bounded_load_test_serves_every_request(shared_export):
+    from tools.load_serve import load_test
+
+    report = load_test(str(shared_export(*ONNX_TINY)), clients=8, requests=48, max_tokens=8)
+    assert report["served"] == 48 and report["errors"] == 0
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
