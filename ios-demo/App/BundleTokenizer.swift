@@ -1,5 +1,6 @@
 import Foundation
 import Hub
+import QwenEdgeCore
 import Tokenizers
 
 /// The bundle's tokenizer, built from its tokenizer.json and tokenizer_config.json alone (swift-transformers 1.3.3:
@@ -13,22 +14,32 @@ struct BundleTokenizer: Sendable {
     }
 
     private let tokenizer: any Tokenizer
+    /// Every added token's text (<|im_start|>, <think>, <tool_call>, ...): what user text must not spell.
+    let specialTokens: [String]
 
     /// Reads the two files of a bundle that BundleVerifier has already checked (sizes and sha256).
     init(bundle: URL) throws {
-        func config(_ name: String) throws -> Config {
+        func object(_ name: String) throws -> [NSString: Any] {
             let data = try Data(contentsOf: bundle.appendingPathComponent(name))
             guard let object = try JSONSerialization.jsonObject(with: data) as? [NSString: Any] else {
                 throw Unreadable(description: "\(name) is not a JSON object")
             }
-            return Config(object)
+            return object
         }
-        tokenizer = try AutoTokenizer.from(tokenizerConfig: try config("tokenizer_config.json"),
-                                           tokenizerData: try config("tokenizer.json"))
+        let tokenizerJSON = try object("tokenizer.json")
+        specialTokens = (tokenizerJSON["added_tokens"] as? [[String: Any]] ?? []).compactMap { $0["content"] as? String }
+        tokenizer = try AutoTokenizer.from(tokenizerConfig: Config(try object("tokenizer_config.json")),
+                                           tokenizerData: Config(tokenizerJSON))
     }
 
     /// The ids of an already rendered chat prompt (the template adds every special token itself).
     func encode(_ text: String) -> [Int] { tokenizer.encode(text: text, addSpecialTokens: false) }
+
+    /// A prompt rendered from ChatTemplate.userTextAsText's messages, encoded chunk by chunk, so only the template's
+    /// own control tokens become special ids.
+    func encodePrompt(_ rendered: String) -> [Int] {
+        QwenEdgeCore.ChatTemplate.encodingChunks(rendered, specialTokens: specialTokens).flatMap { encode($0) }
+    }
 
     func decode(_ ids: [Int]) -> String { tokenizer.decode(tokens: ids) }
 }

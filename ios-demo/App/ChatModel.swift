@@ -2,12 +2,14 @@ import CoreML
 import Foundation
 import QwenEdgeCore
 
-/// One exchange as the UI shows it: the reasoning apart from the answer, and live speed.
+/// One exchange as the UI shows it: the reasoning apart from the answer, tool calls, and live speed.
 struct Turn: Identifiable, Sendable {
     let id = UUID()
     var question: String
     var reasoning = ""
     var answer = ""
+    var written = ""  // the answer as the model wrote it, tool-call blocks included: what the next prompt holds
+    var toolCalls: [String] = []  // "name {arguments}", and malformed blocks
     var stats = ""
     var cutByBudget = false
 }
@@ -77,7 +79,7 @@ final class ChatModel: ObservableObject {
     func send(_ question: String) {
         guard let model, let tokenizer, let manifest, !busy else { return }
         var conversation: [Message] = turns.flatMap {
-            [Message(role: "user", content: $0.question), Message(role: "assistant", content: $0.answer)]
+            [Message(role: "user", content: $0.question), Message(role: "assistant", content: $0.written)]
         }
         conversation.append(Message(role: "user", content: question))
         turns.append(Turn(question: question))
@@ -88,8 +90,11 @@ final class ChatModel: ObservableObject {
         // Off the main actor; `busy` keeps a second generation from starting while this one uses the model.
         Task.detached(priority: .userInitiated) {
             do {
-                let text = try ChatTemplate.render(conversation, enableThinking: thinks)
-                let prompt = tokenizer.encode(text)
+                // user text stays text: a <|im_start|> typed on the keyboard is not a control token
+                let text = try ChatTemplate.render(
+                    ChatTemplate.userTextAsText(conversation, specialTokens: tokenizer.specialTokens),
+                    enableThinking: thinks)
+                let prompt = tokenizer.encodePrompt(text)
                 var channels: [String: [Int]] = ["reasoning": [], "content": []]
                 let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds)
                 var sampler = Sampler()
@@ -115,7 +120,15 @@ final class ChatModel: ObservableObject {
                         self.turns[index].stats = stats
                     }
                 }
+                let written = tokenizer.decode(channels["content"] ?? []).trimmingCharacters(in: .whitespacesAndNewlines)
+                let reasoning = tokenizer.decode(channels["reasoning"] ?? []).trimmingCharacters(in: .newlines)
+                let parsed = ToolCallParser.parse(answer: written, reasoning: reasoning)
                 await MainActor.run {
+                    self.turns[index].written = written
+                    self.turns[index].answer = parsed.content
+                    self.turns[index].toolCalls = parsed.toolCalls.map {
+                        "\($0.name) \($0.argumentsJSON)"
+                    } + parsed.errors.map { "malformed tool call (\($0.kind))" }
                     self.turns[index].cutByBudget = result.stoppedByBudget
                     self.turns[index].stats = String(format: "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s (%@)",
                                                      result.ttftMs, result.prefillTokensPerS, result.decodeTokensPerS,

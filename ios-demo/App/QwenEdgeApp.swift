@@ -81,6 +81,7 @@ struct TurnView: View {
                 }
             }
             Text(turn.answer)
+            ForEach(turn.toolCalls, id: \.self) { Text("tool call: \($0)").font(.caption) }
             Text(turn.stats).font(.caption2).foregroundStyle(.secondary)
         }
         .frame(maxWidth: .infinity, alignment: .leading)

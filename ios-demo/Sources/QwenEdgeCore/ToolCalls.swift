@@ -4,6 +4,12 @@ import Foundation
 public struct ToolCall: Equatable, Sendable {
     public let name: String
     public let arguments: JSONObject
+
+    /// The arguments as one line of JSON, as OpenAI's API carries them (strings keep their newlines escaped, so
+    /// dropping the layout's line breaks changes no value).
+    public var argumentsJSON: String {
+        JSONValue.object(arguments).pretty(indent: 0).replacingOccurrences(of: "\n", with: "")
+    }
 }
 
 /// A block that is not a call: its kind (unclosed, invalid_json, not_object, missing_name, bad_arguments) and the

@@ -26,4 +26,11 @@ final class ToolCallTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(malformed, 5)
     }
+
+    func testArgumentsGoOutAsOneLineOfJSON() throws {
+        let parsed = ToolCallParser.parse("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": [1, 2.5], \"s\": \"a\\nb\"}}\n</tool_call>")
+        let call = try XCTUnwrap(parsed.toolCalls.first)
+        XCTAssertFalse(call.argumentsJSON.contains("\n"))
+        XCTAssertEqual(try JSON.parse(call.argumentsJSON), .object(call.arguments))
+    }
 }

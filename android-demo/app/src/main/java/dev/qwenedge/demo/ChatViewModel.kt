@@ -11,14 +11,17 @@ import dev.qwenedge.core.ChatTemplate
 import dev.qwenedge.core.Generator
 import dev.qwenedge.core.Message
 import dev.qwenedge.core.Sampler
+import dev.qwenedge.core.ToolCalls
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 
-/** One exchange as the UI shows it: the reasoning apart from the answer, and live speed. */
+/** One exchange as the UI shows it: the reasoning apart from the answer, tool calls, and live speed. */
 class Turn(val question: String) {
     var reasoning by mutableStateOf("")
     var answer by mutableStateOf("")
+    var written = "" // the answer as the model wrote it, tool-call blocks included: what the next prompt holds
+    var toolCalls by mutableStateOf<List<String>>(emptyList()) // "name {arguments}", and malformed blocks
     var stats by mutableStateOf("")
     var cutByBudget by mutableStateOf(false)
 }
@@ -65,7 +68,7 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
         val model = model ?: return
         val tokenizer = tokenizer ?: return
         val manifest = entry.manifest!!
-        val history = turns.flatMap { listOf(Message("user", it.question), Message("assistant", it.answer)) }
+        val history = turns.flatMap { listOf(Message("user", it.question), Message("assistant", it.written)) }
         val conversation = history + Message("user", question)
         val turn = Turn(question)
         turns.add(turn)
@@ -73,7 +76,10 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
         sampler.start(viewModelScope)
         viewModelScope.launch(Dispatchers.Default) {
             val thinks = ChatTemplate.thinks(conversation, budget, thinking)
-            val prompt = tokenizer.encode(ChatTemplate.render(conversation, true, thinks))
+            // user text stays text: a <|im_start|> typed on the keyboard is not a control token
+            val rendered = ChatTemplate.render(ChatTemplate.userTextAsText(conversation, tokenizer.specialTokens),
+                true, thinks)
+            val prompt = tokenizer.encodePrompt(rendered)
             val channels = mapOf("reasoning" to mutableListOf<Int>(), "content" to mutableListOf<Int>())
             val started = System.nanoTime()
             var first = 0L
@@ -100,6 +106,12 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
             withContext(Dispatchers.Main) {
                 busy = false
                 if (result != null) {
+                    val written = tokenizer.decode(channels.getValue("content")).trim()
+                    val parsed = ToolCalls.parse(written, turn.reasoning)
+                    turn.written = written
+                    turn.answer = parsed.content
+                    turn.toolCalls = parsed.calls.map { "${it.name} ${it.argumentsJson()}" } +
+                        parsed.errors.map { "malformed tool call (${it.kind})" }
                     lastTokens = result.tokenIds.size
                     turn.cutByBudget = result.stoppedByBudget
                     turn.stats = "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s  (%s)".format(

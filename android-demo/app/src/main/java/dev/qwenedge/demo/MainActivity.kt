@@ -96,6 +96,7 @@ fun TurnView(turn: Turn) {
             if (open) Text(turn.reasoning, fontStyle = FontStyle.Italic, style = MaterialTheme.typography.bodySmall)
         }
         Text(turn.answer)
+        turn.toolCalls.forEach { Text("tool call: $it", style = MaterialTheme.typography.bodySmall) }
         Text(turn.stats, style = MaterialTheme.typography.labelSmall)
     }
 }
