@@ -195,13 +195,28 @@ def test_a_client_that_goes_away_stops_its_generation(tiny_tokenizer):
         running.stop()
 
 
+def test_a_plain_request_whose_client_gives_up_stops_too(tiny_tokenizer):
+    running = scripted(tiny_tokenizer, "a", stop=False)
+    try:
+        with pytest.raises(httpx2.TimeoutException):
+            httpx2.post(f"{running.url}/chat/completions", timeout=1,
+                        json={"messages": [{"role": "user", "content": "go"}], "max_tokens": 4096})
+        deadline = time.monotonic() + 10
+        while running.server.admitted or not running.server.stopped_early:
+            assert time.monotonic() < deadline, "the generation went on after its client left"
+            time.sleep(0.05)
+    finally:
+        running.stop()
+
+
 def test_the_queue_is_bounded(tiny_tokenizer):
     running = scripted(tiny_tokenizer, "a", stop=False, limits=ServeLimits(queue_size=0))
     try:
         body = {"messages": [{"role": "user", "content": "go"}], "stream": True, "max_tokens": 4096,
                 "chat_template_kwargs": {"enable_thinking": False}}
         with httpx2.stream("POST", f"{running.url}/chat/completions", json=body, timeout=60) as first:
-            next(first.iter_lines())
+            lines = first.iter_lines()  # held: a dropped iterator closes the stream, and the server stops
+            next(lines)
             with pytest.raises(openai.RateLimitError) as caught:
                 running.client.chat.completions.create(model="scripted", messages=body["messages"], max_tokens=4)
             assert "busy" in caught.value.message
