@@ -14,8 +14,8 @@ class BundleTokenizer(bundle: File) : AutoCloseable {
         .build()
 
     /** Every added token's text (<|im_start|>, <think>, <tool_call>, ...): what user text must not spell. */
-    val specialTokens: List<String> = Json.array(Json.object(Json.parse(file.readBytes()), "tokenizer.json")
-        ["added_tokens"], "added_tokens").map { Json.object(it, "added token")["content"] as String }
+    val specialTokens: List<String> = Json.array(Json.`object`(Json.parse(file.readBytes()), "tokenizer.json")
+        ["added_tokens"], "added_tokens").map { Json.`object`(it, "added token")["content"] as String }
 
     fun encode(text: String): IntArray = tokenizer.encode(text, false, false).ids.map { it.toInt() }.toIntArray()
 
