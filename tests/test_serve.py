@@ -16,10 +16,11 @@ import httpx2  # the HTTP client the openai package is built on
 import numpy as np
 import openai
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from exporter.commands.chat import open_session
 from runtimes.checkpoint import resolve_model_dir
-from runtimes.serve import Background, Model, ServeLimits, Server, build_app
+from runtimes.serve import BadRequest, Background, Model, ServeLimits, Server, build_app, parse_request
 from runtimes.tokenizer import QwenTokenizer
 from tests.conftest import ROOT, run_cli
 
@@ -281,3 +282,25 @@ def test_a_bounded_load_test_serves_every_request(shared_export):
     report = load_test(str(shared_export(*ONNX_TINY)), clients=8, requests=48, max_tokens=8)
     assert report["served"] == 48 and report["errors"] == 0
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 5000) | st.floats(allow_nan=True) |
+                           st.text(max_size=8), lambda inner: st.lists(inner, max_size=3) |
+                           st.dictionaries(st.sampled_from(["role", "content", "type", "function", "name",
+                                                            "arguments", "tool_calls", "text"]), inner, max_size=3),
+                           max_leaves=12)
+FIELDS = ["messages", "tools", "tool_choice", "stream", "stream_options", "chat_template_kwargs", "thinking_budget",
+          "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "seed", "n", "stop", "model"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6), st.booleans())
+def test_any_request_body_is_a_request_or_a_400(body, with_message):
+    """Whatever the fields hold, parsing ends in a request or a BadRequest (a 400), never another exception."""
+    if with_message:
+        body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    model = Model(backend=None, tokenizer=None, generation_config={}, name="m")
+    try:
+        parse_request(body, model, ServeLimits())
+    except BadRequest as exc:
+        assert exc.status == 400 and exc.message
