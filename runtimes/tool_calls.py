@@ -77,13 +77,29 @@ def _reject_constant(name: str):
     raise _NotStrictJson(f"{name} is not JSON")
 
 
+MAX_DEPTH = 128  # levels of nesting, as the Java and Swift cores' JSON readers allow
+
+
+def _check_nesting_and_text(value, depth: int = 1) -> None:
+    if isinstance(value, (dict, list)):
+        if depth > MAX_DEPTH:
+            raise _NotStrictJson(f"nested deeper than {MAX_DEPTH} levels")
+        for item in (value.items() if isinstance(value, dict) else enumerate(value)):
+            for part in item:
+                _check_nesting_and_text(part, depth + 1)
+    elif isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise _NotStrictJson("a lone surrogate is not text")
+
+
 def strict_json(text: str):
-    """RFC 8259 JSON, as the apps' cores read it: NaN, Infinity, numbers past a double and duplicate keys refused.
-    Raises ValueError."""
+    """RFC 8259 JSON, as the apps' cores read it: NaN, Infinity, numbers past a double, duplicate keys, lone
+    surrogates and more than MAX_DEPTH levels refused. Raises ValueError."""
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_reject_constant)
     except RecursionError:
         raise _NotStrictJson("nested too deeply") from None
+    _check_nesting_and_text(value)
+    return value
 
 
 def _call(body: str) -> ToolCall | str:

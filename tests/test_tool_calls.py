@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from runtimes.tool_calls import ERROR_KINDS, parse_output, parsed_as_json
+from runtimes.tool_calls import ERROR_KINDS, TRIMMED, parse_output, parsed_as_json
 
 GOLDEN = Path(__file__).parent / "golden" / "tool_calls.json"
 
@@ -27,11 +27,21 @@ def test_reasoning_given_apart_is_not_searched_again():
     assert parse_output("<think>x</think>y", reasoning="").content == "<think>x</think>y"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(st.sampled_from(["<think>", "</think>", "<tool_call>", "</tool_call>", '{"name": "f"', "}", "{",
                                  '"arguments": ', "[]", "\n", "x", ",", '"', "\\"]), max_size=24))
 def test_any_output_parses_without_raising(parts):
-    text = "".join(parts)
-    parsed = parse_output(text)
-    for error in parsed.errors:
-        assert error.raw in text and error.message
+    parsed = parse_output("".join(parts))
+    for error in parsed.errors:  # every malformed block stays where the caller sees it
+        assert error.raw.strip(TRIMMED) in parsed.content and error.message
+
+
+def test_nesting_is_bounded_as_the_apps_cores_read_json():
+    """128 levels, as Json.MAX_DEPTH (Java) and JSON.maxDepth (Swift); the golden file cannot hold such a case
+    itself, since its own nesting would pass their bound."""
+    def call(levels):
+        return ('<tool_call>{"name": "f", "arguments": ' + '{"a": ' * (levels - 1) + "1" + "}" * (levels - 1)
+                + "}</tool_call>")
+
+    assert parse_output(call(128)).tool_calls and not parse_output(call(128)).errors
+    assert [e.kind for e in parse_output(call(129)).errors] == ["invalid_json"]
