@@ -62,6 +62,8 @@ class Model:
 
 
 class BadRequest(Exception):
+    """An error answered in OpenAI's shape: 400 unless `status` says otherwise (413, 429, 500)."""
+
     def __init__(self, message: str, param: str | None = None, status: int = 400, kind: str = "invalid_request_error"):
         super().__init__(message)
         self.message, self.param, self.status, self.kind = message, param, status, kind
@@ -85,11 +87,14 @@ class ChatRequest:
 
 
 def _field(body: dict, name: str, types, check=None, what: str = ""):
+    """body[name] when absent or null (None), or of `types` and passing `check`; else a 400 saying `what` it must
+    be. A boolean is not a number here, though Python counts it as an int."""
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)) \
-            or not isinstance(value, types) or (check and not check(value)):
+    allowed = types if isinstance(types, tuple) else (types,)
+    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed) \
+            or (check and not check(value)):
         raise BadRequest(f"{name} must be {what}, not {json.dumps(value)[:80]}", name)
     return value
 
