@@ -12,6 +12,7 @@ import torch
 
 from exporter.output import RANDOM_MODEL_MARKER, atomic_output_dir
 from runtimes.checkpoint import CONFIG_DTYPES
+from runtimes.files import file_table
 
 # Qwen3's published config.json values for each size (Qwen/Qwen3-0.6B, -1.7B, -4B).
 _COMMON = {
@@ -103,8 +104,10 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
                                   special=dict(QWEN3_ADDED_TOKENS))
             generation = QWEN3_GENERATION_CONFIG
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
-        # proof that this directory is ours to replace with --overwrite, and a label for whoever finds it
+        # a label for whoever finds it, and (every file with its size and sha256) the proof that the directory is
+        # still exactly what this tool wrote, which --overwrite asks for before it replaces it
         (tmp / RANDOM_MODEL_MARKER).write_text(json.dumps({
             "written_by": "python -m exporter make-model", "weights": "random (normal 0, 0.02), no accuracy claims",
-            "seed": seed, "dtype": dtype, "num_hidden_layers": config["num_hidden_layers"]}, indent=2) + "\n")
+            "seed": seed, "dtype": dtype, "num_hidden_layers": config["num_hidden_layers"],
+            "files": file_table(tmp, skip=(RANDOM_MODEL_MARKER,))}, indent=2) + "\n")
     return Path(out)

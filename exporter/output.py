@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fnmatch
+import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from runtimes.bundle import DIGEST_FILE, MANIFEST
+from runtimes.bundle import MANIFEST, check_bundle, unsafe_path
 from runtimes.errors import UserError
-from runtimes.files import read_json
+from runtimes.files import read_json, regular_file, sha256_file
 from runtimes.quant.recipe import RECIPE_FILE
 
 RANDOM_MODEL_MARKER = "qwen-edge-random-model.json"
-CHECKPOINT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
+# inside each temporary (.NAME.partial-PID-TOKEN) and set-aside (.NAME.old-PID-TOKEN) directory: {"pid", "token"},
+# the same as in its name; remove_stale touches no directory without it
+WORK_MARKER = ".qwen-edge-work.json"
 TARGET_DIRS = ("onnx", "executorch", "coreml")
 KINDS = ("bundle", "bundles", "quantized checkpoint", "random model")
 
@@ -40,47 +42,83 @@ def _entries(path: Path) -> list[str]:
     return found
 
 
-def _foreign(entries: list[str], allowed: set[str], patterns: Sequence[str] = ()) -> list[str]:
-    return sorted(e for e in entries if e not in allowed and not any(fnmatch.fnmatch(e, p) for p in patterns))
+def _listing(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def marker_differences(path: Path, marker: str) -> list[str]:
+    """How the directory `path` differs from what its `marker` (a JSON object whose "files" lists every other file
+    with its size and sha256, as exporter.make_model and runtimes.quant.recipe write it) says was written; empty
+    when it is exactly that."""
+    try:
+        data = read_json(path / marker, "")
+    except UserError:
+        return [f"its {marker} is unreadable"]
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not files:
+        return [f"its {marker} lists no files with their sha256 (not written by this version of the tool)"]
+    malformed = sorted(name for name, entry in files.items()
+                       if unsafe_path(name) or name == marker or not isinstance(entry, dict)
+                       or type(entry.get("bytes")) is not int or not isinstance(entry.get("sha256"), str))
+    if malformed:
+        return [f"its {marker} has malformed entries ({_listing(malformed)})"]
+    parents = {"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)}
+    differences = []
+    for name in _entries(path):
+        full = path / name
+        if name == marker or (name in parents and full.is_dir()):
+            continue
+        if name not in files:
+            differences.append(f"{name} is not listed in its {marker}")
+        elif not regular_file(full):
+            differences.append(f"{name} is not a regular file")
+    for name, entry in sorted(files.items()):
+        full = path / name
+        if not regular_file(full):
+            if not full.exists():
+                differences.append(f"{name} is missing (its {marker} lists it)")
+        elif full.stat().st_size != entry["bytes"]:
+            differences.append(f"{name} has {full.stat().st_size} bytes, its {marker} says {entry['bytes']}")
+        elif sha256_file(full) != entry["sha256"]:
+            differences.append(f"{name} was changed (its sha256 is not the one its {marker} records)")
+    return differences
 
 
 def owner(path: Path) -> tuple[str | None, str]:
-    """(which of KINDS this tool wrote at `path`, or "empty", or None; why not, when None)."""
+    """(which of KINDS this tool wrote at `path`, or "empty", or None; why not, when None). Proven by content:
+    a bundle must pass verify --no-run in full (manifest digest, every file with its size and sha256, nothing
+    extra); a quantized checkpoint or random model must hold exactly the files its marker lists, unchanged."""
     entries = _entries(path)
     if not entries:
         return "empty", ""
     links = [e for e in entries if (path / e).is_symlink()]
     if links:
         return None, f"it holds a symbolic link ({links[0]})"
-    allowed: set[str]
-    if (path / MANIFEST).is_file():
+    if os.path.lexists(path / MANIFEST):
         try:
-            manifest = read_json(path / MANIFEST, "")
-        except UserError:
-            return None, f"its {MANIFEST} is unreadable"
-        files = manifest.get("files") if isinstance(manifest, dict) else None
-        if manifest.get("format") != "qwen-edge-bundle" or not isinstance(files, dict):
-            return None, f"its {MANIFEST} is not a qwen-edge bundle manifest"
-        allowed = {MANIFEST, DIGEST_FILE} | {str(Path(n).parents[i].as_posix()) for n in files
-                                             for i in range(len(Path(n).parts) - 1)} | set(files)
-        kind, patterns = "bundle", ()
-    elif (path / RECIPE_FILE).is_file():
-        allowed, kind, patterns = {RECIPE_FILE, "model.safetensors", *CHECKPOINT_FILES}, "quantized checkpoint", ()
-    elif (path / RANDOM_MODEL_MARKER).is_file():
-        allowed, kind = {RANDOM_MODEL_MARKER, "model.safetensors.index.json", *CHECKPOINT_FILES}, "random model"
-        patterns = ("model.safetensors", "model-*-of-*.safetensors")
-    elif all(e.split("/")[0] in TARGET_DIRS for e in entries):
+            _, problems = check_bundle(path)
+        except UserError as exc:
+            return None, str(exc)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return None, (f"it is not a bundle exactly as this tool wrote it: {problems[0].message}{more}; "
+                          f"python -m exporter verify --bundle {path} lists every difference")
+        return "bundle", ""
+    for marker, kind in ((RECIPE_FILE, "quantized checkpoint"), (RANDOM_MODEL_MARKER, "random model")):
+        if os.path.lexists(path / marker):
+            differences = marker_differences(path, marker)
+            if differences:
+                more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+                return None, f"it is not a {kind} exactly as this tool wrote it: {differences[0]}{more}"
+            return kind, ""
+    if all(e.split("/")[0] in TARGET_DIRS for e in entries):
         for name in TARGET_DIRS:
-            if (path / name).exists() and owner(path / name)[0] != "bundle":
-                return None, f"{name}/ in it is not a bundle this tool wrote"
+            if os.path.lexists(path / name):
+                found, why = owner(path / name) if (path / name).is_dir() else (None, "it is a file")
+                if found != "bundle":
+                    return None, f"{name}/ in it is not a bundle this tool wrote ({why or 'it is empty'})"
         return "bundles", ""
-    else:
-        return None, "it holds no qwen-edge manifest, quantization recipe or model marker"
-    foreign = _foreign(entries, allowed, patterns)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        return None, f"it holds files this tool did not write ({shown})"
-    return kind, ""
+    return None, "it holds no qwen-edge manifest, quantization recipe or model marker"
 
 
 def _protected(out: Path, inputs: Sequence[Path]) -> str | None:
@@ -110,20 +148,30 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def _work_dir(out: Path, kind: str) -> Path:
+    """A new directory .NAME.KIND-PID-TOKEN beside `out` (KIND: partial or old) holding WORK_MARKER, which repeats
+    the pid and the random token of its name: the proof remove_stale asks for before it touches a directory."""
+    pid, token = os.getpid(), secrets.token_hex(8)
+    work = out.with_name(f".{out.name}.{kind}-{pid}-{token}")
+    work.mkdir(mode=0o700)
+    (work / WORK_MARKER).write_text(json.dumps({"out": out.name, "pid": pid, "token": token}))
+    return work
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Put the finished `tmp` at `out`. With an atomic exchange, `out` is always the old or the new directory;
-    otherwise the old one is renamed aside first, and a kill between the two renames leaves it there, restored
-    by the next run for the same `out` (remove_stale)."""
+    """Put the finished `tmp` at `out`. With an atomic exchange, `out` is always the old or the new directory (the
+    old one lands at `tmp`, inside the caller's work directory); otherwise the old one is moved into a marked
+    set-aside directory first, and a kill between the two renames leaves it there, restored by the next run for
+    the same `out` (remove_stale)."""
     if not out.exists():
         os.rename(tmp, out)
         return
     after_step("before-swap")
     if _exchange(tmp, out):
         after_step("after-swap")
-        shutil.rmtree(tmp)  # now the old directory
         return
-    aside = out.with_name(f".{out.name}.old-{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}")
-    os.rename(out, aside)
+    aside = _work_dir(out, "old")
+    os.rename(out, aside / out.name)
     after_step("after-aside")
     os.rename(tmp, out)
     after_step("after-swap")
@@ -135,26 +183,50 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
 
+def _work_of(out: Path, work: Path) -> tuple[str, int] | None:
+    """(kind, pid) when `work` is a work directory this tool made for `out` (its marker repeats its name's pid and
+    token); None for anything else, a user's look-alike included."""
+    kind, _, rest = work.name[len(out.name) + 2:].partition("-")
+    pid, _, token = rest.partition("-")
+    if kind not in ("partial", "old") or not pid.isdigit() or not token or work.is_symlink() or not work.is_dir():
+        return None
+    marker = work / WORK_MARKER
+    if not regular_file(marker) or marker.stat().st_size > 4096:
+        return None
+    try:
+        recorded = json.loads(marker.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return (kind, int(pid)) if recorded == {"out": out.name, "pid": int(pid), "token": token} else None
+
+
 def remove_stale(out: Path) -> None:
     """Leftovers of earlier runs for the same `out` whose process is gone (killed with SIGKILL, or a machine that
-    lost power: nothing could clean up then): a temp dir is removed; an old directory set aside is put back when
-    `out` is missing (the run died between its two renames), else removed."""
-    for tmp in sorted(out.parent.glob(f".{out.name}.*-*")):
-        prefix, _, rest = tmp.name[len(out.name) + 2:].partition("-")
-        if prefix not in ("partial", "old") or not rest.split("-", 1)[0].isdigit():
+    lost power: nothing could clean up then): a temporary directory is removed; a set-aside old directory is put
+    back when `out` is missing (the run died between its two renames), else removed. Only directories whose marker
+    proves this tool made them are touched."""
+    prefix = f".{out.name}."
+    try:
+        names = sorted(n for n in os.listdir(out.parent) if n.startswith(prefix))
+    except OSError:
+        return
+    for name in names:
+        work = out.parent / name
+        found = _work_of(out, work)
+        if found is None:
             continue
-        pid = int(rest.split("-", 1)[0])
+        kind, pid = found
         if pid == os.getpid() or _alive(pid):
             continue
-        if prefix == "old" and not out.exists():
-            os.rename(tmp, out)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        kept = work / out.name
+        if kind == "old" and not os.path.lexists(out) and kept.is_dir() and not kept.is_symlink():
+            os.rename(kept, out)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _apply_umask(root: Path) -> None:
@@ -202,10 +274,12 @@ def atomic_output_dir(out: str | Path, kind: str, overwrite: bool = False, input
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
+        work = _work_dir(path, "partial")
     except OSError as exc:
         raise UserError(f"cannot write to {path.parent} ({exc.strerror}); choose another --out") from None
+    tmp = work / path.name
     try:
+        tmp.mkdir()
         try:
             yield tmp
         except UserError as exc:
@@ -218,5 +292,4 @@ def atomic_output_dir(out: str | Path, kind: str, overwrite: bool = False, input
         _apply_umask(tmp)
         _swap_in(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)

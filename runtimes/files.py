@@ -1,10 +1,12 @@
 """Reading the files users hand us without trusting them: JSON that is too large, nested past Python's recursion
-limit, not UTF-8, or not a regular file (a FIFO would block the read forever) becomes a UserError; hashing."""
+limit, not UTF-8, or not a regular file (a FIFO would block the read forever) becomes a UserError; hashing, and the
+table of every file's size and sha256 that proves a directory is still what this tool wrote."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -19,6 +21,43 @@ def regular_file(path: Path) -> bool:
         return stat.S_ISREG(path.lstat().st_mode)
     except OSError:
         return False
+
+
+def what_is(path: Path) -> str:
+    """'a directory', 'a FIFO', ... for a path that exists (following links), for messages."""
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def input_file(path: str | Path, flag: str, fix: str) -> Path:
+    """`path` when it is a regular file (a link to one is fine); otherwise a UserError, before anything opens it:
+    a FIFO or a device would block or never end, a directory cannot be read as text."""
+    path = Path(path).expanduser()
+    try:
+        kind = what_is(path)
+    except OSError as exc:
+        why = "does not exist" if not os.path.lexists(path) else f"cannot be read ({exc.strerror})"
+        raise UserError(f"{flag} {path} {why}; {fix}") from None
+    if kind != "a regular file":
+        raise UserError(f"{flag} {path} is {kind}, not a regular file; {fix}")
+    return path
+
+
+def read_text_file(path: str | Path, flag: str, fix: str, limit: int = 1 << 30) -> str:
+    """The UTF-8 text of a user's regular file, or one UserError naming `flag` and saying `fix`."""
+    path = input_file(path, flag, fix)
+    if path.stat().st_size > limit:
+        raise UserError(f"{flag} {path} is larger than {limit >> 20} MiB; {fix}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{flag} {path} is not UTF-8 text (byte {exc.start}); {fix}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {flag} {path} ({exc.strerror}); {fix}") from None
 
 
 def read_json(path: Path, fix: str, limit: int = JSON_LIMIT):
@@ -50,3 +89,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_table(root: Path, skip: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{relative POSIX path: {"bytes", "sha256"}} for every file under `root` but those named in `skip`: written
+    into a directory's marker, it lets --overwrite prove later that the directory is unchanged."""
+    table = {}
+    for path in sorted(Path(root).rglob("*")):
+        name = path.relative_to(root).as_posix()
+        if path.is_file() and name not in skip:
+            table[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return table

@@ -206,7 +206,7 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, signum):
                              "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
-    while not any(p.name.startswith(".m.partial-") and any(p.iterdir()) for p in tmp_path.iterdir()):
+    while not any(p.name.startswith(".m.partial-") and any((p / "m").glob("*")) for p in tmp_path.iterdir()):
         assert proc.poll() is None and time.time() < deadline, "make-model ended before it could be interrupted"
         time.sleep(0.05)
     proc.send_signal(signum)

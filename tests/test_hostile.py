@@ -259,14 +259,15 @@ def test_a_target_failing_late_leaves_nothing(capsys, tmp_path, monkeypatch):
 
 
 def test_stale_partials_of_dead_processes_are_removed(tmp_path):
-    from exporter.output import atomic_output_dir
+    from exporter.output import WORK_MARKER, _work_dir, atomic_output_dir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".bundle.partial-{int(dead.stdout)}-abc"
-    stale.mkdir()
+    made = _work_dir(tmp_path / "bundle", "partial")  # as a run that was then killed made it
+    marker = json.loads((made / WORK_MARKER).read_text())
+    (made / WORK_MARKER).write_text(json.dumps({**marker, "pid": int(dead.stdout)}))
+    stale = made.rename(made.with_name(f".bundle.partial-{int(dead.stdout)}-{marker['token']}"))
     (stale / "model.onnx").write_bytes(b"half")
-    other = tmp_path / f".bundle.partial-{os.getpid()}-live"  # this process is alive: kept
-    other.mkdir()
+    other = _work_dir(tmp_path / "bundle", "partial")  # this process is alive: kept
     with atomic_output_dir(tmp_path / "bundle", "bundle") as tmp:
         (tmp / "x").write_text("done")
     assert not stale.exists() and other.exists() and (tmp_path / "bundle" / "x").is_file()

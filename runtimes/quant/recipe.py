@@ -18,6 +18,7 @@ import torch
 
 from runtimes.checkpoint import QUANT_RECIPE
 from runtimes.errors import UserError
+from runtimes.files import file_table
 from runtimes.model import hf_name
 from runtimes.quant.packing import int8_block, pack_int4, unpack_int4
 from runtimes.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
@@ -174,10 +175,13 @@ def save_quantized(out: Path, module, config: dict, weights: dict[str, Quantized
     (out / "config.json").write_text(json.dumps(config, indent=2))
     layout = {name: {"bits": qt.bits, "group_size": qt.group_size, "symmetric": qt.symmetric}
               for name, qt in weights.items()}
-    (out / RECIPE_FILE).write_text(json.dumps({"recipe": asdict(recipe), "weights": layout}, indent=2))
     for fname in TOKENIZER_FILES:
         if (source_dir / fname).is_file():
             shutil.copy2(source_dir / fname, out / fname)
+    # written last: "files" (every other file with its size and sha256) proves to --overwrite that the directory is
+    # still exactly what this tool wrote
+    (out / RECIPE_FILE).write_text(json.dumps({"recipe": asdict(recipe), "weights": layout,
+                                               "files": file_table(out, skip=(RECIPE_FILE,))}, indent=2))
 
 
 def is_quantized_checkpoint(model_dir: Path) -> bool:
