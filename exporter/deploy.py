@@ -8,14 +8,17 @@ iOS: the bundle is copied into ios-demo/App/Bundles/NAME, which the app target b
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 from runtimes.errors import UserError
+from runtimes.files import regular_file
 
 ANDROID_PACKAGE = "dev.qwenedge.demo"
 ANDROID_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files/bundles"
+IOS_CORE_TARGET = "QwenEdgeCore"  # ios-demo/Package.swift's library target: what marks the demo's package
 
 
 def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
@@ -53,6 +56,12 @@ def _adb_devices() -> list[str]:
     return [line.split()[0] for line in out.splitlines()[1:] if line.strip().endswith("device")]
 
 
+def _device_shell(*argv: str) -> list[str]:
+    """`adb shell` joins its arguments with spaces and hands them to the device's shell, which would read a
+    bundle path holding ';', '$' or spaces as more commands: each argument goes quoted, as one word."""
+    return ["adb", "shell", " ".join(shlex.quote(arg) for arg in argv)]
+
+
 def deploy_android(bundle: str, app_dir: str) -> list[str]:
     app = Path(app_dir)
     if not (app / "settings.gradle.kts").is_file():
@@ -61,8 +70,8 @@ def deploy_android(bundle: str, app_dir: str) -> list[str]:
     devices = _adb_devices()
     remote = f"{ANDROID_DIR}/{src.name}"
     if len(devices) == 1:
-        subprocess.run(["adb", "shell", "rm", "-rf", remote], check=False, capture_output=True)
-        subprocess.run(["adb", "shell", "mkdir", "-p", ANDROID_DIR], check=True, capture_output=True)
+        subprocess.run(_device_shell("rm", "-rf", remote), check=False, capture_output=True)
+        subprocess.run(_device_shell("mkdir", "-p", ANDROID_DIR), check=True, capture_output=True)
         push = subprocess.run(["adb", "push", str(src), remote], capture_output=True, text=True)
         if push.returncode != 0:
             raise UserError(f"adb push failed ({push.stderr.strip().splitlines()[-1] if push.stderr else 'no output'});"
@@ -73,14 +82,18 @@ def deploy_android(bundle: str, app_dir: str) -> list[str]:
     _copy(src, staged)
     why = "no adb on PATH" if shutil.which("adb") is None else f"{len(devices)} devices attached (need exactly 1)"
     return [f"staged {src} in {staged} ({why})",
-            f"push it later with: adb shell mkdir -p {ANDROID_DIR} && adb push {staged} {remote}"]
+            f"push it later with: adb shell mkdir -p {ANDROID_DIR} && adb push {shlex.quote(str(staged))} "
+            f"{shlex.quote(remote)}"]
 
 
 def deploy_ios(bundle: str, app_dir: str) -> list[str]:
-    src = _verified(bundle, "coreml", "iOS", "Core ML")
     app = Path(app_dir)
-    if not app.is_dir():
-        raise UserError(f"{app_dir} is not a directory; pass --ios ios-demo")
+    package = app / "Package.swift"
+    if (not regular_file(package) or package.stat().st_size > 1 << 20
+            or IOS_CORE_TARGET not in package.read_text(errors="replace")):
+        raise UserError(f"{app_dir} is not the iOS demo (no Package.swift with the {IOS_CORE_TARGET} target); pass "
+                        "--ios ios-demo")
+    src = _verified(bundle, "coreml", "iOS", "Core ML")
     target = app / "App" / "Bundles" / src.name
     target.parent.mkdir(parents=True, exist_ok=True)
     _copy(src, target)
