@@ -19,6 +19,7 @@ import torch
 from runtimes.eval.arithmetic import problems
 from runtimes.chat import render
 from runtimes.errors import UserError
+from runtimes.files import read_text_file
 
 DATA = Path(__file__).parent / "data"
 ARITHMETIC_SEED = 4242  # disjoint from training draws in practice, and from the held-out seed 1234
@@ -46,28 +47,26 @@ def read_texts(source: str) -> list[str]:
     if source == "arithmetic":
         return arithmetic_chats(2000)
     path = Path(source)
-    if not path.is_file():
-        raise UserError(f"--calib {source}: no such file; pass builtin, arithmetic, or a .txt/.jsonl file")
+    text = read_text_file(path, "--calib", "pass builtin, arithmetic, or a UTF-8 .txt/.jsonl file")
     if path.suffix == ".jsonl":
-        return _read_jsonl(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise UserError(f"--calib {source} is not UTF-8 text; pass a .txt or .jsonl file") from None
+        return _read_jsonl(path, text)
     if not text.strip():
         raise UserError(f"--calib {source} is empty; give it text to calibrate on")
     return [text]
 
 
-def _read_jsonl(path: Path) -> list[str]:
+def _read_jsonl(path: Path, text: str) -> list[str]:
     texts = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        except RecursionError:
+            raise UserError(f"{path}:{number}: nests its JSON too deeply to read; each line must be one flat JSON "
+                            "object") from None
         if isinstance(record, dict) and isinstance(record.get("text"), str):
             texts.append(record["text"])
         elif isinstance(record, dict) and isinstance(record.get("messages"), list):

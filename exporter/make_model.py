@@ -12,7 +12,7 @@ import torch
 
 from exporter.output import RANDOM_MODEL_MARKER, atomic_output_dir
 from runtimes.checkpoint import CONFIG_DTYPES
-from runtimes.files import file_table
+from runtimes.files import as_os_error, file_table
 
 # Qwen3's published config.json values for each size (Qwen/Qwen3-0.6B, -1.7B, -4B).
 _COMMON = {
@@ -73,7 +73,10 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
 
         def flush():
             path = tmp / f"shard-{len(written)}.partial"
-            save_file(shard, path, metadata={"format": "pt"})
+            try:
+                save_file(shard, path, metadata={"format": "pt"})
+            except Exception as exc:  # safetensors' own error type: a full disk is an OSError inside it
+                raise as_os_error(exc, path) from None
             written.append((path, list(shard)))
 
         for name, tensor in random_weights(config, seed, CONFIG_DTYPES[dtype]):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from runtimes.errors import UserError
-from runtimes.files import JSON_LIMIT, regular_file, sha256_file
+from runtimes.files import JSON_LIMIT, input_dir, regular_file, sha256_file
 
 MANIFEST = "manifest.json"
 DIGEST_FILE = "manifest.sha256"
@@ -245,9 +245,7 @@ def check_bundle(bundle: str | Path) -> tuple[dict | None, list[Problem]]:
     """(the manifest if it could be read, every problem found): `verify --no-run`."""
     from runtimes.sampling import read_generation_config
 
-    bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise UserError(f"{bundle} is not a directory; pass a bundle written by python -m exporter --out DIR")
+    bundle = input_dir(bundle, "bundle", "pass a bundle written by python -m exporter --out DIR")
     problems: list[Problem] = []
     manifest = _check_manifest(bundle, problems)
     if manifest is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def input_file(path: str | Path, flag: str, fix: str) -> Path:
     return path
 
 
+def input_dir(path: str | Path, what: str, fix: str) -> Path:
+    """`path` when it is a directory (a link to one is fine); otherwise a UserError that says what it is."""
+    path = Path(path).expanduser()
+    try:
+        kind = what_is(path)
+    except OSError as exc:
+        why = "does not exist" if not os.path.lexists(path) else f"cannot be read ({exc.strerror})"
+        raise UserError(f"{what} {path} {why}; {fix}") from None
+    if kind != "a directory":
+        raise UserError(f"{what} {path} is {kind}, not a directory; {fix}")
+    return path
+
+
 def read_text_file(path: str | Path, flag: str, fix: str, limit: int = 1 << 30) -> str:
     """The UTF-8 text of a user's regular file, or one UserError naming `flag` and saying `fix`."""
     path = input_file(path, flag, fix)
@@ -81,6 +95,16 @@ def read_json(path: Path, fix: str, limit: int = JSON_LIMIT):
         raise UserError(f"{path} is not valid JSON ({exc}); {fix}") from None
     except OSError as exc:
         raise UserError(f"cannot read {path} ({exc.strerror}); {fix}") from None
+
+
+def as_os_error(exc: Exception, path: str | Path) -> Exception:
+    """A library's error that wraps an operating-system one (safetensors' Rust writer says "(os error 28)") as the
+    OSError it is, so that a full disk is reported as one everywhere (exporter.cli); any other error unchanged."""
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    if not found:
+        return exc
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number), str(path))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -413,3 +413,111 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
     assert seen["executorch"] == dict(profile="cpu", npu_chunk=16, delegate="coreml", activations=None,
                                       quant="8da4w", qnn_socs=None)
     assert seen["coreml"]["profile"] == "cpu" and seen["coreml"]["quant"] == "int4"
+
+
+# ---- round 3 (issue 32): paths that are not what they claim; each was a hang, a traceback or a late failure ------
+
+GOLDEN_BUNDLE = ROOT / "tests" / "golden" / "bundle"
+
+
+def run_briefly(*argv, limit=120, **kwargs):
+    """`python -m exporter ARGV` in a process of its own, so that a hang fails the test instead of the suite."""
+    return subprocess.run([sys.executable, "-m", "exporter", *map(str, argv)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=limit, **kwargs)
+
+
+def one_line(proc, *phrases):
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert all(p in lines[0] for p in phrases), proc.stderr
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["parity", "--model", "tiny", "--prompts", "{fifo}"], "--prompts {fifo} is a FIFO, not a regular file"),
+    (["verify", "--bundle", GOLDEN_BUNDLE, "--no-run", "--json", "{fifo}"], "cannot write --json {fifo}: it is a FIFO"),
+    (["bench", "--bundle", GOLDEN_BUNDLE, "--tasks", "{fifo}"], "--tasks {fifo} is a FIFO"),
+    (["bench", "--bundle", GOLDEN_BUNDLE, "--text", "{fifo}"], "--text {fifo} is a FIFO"),
+    (["--model", "tiny", "--target", "onnx", "--quant", "awq-int4", "--calib", "{fifo}", "--out", "{out}"],
+     "--calib {fifo} is a FIFO"),
+])
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path, fifo, argv, phrase):
+    """Opening a FIFO blocks until someone writes (or reads) it: these hung forever."""
+    fill = {"fifo": fifo, "out": tmp_path / "out"}
+    one_line(run_briefly(*[str(a).format(**fill) for a in argv], limit=90), phrase.format(**fill))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_report_inside_the_bundle_is_refused(capsys, tmp_path):
+    """verify --json written into the bundle made the next verify fail (a file the manifest does not list)."""
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(GOLDEN_BUNDLE, bundle)
+    one_line_error(run_cli(capsys, "verify", "--bundle", str(bundle), "--no-run", "--json", str(bundle / "r.json")),
+                   "inside the bundle", "write it outside the bundle")
+    assert run_cli(capsys, "verify", "--bundle", str(bundle), "--no-run")[0] == 0
+
+
+def test_plots_onto_a_file_fail_before_the_run(capsys, tmp_path):
+    """--plots naming a file failed after the whole measurement; now before anything is loaded (the golden
+    bundle's backend does not exist here, so reaching the run would be a different error)."""
+    target = tmp_path / "plots"
+    target.write_text("the user's file")
+    one_line_error(run_cli(capsys, "bench", "--bundle", str(GOLDEN_BUNDLE), "--no-accuracy", "--plots", str(target)),
+                   f"cannot write --plots {target}", "not a directory")
+    assert target.read_text() == "the user's file"
+
+
+@pytest.mark.parametrize("command", [["verify"], ["chat", "hi"], ["parity"], ["bench"]])
+def test_a_bundle_path_that_is_a_file_says_so(capsys, tmp_path, command):
+    path = tmp_path / "b"
+    path.write_text("x")
+    argv = [command[0], "--bundle", str(path), *command[1:]]
+    one_line_error(run_cli(capsys, *argv), f"bundle {path} is a regular file, not a directory")
+
+
+@pytest.mark.parametrize("flag", ["--tasks", "--text"])
+def test_bench_text_files_that_are_not_utf8(capsys, tmp_path, flag):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"question": "\xff\xfe", "answer": "1"}\n')
+    one_line_error(run_cli(capsys, "bench", "--bundle", str(GOLDEN_BUNDLE), flag, str(path)),
+                   f"{flag} {path} is not UTF-8 text")
+
+
+def test_parity_prompts_that_are_not_utf8(capsys, tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(b"What is \xff?\n")
+    one_line_error(run_cli(capsys, "parity", "--model", "tiny", "--prompts", str(path)),
+                   f"--prompts {path} is not UTF-8 text")
+
+
+@pytest.mark.parametrize("content, phrase", [(b'{"text": "\xff\xfe"}\n', "is not UTF-8 text"),
+                                             (b'{"text": ' + deep().encode() + b'}\n', "nests its JSON too deeply")])
+def test_calibration_jsonl_not_utf8_or_deeply_nested(capsys, tmp_path, content, phrase):
+    calib = tmp_path / "calib.jsonl"
+    calib.write_bytes(content)
+    out = tmp_path / "out"
+    one_line_error(run_cli(capsys, "--model", "tiny", "--target", "onnx", "--quant", "awq-int4", "--calib",
+                           str(calib), "--out", str(out)), phrase)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["calib.jsonl"]
+
+
+@pytest.mark.parametrize("argv", [["make-model", "--shape", "0.6b", "--layers", "1"],
+                                  ["quantize", "--model", "tiny", "--quant", "int8"]])
+def test_full_disk_in_make_model_and_quantize(tmp_path, argv):
+    """safetensors' writer wraps the OS error in its own exception type: it is still one line, nothing left."""
+    limit = 300_000  # bytes per file: the model's weights do not fit
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    one_line(run_briefly(*argv, "--out", tmp_path / "m", limit=300, preexec_fn=small_files), "out of disk space")
+    assert list(tmp_path.iterdir()) == []

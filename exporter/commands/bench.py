@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_writable, int_list, need_torch, write_json, write_text
+from exporter.commands.common import (check_output_dir, check_writable, int_list, need_torch, write_json,
+                                      write_text)
+from runtimes.files import read_text_file
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
 
@@ -44,8 +46,14 @@ def run(args) -> int:
     from runtimes.eval.bench import bench
     from runtimes.eval.bench.report import markdown, plots
 
-    check_writable(args.json)
-    check_writable(args.markdown)
+    check_writable(args.json, "--json", args.bundle)
+    check_writable(args.markdown, "--markdown", args.bundle)
+    check_output_dir(args.plots, "--plots", args.bundle)
+    # read once now, so that a FIFO, a directory or bytes that are not UTF-8 fail before the measuring, not after
+    if args.tasks != "arithmetic":
+        read_text_file(args.tasks, "--tasks", "give a .jsonl of question/answer pairs, or 'arithmetic'")
+    if args.text:
+        read_text_file(args.text, "--text", "give a UTF-8 text file for perplexity")
     if not args.no_accuracy:
         need_torch("bench's accuracy (against the PyTorch model; --no-accuracy measures without it)")
     result = bench(args.bundle, against=args.against, threads=args.threads,

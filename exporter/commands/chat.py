@@ -227,15 +227,14 @@ def chat_session(session: Session, history: list[dict], options: TurnOptions) ->
 
 def open_session(model: str | None, bundle: str | None, max_seq_len: int | None, special_in_user_text: bool = False):
     """→ (backend, tokenizer, generation_config dict)."""
+    from runtimes.files import input_dir
     from runtimes.sampling import read_generation_config
     from runtimes.tokenizer import QwenTokenizer
 
     if bundle:
         from runtimes.bundle import load_backend
 
-        directory = Path(bundle)
-        if not directory.is_dir():
-            raise UserError(f"bundle {bundle} does not exist; pass a directory written by python -m exporter")
+        directory = input_dir(bundle, "bundle", "pass a directory written by python -m exporter")
         backend = load_backend(directory)  # after every check of verify --no-run
     else:
         need_torch("chat --model (the reference backend)")

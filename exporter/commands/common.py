@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+from typing import Sequence
 
 from runtimes.errors import UserError
+from runtimes.files import input_file, what_is
 
 
 def model_argument(p: argparse.ArgumentParser, default: str | None = "tiny", required: bool = False) -> None:
@@ -42,15 +45,51 @@ def out_arguments(p: argparse.ArgumentParser, what: str) -> None:
                    help="replace --out when it is a directory this tool wrote (never the input model, ~, . or /)")
 
 
-def check_writable(path: str | None) -> None:
-    """Fail before the work, not after it, when a report file cannot be written."""
+def _inside(path: Path, bundles: Sequence[str]) -> str | None:
+    for bundle in bundles:
+        if Path(bundle).expanduser().is_dir() and path.is_relative_to(Path(bundle).expanduser().resolve()):
+            return bundle
+    return None
+
+
+def check_writable(path: str | None, flag: str = "--json", bundles: Sequence[str] = ()) -> None:
+    """Fail before the work, not after it, when a report file cannot be written: its directory is missing, the
+    path is a directory, a FIFO or a device (a FIFO would block the write until someone reads it), or it lies in
+    one of `bundles` (a file added to a bundle fails its next verify)."""
     if path is None:
         return
-    parent = Path(path).expanduser().resolve().parent
-    if not parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {parent} does not exist")
-    if Path(path).is_dir():
-        raise UserError(f"cannot write {path}: it is a directory")
+    given = Path(path).expanduser()
+    resolved = given.resolve()
+    if resolved.exists() and not resolved.is_file() or not resolved.exists() and os.path.lexists(given):
+        kind = what_is(resolved) if resolved.exists() else "a broken symbolic link"
+        raise UserError(f"cannot write {flag} {path}: it is {kind}; pass a path for a regular file")
+    if not resolved.parent.is_dir():
+        raise UserError(f"cannot write {flag} {path}: directory {resolved.parent} does not exist")
+    bundle = _inside(resolved, bundles)
+    if bundle:
+        raise UserError(f"cannot write {flag} {path}: it is inside the bundle {bundle}, which would then fail "
+                        "verification (a file its manifest does not list); write it outside the bundle")
+
+
+def check_output_dir(path: str | None, flag: str, bundles: Sequence[str] = ()) -> None:
+    """Fail before the work when a directory for reports (--plots) cannot be made or used."""
+    if path is None:
+        return
+    resolved = Path(path).expanduser().resolve()
+    existing = next(p for p in (resolved, *resolved.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        raise UserError(f"cannot write {flag} {path}: {existing} is {what_is(existing)}, not a directory; pass a "
+                        "directory path")
+    bundle = _inside(resolved, bundles)
+    if bundle:
+        raise UserError(f"cannot write {flag} {path}: it is inside the bundle {bundle}, which would then fail "
+                        "verification; write it outside the bundle")
+
+
+def check_calib(calib: str) -> None:
+    """A --calib FILE is a regular file: refused before the model is loaded, not after."""
+    if calib not in ("builtin", "arithmetic"):
+        input_file(calib, "--calib", "pass builtin, arithmetic, or a .txt/.jsonl file")
 
 
 def write_text(path: str, text: str) -> None:

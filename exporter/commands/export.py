@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import (check_device, model_argument, need_torch, out_arguments,
+from exporter.commands.common import (check_calib, check_device, model_argument, need_torch, out_arguments,
                                       quant_arguments)
 from runtimes.errors import UserError
 
@@ -74,6 +74,7 @@ def run(args) -> int:
     if missing:
         raise UserError(f"{' and '.join(missing)} required, e.g. python -m exporter --model tiny --target onnx "
                         "--quant int4 --out dist/tiny-onnx")
+    check_calib(args.calib)
     from exporter.export import export
 
     summary = export(args.model, args.target, args.quant, args.out, group_size=args.group_size,

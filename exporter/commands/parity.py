@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from exporter.commands.common import check_writable, need_torch, write_json
+from runtimes.files import input_file
 from runtimes.errors import UserError
 
 SUMMARY = "compare a bundle, or the edge module itself, against its reference"
@@ -31,7 +32,9 @@ def run(args) -> int:
         raise UserError("--new-tokens must be >= 1")
     if args.thinking_budget is not None and args.thinking_budget < 0:
         raise UserError("--thinking-budget must be >= 0 (0 turns thinking off)")
-    check_writable(args.json)
+    check_writable(args.json, "--json", [args.bundle] if args.bundle else [])
+    if args.prompts:
+        input_file(args.prompts, "--prompts", "pass a text file, one prompt per line")
     need_torch("parity (its reference is the PyTorch model)")
     if args.bundle:
         from runtimes.eval.parity import bundle_parity

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import (check_device, model_argument, need_torch, out_arguments,
+from exporter.commands.common import (check_calib, check_device, model_argument, need_torch, out_arguments,
                                       quant_arguments)
 
 SUMMARY = "write a quantized checkpoint once, for every target to reuse"
@@ -26,6 +26,7 @@ def run(args) -> int:
 
     if args.out is None:
         raise UserError("--out is required, e.g. python -m exporter quantize --model tiny --quant int4 --out q-tiny")
+    check_calib(args.calib)
     summary = quantize_checkpoint(args.model, args.quant, args.out, group_size=args.group_size,
                                   symmetric=not args.asymmetric, embedding=args.embedding, calib=args.calib,
                                   samples=args.samples, seq_len=args.seq_len, overwrite=args.overwrite,

@@ -19,7 +19,7 @@ def run(args) -> int:
     """One line per problem; exit 1 when the bundle is bad."""
     from runtimes.verify import verify
 
-    check_writable(args.json)
+    check_writable(args.json, "--json", [args.bundle])
     result = verify(args.bundle, run=not args.no_run)
     if args.json:
         write_json(args.json, result)

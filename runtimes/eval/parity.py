@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from runtimes.errors import UserError
+from runtimes.files import read_text_file
 
 DEFAULT_PROMPTS = (
     "What is 123 + 456?",
@@ -85,10 +86,8 @@ def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int,
     """Prompts as token ids: tokenized text when a tokenizer exists, else seeded random ids."""
     texts = DEFAULT_PROMPTS
     if path:
-        try:
-            texts = [line for line in Path(path).read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise UserError(f"cannot read --prompts {path} ({exc.strerror}); pass a text file, one prompt per line") from None
+        text = read_text_file(path, "--prompts", "pass a text file, one prompt per line")
+        texts = [line for line in text.splitlines() if line.strip()]
         if not texts:
             raise UserError(f"--prompts {path} has no prompts; write one prompt per line")
     if tokenizer_path is not None and tokenizer_path.is_file():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from runtimes.errors import UserError
+from runtimes.files import read_text_file
 
 DEFAULT_BUDGETS: tuple[int | None, ...] = (0, 32, 128, None)  # None: unlimited
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -39,10 +40,9 @@ def read_tasks(spec: str, n: int) -> tuple[list[dict], str]:
 
         return arithmetic_items(heldout_problems(n)), "arithmetic (held-out, seed 1234)"
     path = Path(spec)
-    if not path.is_file():
-        raise UserError(f"--tasks {spec}: no such file (give a .jsonl of question/answer pairs, or 'arithmetic')")
+    text = read_text_file(path, "--tasks", "give a .jsonl of question/answer pairs, or 'arithmetic'")
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

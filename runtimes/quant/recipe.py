@@ -18,7 +18,7 @@ import torch
 
 from runtimes.checkpoint import QUANT_RECIPE
 from runtimes.errors import UserError
-from runtimes.files import file_table
+from runtimes.files import as_os_error, file_table
 from runtimes.model import hf_name
 from runtimes.quant.packing import int8_block, pack_int4, unpack_int4
 from runtimes.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
@@ -171,7 +171,10 @@ def save_quantized(out: Path, module, config: dict, weights: dict[str, Quantized
         tensors[f"{base}.scales"] = qt.scales.float().contiguous()
         if qt.zeros is not None:
             tensors[f"{base}.zeros"] = qt.zeros.contiguous()
-    save_file(tensors, out / "model.safetensors", metadata={"format": "qwen-edge-quantized"})
+    try:
+        save_file(tensors, out / "model.safetensors", metadata={"format": "qwen-edge-quantized"})
+    except Exception as exc:  # safetensors' own error type: a full disk is an OSError inside it
+        raise as_os_error(exc, out / "model.safetensors") from None
     (out / "config.json").write_text(json.dumps(config, indent=2))
     layout = {name: {"bits": qt.bits, "group_size": qt.group_size, "symmetric": qt.symmetric}
               for name, qt in weights.items()}

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from runtimes.errors import UserError
+from runtimes.files import read_text_file
 from runtimes.eval.latency import spread
 from runtimes.eval.tasks import DEFAULT_BUDGETS, read_tasks, task_accuracy
 from runtimes.generate import peak_rss_bytes
@@ -102,9 +103,7 @@ def heldout_text_windows(tokenizer, text_file: str | None, n: int, length: int) 
 
         return heldout_windows(tokenizer, n, length), "arithmetic chats with working (held-out, seed 1234)"
     path = Path(text_file)
-    if not path.is_file():
-        raise UserError(f"--text {text_file}: no such file")
-    ids = tokenizer.encode(path.read_text(encoding="utf-8"))
+    ids = tokenizer.encode(read_text_file(path, "--text", "give a UTF-8 text file for perplexity"))
     if len(ids) < length + 1:
         raise UserError(f"{text_file} has {len(ids)} tokens; perplexity needs at least {length + 1}")
     return [ids[i:i + length] for i in range(0, len(ids) - length + 1, length)][:n], str(path)
