@@ -47,6 +47,14 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     return main, subs
 
 
+def one_line(message: str) -> str:
+    """`message` as one printable line: a line break, control character or undecodable byte (a lone surrogate) that
+    a user's argument or file name carried into it is shown escaped, so the error is always one line and printing
+    it cannot fail."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else ch.encode("unicode_escape").decode("ascii")
+                   for ch in message)
+
+
 class Interrupted(BaseException):
     def __init__(self, signum: int):
         self.signum = signum
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet.configure(args.verbose)
         return COMMANDS[name].run(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as exc:
         print("error: interrupted; nothing was left half-written", file=sys.stderr)
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise
-        where = f" writing {exc.filename}" if exc.filename else ""
+        where = f" writing {one_line(str(exc.filename))}" if exc.filename else ""
         print(f"error: out of disk space{where} ({exc.strerror}); nothing was left half-written, free some space "
               "or choose another --out", file=sys.stderr)
         return 2

@@ -231,3 +231,16 @@ def test_make_model_seed_out_of_range(capsys, tmp_path, seed):
     assert_user_error(*run_cli(capsys, "make-model", "--shape", "0.6b", "--layers", "1", "--seed", seed, "--out",
                                str(out))[::2], "--seed must be a whole number from 0 to 2**64 - 1")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argument", ["--bogus\nerror: forged second line", "x\x1e", "\udcff\udcfe"])
+def test_an_argument_with_line_breaks_or_undecodable_bytes_stays_one_line(capsys, argument):
+    """Found by tests/test_fuzz.py: the error echoes the argument; a line break in it made two lines, a lone
+    surrogate (bytes that are not UTF-8) made printing the error itself fail."""
+    assert_user_error(*run_cli(capsys, "verify", "--bundle", "x", argument)[::2], "unrecognized arguments")
+
+
+def test_deploy_with_an_empty_android_path(capsys):
+    """Found by tests/test_fuzz.py: --android '' was taken for no --android, and --ios None crashed."""
+    assert_user_error(*run_cli(capsys, "deploy", "--bundle", "missing", "--android", "")[::2],
+                      "is not the Android demo")

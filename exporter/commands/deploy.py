@@ -18,7 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from exporter.deploy import deploy_android, deploy_ios
 
-    lines = deploy_android(args.bundle, args.android) if args.android else deploy_ios(args.bundle, args.ios)
+    if args.android is not None:  # (an empty --android '' is the Android demo's path too, and refused as such)
+        lines = deploy_android(args.bundle, args.android)
+    else:
+        lines = deploy_ios(args.bundle, args.ios)
     for line in lines:
         print(line)
     return 0
