@@ -39,8 +39,8 @@ from tests.conftest import ROOT
 
 GOLDEN = ROOT / "tests" / "golden" / "bundle"
 TINY = ROOT / "runtimes" / "models" / "tiny"
-DEFAULT_EXAMPLES = {"manifest": 300, "config": 1000, "generation_config": 300, "tokenizer": 200,
-                    "chat_template": 300, "safetensors": 300, "cli": 600}
+DEFAULT_EXAMPLES = {"manifest": 300, "config": 1500, "generation_config": 300, "tokenizer": 200,
+                    "chat_template": 300, "safetensors": 300, "cli": 1000}
 HANG_SECONDS = 60  # one case of these takes milliseconds; a minute means it would never end
 CASES: collections.Counter = collections.Counter()
 
@@ -80,9 +80,9 @@ def no_hang():
         signal.signal(signal.SIGALRM, previous)
 
 
-def user_error_or_success(kind: str, action) -> object:
-    """Run `action` as one case: its value, or None when it raised a UserError (one line at the command line)."""
-    CASES[kind] += 1
+def user_error_or_success(action) -> object:
+    """Run `action` under the alarm: its value, or None when it raised a UserError (one line at the command
+    line)."""
     with no_hang():
         try:
             return action()
@@ -95,11 +95,10 @@ def snapshot(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*")}
 
 
-def run_cli(kind: str, capsys, argv: list[str], root: Path, may_write: tuple[Path, ...] = ()) -> int:
+def run_cli(capsys, argv: list[str], root: Path, may_write: tuple[Path, ...] = ()) -> int:
     """`python -m exporter ARGV` in-process as one case: exit 0, 1 (verify's problems) or 2 with one `error:` line,
     nothing written under `root` but `may_write`."""
     before = snapshot(root)
-    CASES[kind] += 1
     with no_hang():
         code = main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -232,12 +231,13 @@ GOLDEN_MANIFEST = json.loads((GOLDEN / MANIFEST).read_text())
 def test_fuzz_manifest(tmp_path, capsys, data, signed):
     """verify --no-run and --overwrite's ownership check (owner) on a bundle whose manifest is mutated, re-signed
     or not: the digest, schema, consistency, file-table and path checks all see hostile values."""
+    CASES["manifest"] += 1
     bundle = fresh(tmp_path, GOLDEN)
     if signed:
         sign(bundle, data)
     else:
         (bundle / MANIFEST).write_bytes(data)
-    code = run_cli("manifest", capsys, ["verify", "--bundle", bundle, "--no-run"], tmp_path)
+    code = run_cli(capsys, ["verify", "--bundle", bundle, "--no-run"], tmp_path)
     found, why = owner(bundle)
     assert (found == "bundle") == (code == 0), why
 
@@ -252,8 +252,9 @@ def test_fuzz_config(tmp_path, data):
     from runtimes.checkpoint import load_config
     from runtimes.model import ModelArgs
 
+    CASES["config"] += 1
     (tmp_path / "config.json").write_bytes(data)
-    config = user_error_or_success("config", lambda: load_config(tmp_path))
+    config = user_error_or_success(lambda: load_config(tmp_path))
     if config is not None:
         ModelArgs.from_config(config)
 
@@ -268,10 +269,11 @@ def test_fuzz_generation_config(tmp_path, capsys, data, thinking, seed):
     then sample (the sampling parameters built from it, one draw from fixed logits)."""
     from runtimes.sampling import Sampler, SamplingParams, read_generation_config
 
+    CASES["generation_config"] += 1
     bundle = fresh(tmp_path, GOLDEN)
     (bundle / "generation_config.json").write_bytes(data)
     relist(bundle, "generation_config.json")
-    run_cli("generation_config", capsys, ["verify", "--bundle", bundle, "--no-run"], tmp_path)
+    run_cli(capsys, ["verify", "--bundle", bundle, "--no-run"], tmp_path)
 
     def sample():
         params = SamplingParams.from_generation_config(read_generation_config(bundle), thinking=thinking)
@@ -279,7 +281,7 @@ def test_fuzz_generation_config(tmp_path, capsys, data, thinking, seed):
         assert 0 <= token < 64
         return token
 
-    user_error_or_success("generation_config", sample)
+    user_error_or_success(sample)
 
 
 TOKENIZER_JSON = json.loads((TINY / "tokenizer.json").read_text())
@@ -303,11 +305,12 @@ def use_tokenizer(directory: Path):
 def test_fuzz_tokenizer_files(tmp_path, which, data):
     """tokenizer.json (vocab, merges, added tokens, pre-tokenizer, decoder) or tokenizer_config.json mutated:
     loading, rendering a conversation, encoding and decoding it."""
+    CASES["tokenizer"] += 1
     base = TOKENIZER_JSON if which == "tokenizer.json" else TOKENIZER_CONFIG
     (tmp_path / "tokenizer.json").write_text(json.dumps(TOKENIZER_JSON))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     (tmp_path / which).write_bytes(data.draw(serialized(base)))
-    user_error_or_success("tokenizer", lambda: use_tokenizer(tmp_path))
+    user_error_or_success(lambda: use_tokenizer(tmp_path))
 
 
 SIZES = st.sampled_from([0, 1, 3, 100, 10_000, 1_000_000, 20_000_000])
@@ -332,10 +335,11 @@ FRAGMENTS = [
 def test_fuzz_chat_template(tmp_path, parts):
     """A checkpoint's own chat template built from fragments (loops, filters that build long strings, sandbox
     escapes, recursion, errors): loading it, rendering a conversation and encoding what it rendered."""
+    CASES["chat_template"] += 1
     template = "".join(fragment.replace("N", str(size)) for fragment, size in parts)
     (tmp_path / "tokenizer.json").write_text(json.dumps(TOKENIZER_JSON))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({**TOKENIZER_CONFIG, "chat_template": template}))
-    user_error_or_success("chat_template", lambda: use_tokenizer(tmp_path))
+    user_error_or_success(lambda: use_tokenizer(tmp_path))
 
 
 def split_safetensors(path: Path) -> tuple[dict, bytes]:
@@ -357,13 +361,14 @@ def test_fuzz_safetensors_header(tmp_path, small_checkpoint, safetensors_parts, 
     lying, its data cut short or grown: loading the checkpoint into the module."""
     from runtimes.model import from_pretrained
 
+    CASES["safetensors"] += 1
     header, payload = safetensors_parts
     raw = data.draw(serialized(header))
     size = {"true": len(raw), "short": max(len(raw) - 3, 0), "long": len(raw) + 5, "huge": 1 << 40}[length]
     body = {"same": payload, "truncated": payload[:len(payload) // 2], "extra": payload + b"\0" * 16}[tail]
     shutil.copy(small_checkpoint / "config.json", tmp_path / "config.json")
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", size) + raw + body)
-    user_error_or_success("safetensors", lambda: from_pretrained(tmp_path, max_seq_len=16))
+    user_error_or_success(lambda: from_pretrained(tmp_path, max_seq_len=16))
 
 
 # ---- command-line values -------------------------------------------------------------------------------------------
@@ -471,8 +476,10 @@ def test_fuzz_command_line(cli_place, capsys, line):
     values (missing, a file, a FIFO, a directory, a bundle, ~, /): one line and exit 2, or the command reaches its
     work; nothing written but where an output flag pointed."""
     command, argv = line
+    CASES["cli"] += 1
+    CASES[f"cli {command}"] += 1
     outputs = [cli_place / argv[i + 1] for i, a in enumerate(argv[:-1]) if a in OUTPUT_FLAGS]
     try:
-        run_cli("cli", capsys, argv, cli_place, tuple(outputs))
+        run_cli(capsys, argv, cli_place, tuple(outputs))
     except Reached:
         capsys.readouterr()
