@@ -305,11 +305,11 @@ def use_tokenizer(directory: Path):
 def test_fuzz_tokenizer_files(tmp_path, which, data):
     """tokenizer.json (vocab, merges, added tokens, pre-tokenizer, decoder) or tokenizer_config.json mutated:
     loading, rendering a conversation, encoding and decoding it."""
-    CASES["tokenizer"] += 1
     base = TOKENIZER_JSON if which == "tokenizer.json" else TOKENIZER_CONFIG
     (tmp_path / "tokenizer.json").write_text(json.dumps(TOKENIZER_JSON))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     (tmp_path / which).write_bytes(data.draw(serialized(base)))
+    CASES["tokenizer"] += 1  # (counted once drawn: hypothesis may abandon a draw that runs past its budget)
     user_error_or_success(lambda: use_tokenizer(tmp_path))
 
 
@@ -361,9 +361,9 @@ def test_fuzz_safetensors_header(tmp_path, small_checkpoint, safetensors_parts, 
     lying, its data cut short or grown: loading the checkpoint into the module."""
     from runtimes.model import from_pretrained
 
-    CASES["safetensors"] += 1
     header, payload = safetensors_parts
     raw = data.draw(serialized(header))
+    CASES["safetensors"] += 1
     size = {"true": len(raw), "short": max(len(raw) - 3, 0), "long": len(raw) + 5, "huge": 1 << 40}[length]
     body = {"same": payload, "truncated": payload[:len(payload) // 2], "extra": payload + b"\0" * 16}[tail]
     shutil.copy(small_checkpoint / "config.json", tmp_path / "config.json")
