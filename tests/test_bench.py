@@ -165,7 +165,7 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--soc", "nokia-3310"], "unknown --soc"),
     (["--budgets", "0,lots"], "--budgets takes comma-separated integers or none"),
-    (["--tasks", "missing.jsonl"], "no such file"),
+    (["--tasks", "missing.jsonl"], "--tasks missing.jsonl does not exist"),
     (["--windows", "0"], "--windows must be >= 1"),  # was a ZeroDivisionError traceback
     (["--runs", "0"], "--runs must be >= 1"),
 ])

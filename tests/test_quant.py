@@ -116,7 +116,7 @@ def test_calibration_sources_and_errors(tmp_path, tiny_tokenizer):
         path.write_text(content)
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace("{", r"\{")):
             calibration_set(str(path), encode, samples=2, seq_len=64)
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(UserError, match="missing.txt does not exist"):
         calibration_set(str(tmp_path / "missing.txt"), encode)
 
 

@@ -155,7 +155,7 @@ def test_a_model_that_cannot_run_is_bad(good, tmp_path, capsys):
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert run_cli(capsys, "verify")[0] == 2
     code, _, err = run_cli(capsys, "verify", "--bundle", str(tmp_path / "nope"))
-    assert code == 2 and "is not a directory" in err
+    assert code == 2 and "does not exist" in err
 
 
 @pytest.mark.parametrize("name, bad", [("model.onnx", False), ("a/b.bin", False), ("../x", True), ("/x", True),
