@@ -19,11 +19,13 @@ import collections
 import contextlib
 import copy
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -382,8 +384,8 @@ NUMBER_TEXT = (st.sampled_from(["0", "-1", "1", "2", "16", "64", "1e-320", "1e30
                                 "99999999999999999999999", "0x10", "1_000", " 5", "5.5", "", "abc", "\udcff"])
                | st.integers(-2 ** 70, 2 ** 70).map(str) | st.floats().map(repr))
 FREE_TEXT = st.text(max_size=24) | st.sampled_from(["<|im_end|>", "/no_think", "\udcff\udcfe", "", "-", "--out"])
-PATH_NAMES = ["missing", "file.txt", "bad.txt", "fifo", "dir", "GOLDEN", "out", "~", "/", ".", "", "-",
-              "dir/inner/deep", "file.txt/x"]
+PATH_NAMES = ["missing", "file.txt", "bad.txt", "fifo", "dir", "GOLDEN", "GOLDEN/manifest.json", "GOLDEN/report",
+              "messages.json", "out", "~", "/", ".", "", "-", "dir/inner/deep", "file.txt/x"]
 
 
 def choice(*values):
@@ -418,7 +420,12 @@ FLAGS = {
     "chat": {"--model": MODEL, "--bundle": PATH, "--thinking-budget": NUMBER_TEXT, "--no-think": BARE,
              "--max-new-tokens": NUMBER_TEXT, "--max-seq-len": NUMBER_TEXT, "--temperature": NUMBER_TEXT,
              "--top-p": NUMBER_TEXT, "--top-k": NUMBER_TEXT, "--min-p": NUMBER_TEXT, "--seed": NUMBER_TEXT,
-             "--system": FREE_TEXT, "--json": BARE},
+             "--system": FREE_TEXT, "--prompt-file": PATH, "--messages": PATH, "--tools": PATH, "--json": PATH,
+             "--allow-special-tokens-in-user-text": BARE},
+    # literal addresses and localhost only: a name would be looked up in DNS
+    "serve": {"--bundle": PATH, "--host": st.sampled_from(["127.0.0.1", "::1", "localhost", "", "0.0.0.0"]),
+              "--port": NUMBER_TEXT, "--model-name": FREE_TEXT, "--max-tokens": NUMBER_TEXT, "--queue": NUMBER_TEXT,
+              "--max-request-bytes": NUMBER_TEXT, "--allow-special-tokens-in-user-text": BARE},
     "verify": {"--bundle": PATH, "--json": PATH, "--no-run": BARE},
     "deploy": {"--bundle": PATH, "--android": PATH, "--ios": PATH},
 }
@@ -463,9 +470,11 @@ def cli_place(tmp_path, monkeypatch):
     (place / "bad.txt").write_bytes(b"\xff\xfe not UTF-8\n")
     os.mkfifo(place / "fifo")
     (place / "dir").mkdir()
+    (place / "messages.json").write_text(json.dumps(MESSAGES))
     shutil.copytree(GOLDEN, place / "GOLDEN")
     monkeypatch.chdir(place)
     monkeypatch.setenv("HOME", str(place))
+    monkeypatch.setattr(sys, "stdin", sys.stdin)  # each case gets a stdin of its own (chat reads '-' from it)
     return place
 
 
@@ -476,6 +485,7 @@ def test_fuzz_command_line(cli_place, capsys, line):
     values (missing, a file, a FIFO, a directory, a bundle, ~, /): one line and exit 2, or the command reaches its
     work; nothing written but where an output flag pointed."""
     command, argv = line
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b"What is 2 + 2?\n"))
     CASES["cli"] += 1
     CASES[f"cli {command}"] += 1
     outputs = [cli_place / argv[i + 1] for i, a in enumerate(argv[:-1]) if a in OUTPUT_FLAGS]

@@ -83,7 +83,7 @@ def run(args) -> int:
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
     if args.json and args.json != "-":
-        check_writable(args.json)
+        check_writable(args.json, "--json", [args.bundle] if args.bundle else [])
     check_text(args.system or "", "--system text")
     if args.prompt is not None and args.prompt_file is not None:
         raise UserError("pass the user message either as PROMPT or with --prompt-file, not both")
