@@ -1,55 +1,175 @@
-"""The packages depend one way: runtimes (and the evaluation on top of it, runtimes/eval) never import exporter,
-calibration or tools; calibration never imports exporter or tools; exporter never imports tools; and no module
-cycle exists. Checked on the source (every import, deferred ones in functions included), not by importing."""
+"""The layers: every module belongs to one, and imports only from its own layer or lower ones. Checked on the source
+over resolved module names (absolute and relative imports, deferred ones inside functions, and modules loaded by name
+through importlib from a literal "package.module" or "package.module:Class" string), and, for the modules that must
+run without torch, by importing them in a fresh process where torch cannot be imported."""
+
+from __future__ import annotations
 
 import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+from exporter.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("runtimes", "calibration", "exporter", "tools")
-FORBIDDEN = {"runtimes": ("exporter", "calibration", "tools"), "calibration": ("exporter", "tools"),
-             "exporter": ("tools",)}
-# the runtime works without torch (an extra): these runtimes modules may not import torch even in a function
-TORCH_FREE = ("runtimes/bundle.py", "runtimes/chat.py", "runtimes/errors.py", "runtimes/files.py",
-              "runtimes/generate.py", "runtimes/sampling.py", "runtimes/thinking.py", "runtimes/tokenizer.py",
-              "runtimes/verify.py", "runtimes/tool_calls.py", "runtimes/messages.py", "runtimes/serve.py",
-              "runtimes/backends/__init__.py", "runtimes/backends/onnxruntime.py",
-              "runtimes/backends/coreml.py", "runtimes/backends/qnn.py")
+
+# Bottom to top. "pkg.*" covers a package and everything in it, a plain name one module. Every module must be placed:
+# a new one that is not fails test_every_module_has_a_layer until it is written here.
+LAYERS = (
+    ("base", ("runtimes", "runtimes.errors", "runtimes.files", "runtimes.quiet")),
+    # one file per backend; bundle.load_backend and generate sit above them
+    ("backends", ("runtimes.backends", "runtimes.backends.onnxruntime", "runtimes.backends.qnn",
+                  "runtimes.backends.coreml", "runtimes.backends.executorch")),
+    # running a bundle: the contract, the chat format, generation
+    ("runtime", ("runtimes.bundle", "runtimes.verify", "runtimes.chat", "runtimes.tokenizer", "runtimes.thinking",
+                 "runtimes.sampling", "runtimes.generate", "runtimes.tool_calls", "runtimes.messages",
+                 "runtimes.serve", "runtimes.models.*")),
+    # [torch] the one Qwen3 module, checkpoints, quantization, and the backend that runs the module. model.py still
+    # reads quant/kv.py's int8 rounding, so model and quant share a layer until int8 caches are cache classes
+    ("model", ("runtimes.model", "runtimes.checkpoint", "runtimes.quant.*", "runtimes.backends.reference")),
+    ("eval", ("runtimes.eval.*",)),
+    ("calibration", ("calibration.*",)),  # its builtin text includes eval's arithmetic chats
+    ("exporter", ("exporter.*",)),
+    ("tools", ("tools.*",)),  # not shipped
+)
+# the layers a bundle runs on: none of their modules imports torch, even inside a function...
+TORCH_FREE_LAYERS = ("base", "backends", "runtime")
+# ...except these, whose own extra installs torch and which import it only when they run
+TORCH_WHEN_RUN = {"runtimes.backends.executorch": "ExecuTorch's pybindings need libtorch loaded first"}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """Every module `path` imports, resolved against our packages (`from a.b import c` may mean module a.b.c)."""
+def modules(root: Path) -> dict[str, Path]:
+    return {module_name(root, p): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+
+
+def imported_names(name: str, path: Path) -> set[str]:
+    """Every name `path` imports, absolute: `from .x import y` in package p is p.x.y (which may be a module or an
+    attribute of p.x), and a literal "pkg.b:C" or "pkg.b" string naming one of our packages' modules counts (importlib loads such strings)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            module = node.value.split(":")[0]
+            if module.split(".")[0] in PACKAGES and re.fullmatch(r"\w+(\.\w+)+(:\w+)?|\w+:\w+", node.value):
+                found.add(module)
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    files = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
-    return {name: {m for m in imports(path) if m in files and m != name} for name, path in files.items()}
+def resolve(name: str, known) -> str | None:
+    """The project module a name lives in (a.b.c may be attribute c of module a.b), or None outside the project."""
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
 
 
-def test_dependencies_point_one_way():
-    wrong = [(name, target) for name, targets in graph().items() for target in targets
-             if any(target.split(".")[0] == banned for banned in FORBIDDEN.get(name.split(".")[0], ()))]
-    assert wrong == []
+def graph(root: Path) -> dict[str, set[str]]:
+    """module → the project modules it imports (itself excluded)."""
+    files = modules(root)
+    return {name: {m for m in map(lambda n: resolve(n, files), imported_names(name, path)) if m and m != name}
+            for name, path in files.items()}
+
+
+def layer_of(name: str) -> str | None:
+    for layer, members in LAYERS:
+        for member in members:
+            if name == member.removesuffix(".*") or (member.endswith(".*") and name.startswith(member[:-1])):
+                return layer
+    return None
+
+
+def layer_violations(root: Path) -> list[str]:
+    """Every import that points up: `a (layer) -> b (higher layer)`."""
+    rank = {layer: i for i, (layer, _) in enumerate(LAYERS)}
+    return [f"{name} ({layer_of(name)}) -> {target} ({layer_of(target)})"
+            for name, targets in sorted(graph(root).items()) for target in sorted(targets)
+            if rank[layer_of(target)] > rank[layer_of(name)]]
+
+
+def imports_torch(name: str, path: Path) -> bool:
+    return any(m == "torch" or m.startswith("torch.") for m in imported_names(name, path))
+
+
+def torch_free_modules(root: Path) -> list[str]:
+    return [name for name in modules(root) if layer_of(name) in TORCH_FREE_LAYERS]
+
+
+def torch_users(root: Path) -> list[str]:
+    """Torch-free modules that import torch, themselves or through any chain of project imports (deferred ones
+    included); a TORCH_WHEN_RUN module's own torch import does not count."""
+    files, edges = modules(root), graph(root)
+    direct = {name for name, path in files.items() if name not in TORCH_WHEN_RUN and imports_torch(name, path)}
+    users = []
+    for start in torch_free_modules(root):
+        seen, todo = set(), [start]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(edges[name])
+        if seen & direct:
+            users.append(f"{start} -> {', '.join(sorted(seen & direct))}")
+    return users
+
+
+IMPORT_WITHOUT_TORCH = """
+import importlib, json, sys
+
+class NoTorch:  # as if torch were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"No module named {name!r} (blocked)")
+
+sys.meta_path.insert(0, NoTorch())
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(failed))
+"""
+
+
+def import_failures_without_torch(root: Path) -> dict[str, str]:
+    """Imports every torch-free module in one fresh process where torch cannot be imported."""
+    done = subprocess.run([sys.executable, "-c", IMPORT_WITHOUT_TORCH, *torch_free_modules(root)], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_every_module_has_a_layer():
+    assert [name for name in modules(ROOT) if layer_of(name) is None] == []
+
+
+def test_imports_point_down():
+    assert layer_violations(ROOT) == []
 
 
 def test_no_import_cycles():
-    edges = graph()
+    edges = graph(ROOT)
     # a package's __init__ importing its own submodules is not a cycle of code
-    edges = {name: {t for t in targets if not (t.startswith(name + ".") and edges.get(name) is not None)}
-             for name, targets in edges.items()}
+    edges = {name: {t for t in targets if not t.startswith(name + ".")} for name, targets in edges.items()}
     state: dict[str, int] = {}
     cycles = []
 
@@ -68,9 +188,52 @@ def test_no_import_cycles():
     assert cycles == []
 
 
-def test_the_runtime_core_does_not_need_torch():
-    users = [f for f in TORCH_FREE if any(m == "torch" or m.startswith("torch.") for m in imports(ROOT / f))]
-    assert users == []
+def test_the_runtime_needs_no_torch():
+    assert torch_users(ROOT) == []
+    assert import_failures_without_torch(ROOT) == {}
+
+
+def copy_of_the_tree(tmp_path: Path) -> Path:
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=lambda folder, names: [  # the code alone
+            n for n in names if n == "__pycache__" or (Path(folder, n).is_file() and not n.endswith(".py"))])
+    return tmp_path
+
+
+def plant(path: Path, line: str) -> None:
+    """`line` inside a new function at the end of the module: a deferred import."""
+    path.write_text(path.read_text() + f"\n\ndef _planted():\n    {line}\n")
+
+
+def test_the_checks_see_deferred_and_relative_imports(tmp_path):
+    tree = copy_of_the_tree(tmp_path)
+    plant(tree / "runtimes/generate.py", "from .eval import parity")
+    assert layer_violations(tree) == ["runtimes.generate (runtime) -> runtimes.eval (eval)",
+                                      "runtimes.generate (runtime) -> runtimes.eval.parity (eval)"]
+
+    shutil.copy2(ROOT / "runtimes/generate.py", tree / "runtimes/generate.py")
+    plant(tree / "runtimes/tokenizer.py", "from .checkpoint import load_checkpoint")
+    assert layer_violations(tree) == ["runtimes.tokenizer (runtime) -> runtimes.checkpoint (model)"]
+    users = torch_users(tree)
+    assert "runtimes.tokenizer -> runtimes.checkpoint" in users
+    assert any(user.startswith("runtimes.generate -> ") for user in users)  # it imports the tokenizer
+
+
+def test_the_checks_see_modules_loaded_by_name(tmp_path):
+    tree = copy_of_the_tree(tmp_path)
+    table = tree / "runtimes/bundle.py"
+    table.write_text(table.read_text().replace('"runtimes.backends.coreml:CoreMLBackend"',
+                                               '"runtimes.backends.reference:ReferenceBackend"'))
+    assert layer_violations(tree) == ["runtimes.bundle (runtime) -> runtimes.backends.reference (model)"]
+
+
+def test_the_import_without_torch_fails_on_a_top_level_torch_import(tmp_path):
+    tree = copy_of_the_tree(tmp_path)
+    thinking = tree / "runtimes/thinking.py"
+    thinking.write_text("import torch  # noqa: F401\n" + thinking.read_text())
+    failures = import_failures_without_torch(tree)
+    assert {"runtimes.thinking", "runtimes.generate"} <= set(failures)  # generate imports thinking
+    assert all("torch" in message for message in failures.values()), failures
 
 
 NO_TORCH = """
@@ -84,11 +247,6 @@ sys.exit(main(sys.argv[1:]))
 def test_bundles_run_and_verify_without_torch(tmp_path):
     """The runtime is the base install; torch is an extra. An ONNX bundle verifies and chats without it, and a
     command that needs torch says so in one line."""
-    import subprocess
-    import sys
-
-    from exporter.cli import main
-
     bundle = tmp_path / "b"
     assert main(["--model", "tiny", "--target", "onnx", "--quant", "int4", "--out", str(bundle)]) == 0
 
