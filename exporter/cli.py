@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from exporter.commands import COMMANDS
 from runtimes import quiet
 from runtimes.errors import UserError
 
@@ -18,7 +19,7 @@ examples:
   python -m exporter parity --bundle dist/tiny-onnx
   python -m exporter chat --bundle dist/tiny-onnx --thinking-budget 32 "What is 4821 - 9377?"
 
-python -m exporter COMMAND --help explains each command's flags."""
+python -m exporter COMMAND --help explains each command's flags (export's: python -m exporter export --help)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,22 +30,29 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> tuple[Parser, dict[str, Parser]]:
-    """The main parser (which takes export's flags: export is the default command) and one parser per command."""
-    from exporter.commands import COMMANDS
-
-    listing = "\n".join(f"  {name:<11} {module.SUMMARY}" for name, module in COMMANDS.items())
+    """The main parser, with one subparser per command (exporter/commands/), and those subparsers by name."""
     main = Parser(prog="python -m exporter", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                   description="Export a Qwen3 checkpoint to phone bundles (ONNX, ExecuTorch, Core ML), then check, "
-                              f"measure and chat with them.\n\ncommands (default: export):\n{listing}")
-    COMMANDS["export"].add_arguments(main)
-    subs = {}
+                              "measure and chat with them. With no command named, the flags are export's.")
+    commands = main.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     for name, module in COMMANDS.items():
-        subs[name] = Parser(prog=f"python -m exporter {name}", description=module.__doc__)
-        module.add_arguments(subs[name])
-    for parser in (main, *subs.values()):
-        parser.add_argument("--verbose", action="store_true",
-                            help="show the libraries' own warnings and logs, and every stage's progress")
-    return main, subs
+        sub = commands.add_parser(name, help=module.SUMMARY, description=module.__doc__)
+        module.add_arguments(sub)
+        sub.add_argument("--verbose", action="store_true",
+                         help="show the libraries' own warnings and logs, and every stage's progress")
+    return main, commands.choices
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, parsed and nothing run; export is the command when the first argument is a flag (or none is
+    given). A usage error raises UserError."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["export", *argv]
+    main, commands = build_parser()
+    args, unknown = main.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, whose --help lists its flags
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def one_line(message: str) -> str:
@@ -65,21 +73,15 @@ def _raise_interrupted(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from exporter.commands import COMMANDS
-
     argv = sys.argv[1:] if argv is None else argv
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C and kill (a CI timeout, say) unwind like an error: temp dirs are removed on the way out
         signal.signal(signal.SIGTERM, _raise_interrupted)
         signal.signal(signal.SIGINT, _raise_interrupted)
     try:
-        parser, subs = build_parser()
-        if argv and argv[0] in subs:
-            name, args = argv[0], subs[argv[0]].parse_args(argv[1:])
-        else:  # no command named: export, with the main parser's help
-            name, args = "export", parser.parse_args(argv)
+        args = parse(argv)
         quiet.configure(args.verbose)
-        return COMMANDS[name].run(args)
+        return COMMANDS[args.command].run(args)
     except UserError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2

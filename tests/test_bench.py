@@ -133,7 +133,7 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     report = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--json", str(report), "--markdown",
                            str(tmp_path / "bench.md"), "--plots", str(tmp_path / "plots"), "--runs", "1",
-                           "--new-tokens", "8", "--prompt-lengths", "16,32", "--windows", "2", "--problems", "4",
+                           "--max-new-tokens", "8", "--prompt-lengths", "16,32", "--windows", "2", "--problems", "4",
                            "--budgets", "0,none", "--energy", "none")
     assert code == 0
     result = json.loads(report.read_text())
@@ -170,7 +170,7 @@ def test_bench_writes_json_markdown_and_plots(onnx_bundle, tmp_path, capsys):
     (["--runs", "0"], "--runs must be >= 1"),
 ])
 def test_bench_bad_options_are_one_line(onnx_bundle, capsys, argv, message):
-    code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--runs", "1", "--new-tokens", "4",
+    code, _, err = run_cli(capsys, "bench", "--bundle", str(onnx_bundle), "--runs", "1", "--max-new-tokens", "4",
                            "--prompt-lengths", "8", "--windows", "1", "--problems", "1", *argv)
     assert code == 2 and message in err and "Traceback" not in err
 

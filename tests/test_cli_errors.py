@@ -5,6 +5,7 @@ import pytest
 from safetensors.torch import save_file
 import torch
 
+from exporter.cli import parse
 from exporter.make_model import write_random_checkpoint
 from tests.conftest import SMALL, copy_checkpoint, edit_config, run_cli, run_module
 
@@ -169,6 +170,29 @@ def test_help_for_every_subcommand(capsys, command):
     assert len(out.splitlines()) > 5
 
 
+def test_an_unknown_command_names_the_known_ones():
+    result = run_module("bench-peers", "--help")
+    assert_user_error(result.returncode, result.stderr, "invalid choice: 'bench-peers'", "'export'", "'verify'")
+    assert result.stdout == ""
+
+
+def test_export_is_the_command_when_the_first_argument_is_a_flag():
+    assert parse(["--model", "tiny", "--target", "onnx", "--out", "x"]) == parse(
+        ["export", "--model", "tiny", "--target", "onnx", "--out", "x"])
+    assert parse([]).command == "export"
+
+
+def test_one_flag_name_per_meaning(capsys):
+    """--max-new-tokens in every command that generates; the old --new-tokens is still read, never shown."""
+    assert parse(["bench", "--bundle", "b", "--new-tokens", "8"]).max_new_tokens == 8
+    assert parse(["parity", "--bundle", "b", "--max-new-tokens", "8"]).max_new_tokens == 8
+    for command in ("bench", "parity", "chat"):
+        with pytest.raises(SystemExit):
+            parse([command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--max-new-tokens" in shown and "--new-tokens" not in shown.replace("--max-new-tokens", "")
+
+
 def test_written_directories_get_the_users_usual_permissions(tmp_path):
     import os
 
@@ -185,10 +209,10 @@ def test_parity_refuses_a_quantized_checkpoint_and_bad_json_path(capsys, tmp_pat
     qdir = tmp_path / "q"
     assert run_cli(capsys, "quantize", "--model", str(small_checkpoint), "--quant", "int8", "--out", str(qdir))[0] == 0
     assert_user_error(*run_cli(capsys, "parity", "--model", str(qdir))[::2], "quantized checkpoint")
-    assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--new-tokens", "4", "--json",
+    assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--max-new-tokens", "4", "--json",
                                str(tmp_path / "no" / "such" / "dir" / "r.json"))[::2], "cannot write", "does not exist")
-    assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--new-tokens", "0")[::2],
-                      "--new-tokens must be >= 1")
+    assert_user_error(*run_cli(capsys, "parity", "--model", str(small_checkpoint), "--max-new-tokens", "0")[::2],
+                      "--max-new-tokens must be >= 1")
 
 
 @pytest.mark.parametrize("signum", [2, 15])  # SIGINT (Ctrl-C), SIGTERM (kill, CI timeouts)

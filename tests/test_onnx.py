@@ -146,13 +146,13 @@ def test_real_shape_int4_bundle_size_and_parity(tmp_path, capsys, monkeypatch):
     expected = (linear + v * h) / 2 + (linear + v * h) / 128 * 4  # int4 linears and table, fp32 scales per 128
     size = sum(p.stat().st_size for p in bundle.iterdir() if p.name.startswith("model.onnx"))
     assert abs(size - expected) / expected < 0.15, (size, expected)
-    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--new-tokens", "8", "--thinking-budget", "4")
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--max-new-tokens", "8", "--thinking-budget", "4")
     assert code == 0, out
     assert read_manifest(bundle)["source_model"]["id"] == str(model_dir.resolve())  # found from any directory
     npu = tmp_path / "npu"
     assert run_cli(capsys, "--model", str(model_dir), "--target", "onnx", "--quant", "int4", "--profile", "npu",
                    "--max-seq-len", "128", "--out", str(npu))[0] == 0
-    code, out, _ = run_cli(capsys, "parity", "--bundle", str(npu), "--new-tokens", "8", "--thinking-budget", "0")
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(npu), "--max-new-tokens", "8", "--thinking-budget", "0")
     assert code == 0, out
 
 
@@ -198,7 +198,7 @@ def test_npu_profile_static_graphs_and_parity_on_cpu(quant, tmp_path, capsys, bu
     assert data < 1.1 * (bundles[quant] / "model.onnx.data").stat().st_size
     assert all((bundle / f).stat().st_size < 0.1 * data for f in ("prefill.onnx", "decode.onnx", "embed.onnx"))
     report_path = tmp_path / "parity.json"
-    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--new-tokens", "16", "--thinking-budget", "8",
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--max-new-tokens", "16", "--thinking-budget", "8",
                            "--json", str(report_path))
     assert code == 0, out
     report = json.loads(report_path.read_text())

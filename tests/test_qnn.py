@@ -67,7 +67,7 @@ def test_parity_on_simulated_htp(npu_bundles, quant, capsys, tmp_path):
     prompts, report_path = tmp_path / "prompts.txt", tmp_path / "parity.json"
     prompts.write_text("What is 47 + 385?\n")  # 23 tokens: one prefill chunk, then decode steps
     code, out, _ = run_cli(capsys, "parity", "--bundle", str(npu_bundles[quant]), "--prompts", str(prompts),
-                           "--new-tokens", "6", "--thinking-budget", "0", "--json", str(report_path))
+                           "--max-new-tokens", "6", "--thinking-budget", "0", "--json", str(report_path))
     report = json.loads(report_path.read_text())
     assert code == 0, out
     assert report["reference"] == f"fake-quant {quant} (fp16 activations and KV cache, as the NPU graphs)"

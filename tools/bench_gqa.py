@@ -88,7 +88,7 @@ def time_mode(args) -> dict:
     return {"mode": args.mode, "median_ms": float(np.median(times)), "min_ms": float(min(times))}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.bench_gqa", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--position", type=int, default=2048, help="tokens already in the cache (default: 2048)")
@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in this process
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.mode:
         print(json.dumps(time_mode(args)))

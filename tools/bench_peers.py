@@ -19,6 +19,8 @@ The result is bench's JSON (rows with `latency` and `memory` as bench writes the
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -34,7 +36,12 @@ from typing import Sequence
 
 import numpy as np
 
+from exporter.commands.common import max_new_tokens_argument, model_argument
+from runtimes.bundle import load_backend
 from runtimes.errors import UserError
+from runtimes.eval.latency import one_run, spread, timed
+from runtimes.generate import peak_rss_bytes
+from tools.measure_export import run_measured
 
 ARTIFACTS = ("ours-onnx", "ours-executorch", "ort-genai", "executorch-export-llm")
 PEER_NAMES = ("ort-genai", "executorch-export-llm")
@@ -47,8 +54,6 @@ REPO = HERE.parent  # tools/ sits at the repository root
 # -- exports ------------------------------------------------------------------------------------------
 def run_logged(cmd: Sequence[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run cmd with its output appended to log → wall seconds and the peak RSS of it and its children."""
-    from tools.measure_export import run_measured
-
     with open(log, "a") as out:
         out.write(f"\n$ {shlex.join(cmd)}\n")
         out.flush()
@@ -93,8 +98,6 @@ def et_params(config: dict) -> dict:
 def _export_llm(model: str, out: Path, work: Path, context: int, log: Path) -> dict:
     """ExecuTorch's own LLM exporter on its shipped qwen3 XNNPACK 8da4w config (group 128, KV cache, its
     SDPA op). Its loader treats a checkpoint path containing '8da4w' as already quantized: ours never does."""
-    import importlib.util
-
     config = json.loads((Path(model) / "config.json").read_text())
     model_class = ET_MODEL_CLASSES.get((config["hidden_size"], config["num_hidden_layers"]))
     if model_class is None:
@@ -204,9 +207,6 @@ def measure_bandwidth(threads: Sequence[int], work: Path) -> dict[str, float | s
 
 # -- latency, one protocol for all ------------------------------------------------------------------------
 def _summary(results: list[dict], prompt_len: int, new_tokens: int, runs: int) -> dict:
-    from runtimes.eval.latency import spread
-    from runtimes.generate import peak_rss_bytes
-
     return {"prompt_tokens": prompt_len, "new_tokens": new_tokens, "runs": runs,
             **{k: spread([r[k] for r in results]) for k in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
             "decode_ms_p50": statistics.median(r["per_token_ms_p50"] for r in results),
@@ -215,8 +215,6 @@ def _summary(results: list[dict], prompt_len: int, new_tokens: int, runs: int) -
 
 
 def _genai_run(og, model, prompt: list[int], new_tokens: int) -> dict:
-    from runtimes.eval.latency import timed
-
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
     generator = og.Generator(model, params)
@@ -249,16 +247,12 @@ def measure_one(kind: str, path: str, threads: int, prompt_len: int, new_tokens:
         finally:
             shutil.rmtree(copy, ignore_errors=True)
         return _summary(results, prompt_len, new_tokens, runs)
-    from runtimes.eval.latency import one_run
-
     if kind == "pte":
         from runtimes.backends.executorch import ExecuTorchBackend, _runtime
 
         max_seq_len = int(_runtime()._load_for_executorch(path).run_method("get_max_seq_len", ())[0])
         backend = ExecuTorchBackend(Path(path), {"max_seq_len": max_seq_len}, threads=threads)
     else:
-        from runtimes.bundle import load_backend
-
         backend = load_backend(path, threads=threads)
     one_run(backend, prompt, new_tokens)  # warm-up
     return _summary([one_run(backend, prompt, new_tokens) for _ in range(runs)], prompt_len, new_tokens, runs)
@@ -371,13 +365,15 @@ def markdown(result: dict) -> str:
     s = dict(result["settings"])
     s.setdefault("prompt_lengths", [s.get("prompt_tokens")])  # runs before --prompt-lengths had one length
     s.setdefault("ours_onnx_kv_cache", "float32")  # and an fp32 ONNX cache
+    # runs before this tool moved to tools/ name its old command
+    created_by = result["created_by"].replace("python -m exporter bench-peers", "python -m tools.bench_peers")
     lines = [f"# qwen-edge against its peers ({result['date']})", "",
-             f"Model {result['model']}; prompts of {', '.join(map(str, s['prompt_lengths']))} tokens, "
+             f"Model {Path(result['model']).name}; prompts of {', '.join(map(str, s['prompt_lengths']))} tokens, "
              f"{s['new_tokens']} greedy new tokens, a warm-up then {s['runs']} runs, medians [min, max]; group/block "
              f"{s['group_size']}; ours' ONNX KV cache {s['ours_onnx_kv_cache']}. Read bandwidth (GB/s): "
              + ", ".join(f"{t} thread(s) {bw:.1f}" if isinstance(bw, float) else f"{t}: {bw}"
                          for t, bw in result["bandwidth_gb_s"].items())
-             + f". Made by `{result['created_by']}`.", "",
+             + f". Made by `{created_by}`.", "",
              "| artifact | threads | prompt | decode tok/s [min, max] | × faster peer | of limit | TTFT ms | size MB "
              "| read/token MB | export s | export peak GiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -395,14 +391,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """python -m tools.bench_peers --model DIR --work DIR [...]: one line on stderr and exit 2 for user errors."""
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.bench_peers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="DIR", help="a local Hugging Face Qwen3 checkpoint, e.g. "
-                                                                      "one from make-model --shape 0.6b")
+    model_argument(parser, default=None, required=True, metavar="DIR|tiny",
+                   help="a local Hugging Face Qwen3 checkpoint, e.g. m06 from `python -m exporter make-model --shape "
+                        "0.6b --out m06`")
     parser.add_argument("--work", required=True, metavar="DIR", help="where the four artifacts and the log go")
     parser.add_argument("--threads", default="1,2", metavar="N,N", help="thread counts (default: 1,2)")
     parser.add_argument("--group-size", type=int, default=128, metavar="G",
@@ -411,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="prompt lengths; decode is measured after each (default: 128)")
     parser.add_argument("--kv-cache", default="auto", choices=("auto", "float32", "float16", "int8"),
                         help="our ONNX bundle's KV cache (default: auto, the exporter's default: int8 for int4)")
-    parser.add_argument("--new-tokens", type=int, default=128, metavar="N", help="greedy new tokens (default: 128)")
+    max_new_tokens_argument(parser, 128, "greedy new tokens")
     parser.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
     parser.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {', '.join(ARTIFACTS)}")
     parser.add_argument("--genai-python", metavar="PYTHON", help="an interpreter with onnxruntime-genai "
@@ -419,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-export", action="store_true", help="measure the artifacts already in --work")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the Markdown table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m tools.bench_peers --model DIR --work DIR [...]: one line on stderr and exit 2 for user errors."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",")]
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = str(resolve_model_dir(args.model)) if args.model == "tiny" else args.model
         result = compare(model, args.work, threads=threads, group=args.group_size, prompt_lengths=lengths,
-                         new_tokens=args.new_tokens, runs=args.runs, genai_python=args.genai_python,
+                         new_tokens=args.max_new_tokens, runs=args.runs, genai_python=args.genai_python,
                          onnx_kv_cache=args.kv_cache,
                          export=not args.no_export, only=args.only.split(",") if args.only else ARTIFACTS)
     except UserError as exc:

@@ -3,7 +3,7 @@
     python -m tools.benchmarks_doc [--examples runtimes/eval/bench/example] [--out docs]
 
 Every table on that page is rendered from a JSON file written by one of the project's commands (`bench`,
-`bench-peers`, `train_tiny --evaluate`); every plot is drawn from the same JSON by code in the repo. Nothing is
+`tools.bench_peers`, `tools.train_tiny --evaluate`); every plot is drawn from the same JSON by code in the repo. Nothing is
 typed in by hand, so re-running a measurement and then this script updates the page.
 """
 
@@ -49,6 +49,7 @@ SECTIONS = [
      "A run of 2026-11-23 on a faster host of this machine kind (read bandwidth 31 / 63 GB/s on 1 / 2 threads, "
      "against 12 GB/s on 2 threads in the run above): 128-token prompts, 1 and 2 threads, and what each export cost. "
      "Ours were that day's defaults (float32 KV cache); compare its rows with each other, not with the run above.",
+     "python -m exporter make-model --shape 0.6b --out m06\n"
      "python -m tools.bench_peers --model m06 --work peers06 --json peers-0.6b.json"),
     ("kv-cache-0.6b.json", "ONNX KV cache: float32, float16 and int8, short and long context",
      "The default ONNX int4 export of the 0.6B shape with `--max-seq-len 2176`, with `--kv-cache float32`, "
@@ -56,19 +57,19 @@ SECTIONS = [
      "python -m exporter --model m06 --target onnx --max-seq-len 2176 --kv-cache float32 --out m06-kv32\n"
      "python -m exporter --model m06 --target onnx --max-seq-len 2176 --kv-cache float16 --out m06-kv16\n"
      "python -m exporter --model m06 --target onnx --max-seq-len 2176 --out ours-onnx   # the default: int8\n"
-     "python -m exporter bench --no-accuracy --threads 2 --prompt-lengths 128,2048 --new-tokens 128 "
+     "python -m exporter bench --no-accuracy --threads 2 --prompt-lengths 128,2048 --max-new-tokens 128 "
      "--bundle m06-kv32 --bundle m06-kv16 --bundle ours-onnx --json kv-cache-0.6b.json"),
     ("scaling-ctx-2.json", "How cost grows with context (2 threads)",
      "Bundles of the 0.6B shape exported with `--max-seq-len 2304` before the fp16 KV cache became the ONNX "
      "default (fp32 caches): decode is measured after each prompt length.",
-     "python -m exporter bench --bundle B --prompt-lengths 128,512,2048 --new-tokens 128 --no-accuracy "
+     "python -m exporter bench --bundle B --prompt-lengths 128,512,2048 --max-new-tokens 128 --no-accuracy "
      "--threads 2 --json scaling-ctx-2.json"),
     ("scaling-ctx-1.json", "How cost grows with context (1 thread)", "As above, on one thread.",
      "python -m exporter bench ... --threads 1 --json scaling-ctx-1.json"),
     ("scaling-size-2.json", "How cost grows with model size (2 threads)",
      "`make-model --shape 0.6b|1.7b|4b`, each exported `--target onnx --quant int4 --group-size 128 --embedding "
      "int4 --activations int8 --max-seq-len 2304`.",
-     "python -m exporter bench --bundle B06 --bundle B17 --bundle B4 --prompt-lengths 128 --new-tokens 128 "
+     "python -m exporter bench --bundle B06 --bundle B17 --bundle B4 --prompt-lengths 128 --max-new-tokens 128 "
      "--no-accuracy --threads 2 --json scaling-size-2.json"),
     ("scaling-size-1.json", "How cost grows with model size (1 thread)", "As above, on one thread.",
      "python -m exporter bench ... --threads 1 --json scaling-size-1.json"),
@@ -169,7 +170,8 @@ def readme_peers_table(examples: Path) -> list[str]:
             parts.append(f"{tok_s:.1f}" + ("" if r["peer"] else f" ({r['vs_faster_peer']:.2f}×)")
                          + f", TTFT {ttft:.{1 if ttft < 10 else 0}f} s")
         lines.append(f"| {name} | " + " | ".join(parts) + " |")
-    lines += ["", "```", f"python -m tools.bench_peers --model m06 --work peers06 --threads {s['threads'][-1]} "
+    lines += ["", "```", "python -m exporter make-model --shape 0.6b --out m06   # the random-weight 0.6B shape",
+              f"python -m tools.bench_peers --model m06 --work peers06 --threads {s['threads'][-1]} "
                          f"--prompt-lengths {','.join(map(str, lengths))} --json peers-0.6b.json", "```"]
     return lines
 
@@ -210,7 +212,7 @@ def render(examples: Path, out: Path, model_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.benchmarks_doc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parent.parent
@@ -219,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=root / "docs")
     parser.add_argument("--readme", type=Path, default=root / "README.md",
                         help="the README whose peers table to rewrite (default: this checkout's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     text = render(args.examples, args.out, args.model)

@@ -12,8 +12,17 @@ import argparse
 import json
 from pathlib import Path
 
+from exporter.bundle import copy_tokenizer_files, write_manifest
+from exporter.commands.common import model_argument
+from exporter.output import atomic_output_dir
+from runtimes.backends.reference import ReferenceBackend
+from runtimes.chat import render
+from runtimes.checkpoint import config_sha256, load_config, resolve_model_dir
 from runtimes.eval.arithmetic import Problem
+from runtimes.generate import prepare_prompt, run
+from runtimes.model import ModelArgs
 from runtimes.thinking import STOP_THINKING_TEXT
+from runtimes.tokenizer import QwenTokenizer
 
 CASES = (
     {"messages": [{"role": "user", "content": "What is 47 + 385?"}], "budget": None},
@@ -32,12 +41,6 @@ CASES = (
 
 
 def golden_vectors(model: str = "tiny", max_new_tokens: int = 16) -> dict:
-    from runtimes.checkpoint import resolve_model_dir
-    from runtimes.backends.reference import ReferenceBackend
-    from runtimes.chat import render
-    from runtimes.generate import prepare_prompt, run
-    from runtimes.tokenizer import QwenTokenizer
-
     model_dir = resolve_model_dir(model)
     tokenizer = QwenTokenizer(model_dir)
     backend = ReferenceBackend.from_model(str(model_dir), max_seq_len=512)
@@ -65,21 +68,12 @@ def golden_vectors(model: str = "tiny", max_new_tokens: int = 16) -> dict:
 def write_fixture_bundle(out: Path, model: str = "tiny") -> None:
     """A small valid bundle (a 1 KB stand-in model file, the real tokenizer files and a real manifest) that the
     app cores' verifier tests tamper with, as tests/test_verify.py does with an exported one."""
-    from runtimes.checkpoint import resolve_model_dir
-    from exporter.output import atomic_output_dir
-
     model_dir = resolve_model_dir(model)
     with atomic_output_dir(out, "bundle", overwrite=True, inputs=[model_dir]) as tmp:
         _fixture(tmp, model, model_dir)
 
 
 def _fixture(out: Path, model: str, model_dir: Path) -> None:
-    from exporter.bundle import copy_tokenizer_files, write_manifest
-    from runtimes.checkpoint import load_config
-    from runtimes.model import ModelArgs
-    from runtimes.checkpoint import config_sha256
-    from runtimes.tokenizer import QwenTokenizer
-
     (out / "model.bin").write_bytes(bytes(range(256)) * 4)
     copy_tokenizer_files(model_dir, out)
     config = load_config(model_dir)
@@ -92,11 +86,17 @@ def _fixture(out: Path, model: str, model_dir: Path) -> None:
                    entry_points=entry, tokenizer=QwenTokenizer(out))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.golden", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_argument(parser)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bundle-out", type=Path, help="also write the fixture bundle the app cores verify")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.bundle_out:
         write_fixture_bundle(args.bundle_out, args.model)

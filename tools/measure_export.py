@@ -46,13 +46,18 @@ def measure(command: list[str], output: Path | None) -> dict:
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.measure_export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", required=True, help="what was measured, as the table shows it")
     parser.add_argument("--json", required=True, type=Path, help="the records file to add to")
     parser.add_argument("--output", type=Path, help="what the command writes, to report its size")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:

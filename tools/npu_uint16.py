@@ -172,6 +172,17 @@ def round_activations(module, ranges: dict, groups: dict) -> None:
             sub.register_forward_hook(lambda _, args, out, k=fused: fake_uint16(out, *ranges[k + ":out"]))
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tools.npu_uint16", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quant", default="int4", choices=("int4", "int8"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--provider", default="qnn", choices=("qnn", "cpu"))
+    p.add_argument("--prompts", type=int, default=len(CHAT_PROMPTS))
+    p.add_argument("--int8-head-qdq", action="store_true")
+    p.add_argument("--variant", default="uint16", choices=("uint16", "fp16"))
+    return p
+
+
 def main() -> None:
     from calibration.datasets import calibration_set
     from exporter.export import export
@@ -182,13 +193,7 @@ def main() -> None:
     from runtimes.generate import prepare_prompt, run
     from runtimes.tokenizer import QwenTokenizer
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quant", default="int4", choices=("int4", "int8"))
-    p.add_argument("--out", required=True)
-    p.add_argument("--provider", default="qnn", choices=("qnn", "cpu"))
-    p.add_argument("--prompts", type=int, default=len(CHAT_PROMPTS))
-    p.add_argument("--int8-head-qdq", action="store_true")
-    p.add_argument("--variant", default="uint16", choices=("uint16", "fp16"))
+    p = build_parser()
     args = p.parse_args()
     out = Path(args.out)
     tokenizer = QwenTokenizer(resolve_model_dir("tiny"))

@@ -225,8 +225,9 @@ def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> li
     return curve
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.train_tiny", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="where to write the trained checkpoint")
     parser.add_argument("--evaluate", type=Path, metavar="DIR", help="only measure DIR's accuracy per budget")
     parser.add_argument("--problems", type=int, default=500, help="held-out problems for --evaluate")
@@ -239,6 +240,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.evaluate:
         if args.fresh_seed is not None and not (args.evaluate / "training.json").is_file():

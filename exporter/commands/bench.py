@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import (check_output_dir, check_writable, int_list, need_torch, write_json,
-                                      write_text)
+from exporter.commands.common import (check_output_dir, check_writable, int_list, max_new_tokens_argument,
+                                      need_torch, write_json, write_text)
 from runtimes.files import read_text_file
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-lengths", default="32,128", metavar="N,N",
                    help="prompt lengths; time to first token and decode speed are measured after each, the last is "
                         "the headline (default: 32,128)")
-    p.add_argument("--new-tokens", type=int, default=64, metavar="N", help="greedy tokens per run (default: 64)")
+    max_new_tokens_argument(p, 64, "greedy tokens per run")
     p.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
     p.add_argument("--text", metavar="FILE", help="held-out text for perplexity (default: held-out arithmetic chats)")
     p.add_argument("--windows", type=int, default=64, metavar="N", help="perplexity windows (default: 64)")
@@ -57,7 +57,7 @@ def run(args) -> int:
     if not args.no_accuracy:
         need_torch("bench's accuracy (against the PyTorch model; --no-accuracy measures without it)")
     result = bench(args.bundle, against=args.against, threads=args.threads,
-                   prompt_lengths=int_list(args.prompt_lengths, "--prompt-lengths"), new_tokens=args.new_tokens,
+                   prompt_lengths=int_list(args.prompt_lengths, "--prompt-lengths"), new_tokens=args.max_new_tokens,
                    runs=args.runs, text_file=args.text, windows=args.windows, tasks=args.tasks,
                    problems=args.problems, budgets=int_list(args.budgets, "--budgets", allow_none=True),
                    soc=args.soc, energy_meter=args.energy, android_energy=args.android_energy,

@@ -12,11 +12,22 @@ from runtimes.errors import UserError
 from runtimes.files import input_file, what_is
 
 
-def model_argument(p: argparse.ArgumentParser, default: str | None = "tiny", required: bool = False) -> None:
-    p.add_argument("--model", default=None if required else default, required=required, metavar="DIR|HUB_ID|tiny",
-                   help="a Qwen3 checkpoint: a local Hugging Face directory (config.json + *.safetensors), a "
-                        "quantized checkpoint written by `quantize`, a hub id such as Qwen/Qwen3-0.6B (needs "
-                        f"network), or 'tiny', the bundled model (default: {default})")
+MODEL_HELP = ("a Qwen3 checkpoint: a local Hugging Face directory (config.json + *.safetensors), a quantized "
+              "checkpoint written by `quantize`, a hub id such as Qwen/Qwen3-0.6B (needs network), or 'tiny', the "
+              "bundled model")
+
+
+def model_argument(p, default: str | None = "tiny", help: str = MODEL_HELP, required: bool = False,
+                   metavar: str = "DIR|HUB_ID|tiny") -> None:
+    """--model, the one definition every command uses (p may be a mutually exclusive group)."""
+    p.add_argument("--model", default=default, required=required, metavar=metavar,
+                   help=help + (f" (default: {default})" if default else ""))
+
+
+def max_new_tokens_argument(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=default, metavar="N", help=f"{help} (default: {default})")
+    # the spelling bench and parity had before: still read, no longer shown
+    p.add_argument("--new-tokens", type=int, dest="max_new_tokens", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def quant_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_writable, need_torch, write_json
+from exporter.commands.common import (MODEL_HELP, check_writable, max_new_tokens_argument, model_argument,
+                                      need_torch, write_json)
 from runtimes.files import input_file
 from runtimes.errors import UserError
 
@@ -15,10 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--bundle", metavar="DIR", help="a bundle: compared with the fp32 model or, when quantized, "
                                                        "with the fake-quant reference of its own weights")
-    which.add_argument("--model", metavar="DIR|HUB_ID|tiny",
-                       help="a checkpoint: our fp32 module compared with transformers' Qwen3ForCausalLM")
+    model_argument(which, default=None, help=MODEL_HELP + ": our fp32 module compared with transformers' "
+                                                          "Qwen3ForCausalLM")
     p.add_argument("--prompts", metavar="FILE", help="one prompt per line (default: built-in prompts)")
-    p.add_argument("--new-tokens", type=int, default=32, metavar="N", help="greedy tokens per prompt (default: 32)")
+    max_new_tokens_argument(p, 32, "greedy tokens per prompt")
     p.add_argument("--thinking-budget", type=int, metavar="N",
                    help="thinking budget of the compared chat generations, --bundle only (default: 32)")
     p.add_argument("--reference", metavar="DIR|QDIR",
@@ -28,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    if args.new_tokens < 1:
-        raise UserError("--new-tokens must be >= 1")
+    if args.max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be >= 1")
     if args.thinking_budget is not None and args.thinking_budget < 0:
         raise UserError("--thinking-budget must be >= 0 (0 turns thinking off)")
     check_writable(args.json, "--json", [args.bundle] if args.bundle else [])
@@ -40,12 +41,12 @@ def run(args) -> int:
         from runtimes.eval.parity import bundle_parity
 
         budget = 32 if args.thinking_budget is None else args.thinking_budget
-        report = bundle_parity(args.bundle, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance,
+        report = bundle_parity(args.bundle, args.prompts, new_tokens=args.max_new_tokens, tolerance=args.tolerance,
                                thinking_budget=budget, reference_model=args.reference)
     else:
         from runtimes.eval.parity import model_parity
 
-        report = model_parity(args.model, args.prompts, new_tokens=args.new_tokens, tolerance=args.tolerance)
+        report = model_parity(args.model, args.prompts, new_tokens=args.max_new_tokens, tolerance=args.tolerance)
     if args.json:
         write_json(args.json, report)
     against = f" against {report['reference']}" if args.bundle else ""

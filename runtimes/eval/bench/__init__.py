@@ -125,7 +125,8 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
         raise UserError("give at least one --bundle DIR")
     if soc not in load_profiles():
         raise UserError(f"unknown --soc {soc!r}; choose one of {', '.join(sorted(load_profiles()))}")
-    for flag, value in (("--runs", runs), ("--new-tokens", new_tokens), ("--windows", windows), ("--problems", problems)):
+    for flag, value in (("--runs", runs), ("--max-new-tokens", new_tokens), ("--windows", windows),
+                        ("--problems", problems)):
         if value < 1:
             raise UserError(f"{flag} must be >= 1 (got {value})")
     manifests = {b: read_manifest(b) for b in bundles}  # every input is checked before any slow work
@@ -148,7 +149,7 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
             manifest = manifests[bundle]
             lengths = [n for n in prompt_lengths if n + new_tokens <= manifest["max_seq_len"]]
             if not lengths:
-                raise UserError(f"{bundle}: every --prompt-lengths value + --new-tokens exceeds its context "
+                raise UserError(f"{bundle}: every --prompt-lengths value + --max-new-tokens exceeds its context "
                                 f"of {manifest['max_seq_len']}")
             bar.set_postfix_str(f"{Path(bundle).name}: speed")
             speed = _speed_in_child(bundle, threads, lengths, new_tokens, runs, energy_meter)
