@@ -9,10 +9,13 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from exporter.output import RANDOM_MODEL_MARKER, atomic_output_dir
+from exporter.tokenizer_files import QWEN3_ADDED_TOKENS, real_qwen3_tokenizer, write_tokenizer_files
 from runtimes.checkpoint import CONFIG_DTYPES
 from runtimes.files import as_os_error, file_table
+from runtimes.model import ModelArgs, Qwen3, hf_name
 
 # Qwen3's published config.json values for each size (Qwen/Qwen3-0.6B, -1.7B, -4B).
 _COMMON = {
@@ -36,8 +39,6 @@ SHAPES = {
 
 def random_weights(config: dict, seed: int = 0, dtype: torch.dtype = torch.bfloat16):
     """Yield (hf_name, tensor) per layer group: normal(0, 0.02) matrices, norms near 1."""
-    from runtimes.model import ModelArgs, Qwen3, hf_name
-
     args = ModelArgs.from_config(config)
     gen = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
@@ -62,8 +63,6 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
                             shard_bytes: int = 2 << 30, overwrite: bool = False, with_tokenizer: bool = False) -> Path:
     """Write config.json + safetensors (sharded past `shard_bytes`) to `out`, atomically; with_tokenizer
     adds the real Qwen3 tokenizer and generation config (the vocab must be Qwen3's)."""
-    from safetensors.torch import save_file
-
     config = {**config, "torch_dtype": dtype}
     with atomic_output_dir(out, "random model", overwrite=overwrite) as tmp:
         # flush each shard as soon as it is full, so memory stays near one shard (4b is 8 GB)
@@ -101,8 +100,6 @@ def write_random_checkpoint(out: str | Path, config: dict, seed: int = 0, dtype:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         generation = {"bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id")}
         if with_tokenizer:
-            from exporter.qwen_tokenizer import QWEN3_ADDED_TOKENS, real_qwen3_tokenizer, write_tokenizer_files
-
             write_tokenizer_files(real_qwen3_tokenizer(), tmp, config["max_position_embeddings"],
                                   special=dict(QWEN3_ADDED_TOKENS))
             generation = QWEN3_GENERATION_CONFIG

@@ -202,7 +202,7 @@ def test_bench_rejects_a_directory_that_is_not_a_bundle(capsys, tmp_path):
 def test_energy_follows_the_bytes_a_step_reads():
     """A tied LM head that reads the stored table reads all of it (ONNX, Core ML): nothing is left out; only a
     table a step merely gathers from (ExecuTorch's gather copy, an untied embedding) is."""
-    from runtimes.eval.bench import bytes_read_per_token, table_bytes
+    from runtimes.eval.bench.measure import bytes_read_per_token, table_bytes
 
     arch = {"vocab_size": 1000, "hidden_size": 64, "tie_word_embeddings": True, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128}

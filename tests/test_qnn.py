@@ -147,7 +147,7 @@ def test_unsupported_nodes_are_one_error_naming_them(tmp_path):
 def test_backend_protocol_and_bench_labels(npu_bundles):
     """The qnn backend keeps the backend protocol (chunked prefill with a padded last chunk, decode, reset, the
     context bound); bench records what ran it and labels simulated timings as not phone speed."""
-    from runtimes.eval.bench import _row, measure_speed
+    from runtimes.eval.bench.measure import _row, measure_speed
     from runtimes.eval.bench.report import markdown
 
     bundle = npu_bundles["int8"]

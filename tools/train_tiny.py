@@ -25,7 +25,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from runtimes.eval.arithmetic import Problem, heldout_problems, problems
-from exporter.qwen_tokenizer import CHAT_TOKENS, configure_qwen_pipeline, write_tokenizer_files
+from exporter.tokenizer_files import CHAT_TOKENS, configure_qwen_pipeline, write_tokenizer_files
 from runtimes.chat import render
 from runtimes.thinking import STOP_THINKING_TEXT
 

