@@ -70,14 +70,18 @@ def load_test(bundle: str, clients: int, requests: int, max_tokens: int) -> dict
             "latency_ms": {**percentiles, "max": round(float(ms.max()), 1) if len(ms) else None}}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.load_serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=16)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     report = load_test(args.bundle, args.clients, args.requests, args.max_tokens)
     print(json.dumps(report, indent=2))
     return 0 if report["errors"] == 0 else 1
