@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from exporter import __version__
 from runtimes.bundle import DIGEST_FILE, FORMAT_VERSION, MANIFEST, manifest_digest_line, schema_errors
 from runtimes.errors import UserError
 from runtimes.files import sha256_file
 from runtimes.sampling import read_generation_config
 from runtimes.thinking import STOP_THINKING_TEXT
-from runtimes.tokenizer import TOKENIZER_FILES
+from runtimes.tokenizer import TOKENIZER_FILES, QwenTokenizer
 
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                        "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "tie_word_embeddings")
@@ -23,8 +25,6 @@ def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
     if not (model_dir / "tokenizer.json").is_file():
         raise UserError(f"{model_dir} has no tokenizer.json, and a bundle needs one for chat; "
                         "copy the checkpoint's tokenizer files next to its config.json")
-    from runtimes.tokenizer import QwenTokenizer
-
     QwenTokenizer(model_dir)  # its problems named in the user's checkpoint, not in our temp dir
     read_generation_config(model_dir)
     for name in TOKENIZER_FILES:
@@ -38,8 +38,6 @@ TARGET_LIBRARIES = {"onnx": ("onnx", "onnxruntime"), "executorch": ("executorch"
 
 def library_versions(target: str) -> dict[str, str]:
     """The tool and the libraries that shaped this bundle's bytes (same versions + same inputs = same bundle)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     versions = {}
     for name in ("qwen-edge", "torch", "numpy", "safetensors", "tokenizers", *TARGET_LIBRARIES.get(target, ())):
         try:
@@ -57,8 +55,6 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
     `args` is the module's ModelArgs; `tokenizer` a runtimes QwenTokenizer of the bundle; `extra` the top-level
     fields a target adds (the onnx npu profile's "npu" and "qnn").
     """
-    from exporter import __version__
-
     special = tokenizer.special
     kv_bytes = (2 * args.num_hidden_layers * args.num_key_value_heads * max_seq_len * args.head_dim
                 * kv_bytes_per_value)

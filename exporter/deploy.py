@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from runtimes.bundle import read_manifest
 from runtimes.errors import UserError
 from runtimes.files import regular_file
 
@@ -24,8 +25,6 @@ IOS_CORE_TARGET = "QwenEdgeCore"  # ios-demo/Package.swift's library target: wha
 def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
     """The bundle's path once it passes verification and runs on `backend` (its --target has the same name),
     the one the `app` demo uses (`runtime`: how the message names it)."""
-    from runtimes.bundle import read_manifest
-
     if not Path(bundle).is_dir():
         raise UserError(f"{bundle} is not a directory; pass a bundle written by python -m exporter --out DIR")
     manifest = read_manifest(bundle)  # every check of verify --no-run
@@ -37,7 +36,7 @@ def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
 
 def _copy(src: Path, dst: Path) -> None:
     """Copy a bundle into the app, replacing only an earlier copy of a bundle (never a folder of the user's)."""
-    from exporter.output import atomic_output_dir, owner
+    from exporter.output import atomic_output_dir, owner  # torch, through quant.recipe: adb's path needs neither
 
     if dst.is_dir() and owner(dst)[0] not in ("bundle", "empty"):
         raise UserError(f"{dst} exists and is not a bundle this tool copied there ({owner(dst)[1]}); rename or "

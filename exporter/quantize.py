@@ -12,10 +12,14 @@ from pathlib import Path
 
 import torch
 
-from runtimes.checkpoint import config_sha256
+from calibration.datasets import calibration_set
+from exporter.output import atomic_output_dir, check_output
+from runtimes.checkpoint import CONFIG_DTYPES, config_sha256, load_config, resolve_model_dir, shard_files
 from runtimes.errors import UserError
+from runtimes.model import from_pretrained
 from runtimes.quant.recipe import (QuantRecipe, check_device, choose_group_size, is_quantized_checkpoint,
-                                   quantize_module, save_quantized)
+                                   load_quantized, quantize_module, save_quantized)
+from runtimes.tokenizer import QwenTokenizer
 
 
 def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | None, symmetric: bool,
@@ -23,9 +27,6 @@ def quantize_with_recipe(module, model_dir: Path, quant: str, group_size: int | 
                          release: bool = False, device: str = "cpu"):
     """Recipe for `quant`, calibration tokens when AWQ needs them, then quantize_module → (weights, recipe).
     `device`: where AWQ's searches run (cpu or cuda); round-to-nearest needs no search."""
-    from calibration.datasets import calibration_set
-    from runtimes.tokenizer import QwenTokenizer
-
     recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
     calib_tokens = None
     if recipe.method == "awq":
@@ -58,12 +59,6 @@ def awq_cached(module, model_dir: Path, config: dict, quant: str, group_size: in
     """AWQ once per (checkpoint, recipe, calibration tokens, device): the result is kept as a quantized checkpoint
     in cache_root()/awq/KEY, which later exports reuse and parity reads (it never re-runs AWQ).
     → (module, QuantizedTensor per name, recipe, the QDIR)."""
-    from calibration.datasets import calibration_set
-    from exporter.output import atomic_output_dir
-    from runtimes.checkpoint import shard_files
-    from runtimes.quant.recipe import load_quantized
-    from runtimes.tokenizer import QwenTokenizer
-
     recipe = QuantRecipe.for_quant(quant, choose_group_size(module.args, group_size), symmetric, embedding)
     calib_set = calibration_set(calib, QwenTokenizer(model_dir).encode, samples, seq_len)
     recipe.calibration = {"source": calib, "samples": samples, "seq_len": seq_len, "sha256": calib_set.sha256,
@@ -91,10 +86,6 @@ def quantize_checkpoint(model: str, quant: str, out: str, group_size: int | None
                         embedding: str = "auto", calib: str = "builtin", samples: int = 128, seq_len: int = 512,
                         overwrite: bool = False, progress: bool = True, device: str = "cpu") -> dict:
     """`python -m exporter quantize`: load, (calibrate,) quantize, write QDIR atomically → summary."""
-    from runtimes.checkpoint import CONFIG_DTYPES, load_config, resolve_model_dir
-    from exporter.output import atomic_output_dir, check_output
-    from runtimes.model import from_pretrained
-
     start = time.perf_counter()
     embedding = default_embedding(embedding, quant)
     model_dir = resolve_model_dir(model)

@@ -10,14 +10,18 @@ code from PROBLEM_CODES (the Android and iOS verifiers report the same codes, ch
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import jsonschema
+
 from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, input_dir, regular_file, sha256_file
+from runtimes.sampling import read_generation_config
 
 MANIFEST = "manifest.json"
 DIGEST_FILE = "manifest.sha256"
@@ -62,8 +66,6 @@ def manifest_digest_line(manifest_bytes: bytes) -> str:
 
 def schema_errors(manifest: dict) -> list[str]:
     """Every way `manifest` breaks the JSON Schema, as 'path: message' lines (empty when valid)."""
-    import jsonschema
-
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
     return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
             for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))]
@@ -243,8 +245,6 @@ def check_files(bundle: Path, manifest: dict) -> list[Problem]:
 
 def check_bundle(bundle: str | Path) -> tuple[dict | None, list[Problem]]:
     """(the manifest if it could be read, every problem found): `verify --no-run`."""
-    from runtimes.sampling import read_generation_config
-
     bundle = input_dir(bundle, "bundle", "pass a bundle written by python -m exporter --out DIR")
     problems: list[Problem] = []
     manifest = _check_manifest(bundle, problems)
@@ -297,7 +297,5 @@ def load_backend(bundle: str | Path, manifest: dict | None = None, **options):
         known = ", ".join(sorted(BACKENDS)) or "none yet"
         raise UserError(f"{bundle} needs backend {name!r}, which this runtime does not have (available: {known})")
     check_memory(manifest, str(bundle))
-    import importlib
-
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls).from_bundle(Path(bundle), manifest, **options)

@@ -16,6 +16,8 @@ import tempfile
 import time
 import warnings
 
+from tqdm import std
+
 VERBOSE = False
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "torch._export", "torch.export", "coremltools",
                  "executorch", "onnxscript", "onnx_ir")
@@ -65,8 +67,6 @@ def progress_bars_hidden():
     if VERBOSE:
         yield
         return
-    from tqdm import std
-
     original = std.tqdm.__dict__["__init__"]  # a function, or tqdm's partialmethod of one (its TQDM_* overrides)
 
     def disabled_init(self, *args, **kwargs):

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtimes.bundle import Problem, check_bundle
+from runtimes.backends.qnn import SOCS, create_session
+from runtimes.bundle import Problem, check_bundle, load_backend
 from runtimes.errors import UserError
+from runtimes.generate import run
+from runtimes.tokenizer import QwenTokenizer
 
 
 def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
@@ -38,8 +41,6 @@ def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
 
 def _qnn_context_problems(manifest: dict) -> list[Problem]:
     """An npu bundle's precompiled contexts against the files table and the qnn backend's SoC table."""
-    from runtimes.backends.qnn import SOCS
-
     problems, files = [], manifest["files"]
     for context in (manifest.get("qnn") or {}).get("contexts", []):
         soc = context["soc"]
@@ -61,8 +62,6 @@ def _qnn_context_problems(manifest: dict) -> list[Problem]:
 
 def _load_other_contexts(bundle: Path, manifest: dict, ran_on: str) -> list[Problem]:
     """Each precompiled context the generation did not use, loaded on HTP for its own SoC (not run)."""
-    from runtimes.backends.qnn import create_session
-
     problems = []
     for context in (manifest.get("qnn") or {}).get("contexts", []):
         if context["soc"] == ran_on:
@@ -87,10 +86,6 @@ def _execution_note(execution: dict) -> str:
 
 def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], problems: list[Problem]):
     """A short greedy chat on the bundle's backend → (text or None, ran, what ran it or None)."""
-    from runtimes.bundle import load_backend
-    from runtimes.generate import run
-    from runtimes.tokenizer import QwenTokenizer
-
     try:
         backend = load_backend(bundle)
     except UserError as exc:

@@ -42,6 +42,9 @@ LAYERS = (
 TORCH_FREE_LAYERS = ("base", "backends", "runtime")
 # ...except these, whose own extra installs torch and which import it only when they run
 TORCH_WHEN_RUN = {"runtimes.backends.executorch": "ExecuTorch's pybindings need libtorch loaded first"}
+# modules that use torch when they run but import without it: the CLI, which says in one line that a command needs
+# torch, and the evaluation, which bench --no-accuracy runs without torch
+IMPORTED_WITHOUT_TORCH = ("exporter", "exporter.cli", "exporter.commands.*", "runtimes.eval.*")
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -89,12 +92,13 @@ def graph(root: Path) -> dict[str, set[str]]:
             for name, path in files.items()}
 
 
+def is_member(name: str, member: str) -> bool:
+    """`name` is `member`, or inside it when member is "package.*"."""
+    return name == member.removesuffix(".*") or (member.endswith(".*") and name.startswith(member[:-1]))
+
+
 def layer_of(name: str) -> str | None:
-    for layer, members in LAYERS:
-        for member in members:
-            if name == member.removesuffix(".*") or (member.endswith(".*") and name.startswith(member[:-1])):
-                return layer
-    return None
+    return next((layer for layer, members in LAYERS if any(is_member(name, m) for m in members)), None)
 
 
 def layer_violations(root: Path) -> list[str]:
@@ -151,8 +155,11 @@ print(json.dumps(failed))
 
 
 def import_failures_without_torch(root: Path) -> dict[str, str]:
-    """Imports every torch-free module in one fresh process where torch cannot be imported."""
-    done = subprocess.run([sys.executable, "-c", IMPORT_WITHOUT_TORCH, *torch_free_modules(root)], cwd=root,
+    """Imports every torch-free module, and every IMPORTED_WITHOUT_TORCH one, in one fresh process where torch
+    cannot be imported."""
+    names = torch_free_modules(root) + [name for name in modules(root) if layer_of(name) not in TORCH_FREE_LAYERS
+                                        and any(is_member(name, m) for m in IMPORTED_WITHOUT_TORCH)]
+    done = subprocess.run([sys.executable, "-c", IMPORT_WITHOUT_TORCH, *names], cwd=root,
                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -6,6 +6,8 @@ import argparse
 
 from exporter.commands.common import (check_output_dir, check_writable, int_list, max_new_tokens_argument,
                                       need_torch, write_json, write_text)
+from runtimes.eval.bench.measure import bench
+from runtimes.eval.bench.report import markdown, plots
 from runtimes.files import read_text_file
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
@@ -43,9 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from runtimes.eval.bench.measure import bench
-    from runtimes.eval.bench.report import markdown, plots
-
     check_writable(args.json, "--json", args.bundle)
     check_writable(args.markdown, "--markdown", args.bundle)
     check_output_dir(args.plots, "--plots", args.bundle)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from exporter.deploy import deploy_android, deploy_ios
+
 SUMMARY = "copy a bundle into the Android or iOS demo app"
 
 
@@ -16,8 +18,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from exporter.deploy import deploy_android, deploy_ios
-
     if args.android is not None:  # (an empty --android '' is the Android demo's path too, and refused as such)
         lines = deploy_android(args.bundle, args.android)
     else:

@@ -6,6 +6,7 @@ import argparse
 
 from exporter.commands.common import (check_calib, check_device, model_argument, need_torch, out_arguments,
                                       quant_arguments)
+from runtimes.backends.qnn import SOCS
 from runtimes.errors import UserError
 
 SUMMARY = "export a checkpoint to one target or all (the default command)"
@@ -59,8 +60,6 @@ def parse_socs(value: str | None) -> list[str] | None:
     """--qnn-soc 8gen3,8elite → ['8gen3', '8elite']; all → every SoC the npu profile compiles for."""
     if value is None:
         return None
-    from runtimes.backends.qnn import SOCS
-
     socs = list(SOCS) if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
     if not socs or any(s not in SOCS for s in socs):
         raise UserError(f"--qnn-soc {value}: choose from {', '.join(SOCS)} or all (comma-separated)")

@@ -8,6 +8,7 @@ from exporter.commands.common import (MODEL_HELP, check_writable, max_new_tokens
                                       need_torch, write_json)
 from runtimes.files import input_file
 from runtimes.errors import UserError
+from runtimes.eval.parity import bundle_parity, model_parity
 
 SUMMARY = "compare a bundle, or the edge module itself, against its reference"
 
@@ -38,14 +39,10 @@ def run(args) -> int:
         input_file(args.prompts, "--prompts", "pass a text file, one prompt per line")
     need_torch("parity (its reference is the PyTorch model)")
     if args.bundle:
-        from runtimes.eval.parity import bundle_parity
-
         budget = 32 if args.thinking_budget is None else args.thinking_budget
         report = bundle_parity(args.bundle, args.prompts, new_tokens=args.max_new_tokens, tolerance=args.tolerance,
                                thinking_budget=budget, reference_model=args.reference)
     else:
-        from runtimes.eval.parity import model_parity
-
         report = model_parity(args.model, args.prompts, new_tokens=args.max_new_tokens, tolerance=args.tolerance)
     if args.json:
         write_json(args.json, report)

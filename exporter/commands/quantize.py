@@ -6,6 +6,7 @@ import argparse
 
 from exporter.commands.common import (check_calib, check_device, model_argument, need_torch, out_arguments,
                                       quant_arguments)
+from runtimes.errors import UserError
 
 SUMMARY = "write a quantized checkpoint once, for every target to reuse"
 
@@ -22,8 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     need_torch("quantizing")
     from exporter.quantize import quantize_checkpoint
-    from runtimes.errors import UserError
-
     if args.out is None:
         raise UserError("--out is required, e.g. python -m exporter quantize --model tiny --quant int4 --out q-tiny")
     check_calib(args.calib)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from exporter.commands.common import check_writable, write_json
+from runtimes.verify import verify
 
 SUMMARY = "check a bundle's manifest, files and paths, then run it briefly"
 
@@ -17,8 +18,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     """One line per problem; exit 1 when the bundle is bad."""
-    from runtimes.verify import verify
-
     check_writable(args.json, "--json", [args.bundle])
     result = verify(args.bundle, run=not args.no_run)
     if args.json:

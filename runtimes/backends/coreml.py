@@ -11,9 +11,12 @@ against ios-demo/Tests/QwenEdgeCoreTests/Fixtures/coreml_plan.json.
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 import tempfile
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,9 +32,6 @@ PAD_ID = 0  # fills a prefill call past the prompt's end: its rows are never att
 
 def _coremltools():
     try:
-        import logging
-        import warnings
-
         logging.getLogger("coremltools").setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -264,8 +264,6 @@ def validate_bundle(bundle: str | Path, manifest: dict) -> dict:
     function}, "quantized": [(codes, scales) of each constexpr_blockwise_shift_scale], "spec_version": lowest,
     "packages": {file: {"functions": [...], "blob_refs": n, "blobs": distinct, "bytes": size}}}."""
     ct = _coremltools()
-    from collections import Counter
-
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
     problems, ops, quantized, versions, packages = [], Counter(), [], [], {}

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from runtimes.errors import UserError
+from runtimes.quiet import c_stderr_hidden
 
 
 def load_kernels() -> None:
@@ -20,8 +21,6 @@ def load_kernels() -> None:
     runtime (loading): the LLM ops (llama::update_cache, llama::custom_sdpa) and the quantized kernels
     (quantized_decomposed::embedding_byte / embedding_4bit). An app's ExecuTorch build must link the same:
     its LLM custom-ops and quantized-kernels libraries, with XNNPACK."""
-    from runtimes.quiet import c_stderr_hidden
-
     try:
         with c_stderr_hidden():  # cpuinfo's notes on this CPU, written by C code
             import torch  # noqa: F401  (the pybindings need libtorch loaded first)
@@ -51,8 +50,6 @@ class ExecuTorchBackend:
                             "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime here")
         if threads:
             lib._unsafe_reset_threadpool(threads)
-        from runtimes.quiet import c_stderr_hidden
-
         try:
             with c_stderr_hidden():
                 self.module = lib._load_for_executorch(str(pte_path))

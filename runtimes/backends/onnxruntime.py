@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from runtimes.backends.qnn import Htp, default_provider
 from runtimes.errors import UserError
 
 # ONNX Runtime session settings every CPU-graph run uses (and genai_config.json passes on to ORT-GenAI): workers
@@ -61,8 +62,6 @@ class OnnxRuntimeBackend:
         qnn backend; `options` are its soc and use_context), else on the CPU (runtimes.backends.qnn.default_provider
         says which; QWEN_EDGE_NPU_PROVIDER chooses)."""
         if manifest.get("profile") == "npu":
-            from runtimes.backends.qnn import Htp, default_provider
-
             if default_provider() == "qnn":
                 return NpuBackend(bundle, manifest, threads, Htp(manifest, **options))
             if options:

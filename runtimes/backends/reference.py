@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from runtimes.errors import UserError
+from runtimes.quant.recipe import load_module
 
 
 class ReferenceBackend:
@@ -21,8 +22,6 @@ class ReferenceBackend:
     @classmethod
     def from_model(cls, model: str, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32):
         """A checkpoint directory, hub id, 'tiny' or quantized checkpoint (its fake-quant module)."""
-        from runtimes.quant.recipe import load_module
-
         module, _ = load_module(model, max_seq_len=max_seq_len, dtype=dtype)
         return cls(module)
 

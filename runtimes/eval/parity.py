@@ -2,6 +2,9 @@
 
 `model_parity` checks the project's fp32 edge module (reference backend) against
 `transformers`' Qwen3ForCausalLM, the independent implementation.
+
+torch, and the modules that need it, are imported by the functions that build a reference: bench imports this module
+(through quality) where torch is not installed, to measure speed alone.
 """
 
 from __future__ import annotations
@@ -11,9 +14,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
 
+from runtimes.bundle import load_backend, read_manifest
 from runtimes.errors import UserError
 from runtimes.files import read_text_file
+from runtimes.generate import prepare_prompt, run
+from runtimes.tokenizer import QwenTokenizer
 
 DEFAULT_PROMPTS = (
     "What is 123 + 456?",
@@ -91,8 +99,6 @@ def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int,
         if not texts:
             raise UserError(f"--prompts {path} has no prompts; write one prompt per line")
     if tokenizer_path is not None and tokenizer_path.is_file():
-        from tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         return [Prompt(tokenizer.encode(t, add_special_tokens=False).ids, t) for t in texts], "tokenizer"
     if path:
@@ -134,8 +140,6 @@ def _hf_reference(model_dir: Path):
 def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 32,
                  tolerance: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
     """The fp32 edge module against transformers: teacher-forced logits, greedy tokens, KV-cache path."""
-    from tqdm import tqdm
-
     from runtimes.checkpoint import QUANT_RECIPE, resolve_model_dir
     from runtimes.model import from_pretrained
     from runtimes.backends.reference import ReferenceBackend
@@ -261,12 +265,6 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
                   thinking_budget: int | None = 32, reference_model: str | None = None, progress: bool = True) -> dict:
     """An exported artifact against its reference: teacher-forced logits over chat prompts run through
     prefill and decode, and greedy generation with the thinking budget."""
-    from tqdm import tqdm
-
-    from runtimes.bundle import load_backend, read_manifest
-    from runtimes.generate import prepare_prompt, run
-    from runtimes.tokenizer import QwenTokenizer
-
     manifest = read_manifest(bundle)
     tokenizer = QwenTokenizer(bundle)
     backend = load_backend(bundle, manifest)

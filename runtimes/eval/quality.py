@@ -14,7 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
+from runtimes.chat import render
+from runtimes.eval.arithmetic import heldout_problems
 from runtimes.eval.parity import log_softmax
+from runtimes.eval.tasks import arithmetic_items, budget_curve
+from runtimes.tokenizer import QwenTokenizer
 
 
 def teacher_forced(candidate, reference, windows: Sequence[Sequence[int]]) -> dict:
@@ -45,9 +49,6 @@ def heldout_windows(tokenizer, n: int = 256, seq_len: int = 256) -> list[list[in
     from its start (cut at seq_len). One chat per window because that is what `tiny` was trained on: chats
     laid end to end put every chat after the first at positions and contexts it never saw, and their
     template tokens then dominate the perplexity."""
-    from runtimes.eval.arithmetic import heldout_problems
-    from runtimes.chat import render
-
     return [tokenizer.encode(render([{"role": "user", "content": p.question},
                                      {"role": "assistant", "content": str(p.answer),
                                       "reasoning_content": p.working()}], add_generation_prompt=False))[:seq_len]
@@ -55,11 +56,8 @@ def heldout_windows(tokenizer, n: int = 256, seq_len: int = 256) -> list[list[in
 
 
 def main() -> None:
-    from runtimes.eval.arithmetic import heldout_problems
+    from runtimes.backends.reference import ReferenceBackend  # torch: bench imports this module without it
     from runtimes.checkpoint import resolve_model_dir
-    from runtimes.eval.tasks import arithmetic_items, budget_curve
-    from runtimes.backends.reference import ReferenceBackend
-    from runtimes.tokenizer import QwenTokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", default="tiny")

@@ -11,8 +11,12 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tqdm import tqdm
+
 from runtimes.errors import UserError
+from runtimes.eval.arithmetic import heldout_problems
 from runtimes.files import read_text_file
+from runtimes.generate import run
 
 DEFAULT_BUDGETS: tuple[int | None, ...] = (0, 32, 128, None)  # None: unlimited
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -36,8 +40,6 @@ def read_tasks(spec: str, n: int) -> tuple[list[dict], str]:
     """(the first n items, where they came from): 'arithmetic' (tiny's held-out problems) or a .jsonl file of
     {"question", "answer", optional "match": "exact"|"numeric"}."""
     if spec == "arithmetic":
-        from runtimes.eval.arithmetic import heldout_problems
-
         return arithmetic_items(heldout_problems(n)), "arithmetic (held-out, seed 1234)"
     path = Path(spec)
     text = read_text_file(path, "--tasks", "give a .jsonl of question/answer pairs, or 'arithmetic'")
@@ -69,8 +71,6 @@ def is_correct(content: str, item: dict) -> bool:
 def task_accuracy(backend, tokenizer, items: Sequence[dict], budget: int | None, max_new_tokens: int = 32,
                   progress=None) -> dict:
     """Greedy accuracy on `items` with a thinking budget, and how often the budget cut the thinking."""
-    from runtimes.generate import run
-
     correct = cut = reasoning_tokens = 0
     for item in items:
         result = run(backend, tokenizer, [{"role": "user", "content": item["question"]}], budget=budget,
@@ -87,8 +87,6 @@ def task_accuracy(backend, tokenizer, items: Sequence[dict], budget: int | None,
 
 def budget_curve(backend, tokenizer, items: Sequence[dict], budgets: Iterable[int | None] = DEFAULT_BUDGETS,
                  progress: bool = True) -> list[dict]:
-    from tqdm import tqdm
-
     budgets = list(budgets)
     with tqdm(total=len(budgets) * len(items), desc="accuracy", unit="problem", disable=not progress) as bar:
         return [task_accuracy(backend, tokenizer, items, b, progress=bar) for b in budgets]

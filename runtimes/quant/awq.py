@@ -22,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
+from runtimes.model import rope_tables
 from runtimes.quant.rtn import QuantizedTensor, fake_quantize, quantize
 
 
@@ -117,10 +119,6 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
 
     → (QuantizedTensor per linear name, on the CPU; AWQReport). `tokens` [samples, seq_len].
     """
-    from tqdm import tqdm
-
-    from runtimes.model import rope_tables
-
     args = model.args
     seq_len = tokens.shape[1]
     cos, sin = rope_tables(args.head_dim, seq_len, args.rope_theta)

@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from runtimes.checkpoint import QUANT_RECIPE
+from runtimes.checkpoint import QUANT_RECIPE, load_config, resolve_model_dir
 from runtimes.errors import UserError
-from runtimes.files import as_os_error, file_table
-from runtimes.model import hf_name
+from runtimes.files import as_os_error, file_table, sha256_file
+from runtimes.model import ModelArgs, from_pretrained, hf_name, module_from_weights
+from runtimes.quant.awq import AWQConfig, awq_quantize
 from runtimes.quant.packing import int8_block, pack_int4, unpack_int4
 from runtimes.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
                                 fake_quantize_activations_blockwise, quantize)
@@ -88,8 +90,6 @@ def quantize_module(module, recipe: QuantRecipe, calib_tokens: torch.Tensor | No
     """
     weights: dict[str, QuantizedTensor] = {}
     if recipe.method == "awq":
-        from runtimes.quant.awq import AWQConfig, awq_quantize
-
         if calib_tokens is None:
             raise ValueError("AWQ needs calibration tokens")
         device = (recipe.calibration or {}).get("device", "cpu")
@@ -158,8 +158,6 @@ def apply_fake_quant(module, weights: dict[str, QuantizedTensor], activations: s
 
 def save_quantized(out: Path, module, config: dict, weights: dict[str, QuantizedTensor], recipe: QuantRecipe,
                    source_dir: Path) -> None:
-    from safetensors.torch import save_file
-
     tensors = {}
     for name, param in module.state_dict().items():
         if name in weights or (name == "lm_head.weight" and module.args.tie_word_embeddings):
@@ -193,11 +191,6 @@ def is_quantized_checkpoint(model_dir: Path) -> bool:
 
 def load_quantized(model_dir: Path, max_seq_len: int = 1024):
     """QDIR → (fake-quant fp32 module, QuantizedTensor per name, QuantRecipe, config)."""
-    from safetensors.torch import load_file
-
-    from runtimes.checkpoint import load_config
-    from runtimes.model import ModelArgs, module_from_weights
-
     config = load_config(model_dir)
     meta = json.loads((model_dir / RECIPE_FILE).read_text())
     recipe = QuantRecipe(**meta["recipe"])
@@ -254,9 +247,6 @@ def check_device(device: str) -> str:
 def load_module(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32):
     """The module of any checkpoint → (module, config): a float one's edge module, or a quantized checkpoint's
     fake-quant module (each quantized weight replaced by its dequantized value)."""
-    from runtimes.checkpoint import resolve_model_dir
-    from runtimes.model import from_pretrained
-
     model_dir = resolve_model_dir(str(model))
     if is_quantized_checkpoint(model_dir):
         module, _, _, config = load_quantized(model_dir, max_seq_len)
@@ -265,8 +255,6 @@ def load_module(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype =
 
 
 def quantized_weights_sha256(qdir: Path) -> str:
-    from runtimes.files import sha256_file
-
     return sha256_file(Path(qdir) / "model.safetensors")
 
 
@@ -275,9 +263,6 @@ def reference_weights(source: str, quant: dict, max_seq_len: int):
     config). `quant` is the manifest's quant record. A float bundle's are its source's; a quantized one's come from
     the quantized checkpoint the manifest records (a QDIR it was exported from, or the one an AWQ export kept),
     or, for round-to-nearest, from quantizing the source again (deterministic). AWQ is never re-run."""
-    from runtimes.checkpoint import resolve_model_dir
-    from runtimes.model import from_pretrained
-
     model_dir = resolve_model_dir(source)
     recorded = quant.get("checkpoint")
     if is_quantized_checkpoint(model_dir):

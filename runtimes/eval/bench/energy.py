@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from runtimes.errors import UserError
+from runtimes.files import read_json
 
 PROFILES_PATH = Path(__file__).with_name("soc_profiles.json")
 POWERCAP = Path("/sys/class/powercap")
@@ -138,8 +139,6 @@ def import_android(path: str | Path) -> dict:
     """A phone record from the Android demo: {"device", "bundle", "tokens", "samples": [{"t_ms", "current_ua",
     "voltage_mv"}...]}. Current is signed as Android's BatteryManager reports it (negative while discharging on
     most phones). The record belongs to the bundle it names."""
-    from runtimes.files import read_json
-
     try:
         record = read_json(Path(path), "export one from the demo app")
         samples = sorted(record["samples"], key=lambda s: s["t_ms"])
