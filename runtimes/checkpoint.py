@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from runtimes.errors import UserError
 from runtimes.files import read_json
@@ -191,8 +192,6 @@ class LazyTensor:
         self.path, self.name, self.shape = path, name, shape
 
     def load(self) -> torch.Tensor:
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(self.path, framework="pt") as f:
                 return _checked(self.path, self.name, f.get_tensor(self.name))
@@ -211,8 +210,6 @@ def _checked(path: Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
 def load_state_dict(model_dir: Path, lazy=None) -> dict[str, torch.Tensor | LazyTensor]:
     """Every tensor of the checkpoint, HF names, in the dtypes stored. Names for which `lazy(name)` is true come
     as LazyTensors (shape and dtype checked now, values read and checked on load())."""
-    from safetensors import SafetensorError, safe_open
-
     tensors: dict[str, torch.Tensor | LazyTensor] = {}
     for path in shard_files(model_dir):
         try:

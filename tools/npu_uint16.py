@@ -25,12 +25,19 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from exporter.export import prepare
+from calibration.datasets import calibration_set
+from exporter.export import export, prepare
 from exporter.targets import onnx_npu
+from runtimes.backends.onnxruntime import NpuBackend
+from runtimes.backends.qnn import Htp
 from runtimes.backends.reference import ReferenceBackend
-from runtimes.eval.parity import CHAT_PROMPTS, logit_metrics, summarize
+from runtimes.bundle import read_manifest
+from runtimes.checkpoint import resolve_model_dir
+from runtimes.eval.parity import CHAT_PROMPTS, _bundle_reference, logit_metrics, summarize
+from runtimes.generate import prepare_prompt, run
 from runtimes.quant.recipe import apply_fake_quant
 from runtimes.quant.rtn import QuantizedTensor
+from runtimes.tokenizer import QwenTokenizer
 
 MAX_SEQ_LEN, CHUNK = 128, 16
 
@@ -184,15 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    from calibration.datasets import calibration_set
-    from exporter.export import export
-    from runtimes.backends.onnxruntime import NpuBackend
-    from runtimes.bundle import read_manifest
-    from runtimes.checkpoint import resolve_model_dir
-    from runtimes.eval.parity import _bundle_reference
-    from runtimes.generate import prepare_prompt, run
-    from runtimes.tokenizer import QwenTokenizer
-
     p = build_parser()
     args = p.parse_args()
     out = Path(args.out)
@@ -215,8 +213,6 @@ def main() -> None:
                                 Uint16Builder(module, weights, MAX_SEQ_LEN, ranges, args.int8_head_qdq))
         (out / "uint16_ranges.json").write_text(json.dumps(ranges, indent=1))
     if args.provider == "qnn":
-        from runtimes.backends.qnn import Htp
-
         backend = NpuBackend(out, manifest, htp=Htp(manifest, soc="8gen3"))
     else:
         backend = NpuBackend(out, manifest)

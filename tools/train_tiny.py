@@ -24,10 +24,13 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from runtimes.eval.arithmetic import Problem, heldout_problems, problems
 from exporter.tokenizer_files import CHAT_TOKENS, configure_qwen_pipeline, write_tokenizer_files
+from runtimes.backends.reference import ReferenceBackend
 from runtimes.chat import render
+from runtimes.eval.arithmetic import Problem, heldout_problems, problems
+from runtimes.eval.tasks import arithmetic_items, budget_curve
 from runtimes.thinking import STOP_THINKING_TEXT
+from runtimes.tokenizer import QwenTokenizer
 
 MIX = {"thinking": 0.45, "non_thinking": 0.2, "truncated": 0.35}
 # Stage 2 teaches answering from short partial workings: with stage 1's uniform cut points, few
@@ -199,10 +202,6 @@ def evaluate(model_dir: Path, n: int = 500, fresh_seed: int | None = None) -> li
     """The budget curve through the project's own runtime: on the held-out problems (writes eval.json), or
     with `fresh_seed` on problems of that seed that neither training (per training.json) nor the held-out set
     drew, a second check for a recipe chosen on the held-out set (prints only)."""
-    from runtimes.eval.tasks import arithmetic_items, budget_curve
-    from runtimes.backends.reference import ReferenceBackend
-    from runtimes.tokenizer import QwenTokenizer
-
     if fresh_seed is None:
         chosen = heldout_problems(n)
     else:
