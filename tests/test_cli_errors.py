@@ -146,7 +146,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    monkeypatch.setattr(make_model, "save_file", boom)
     with pytest.raises(RuntimeError):
         make_model.write_random_checkpoint(tmp_path / "out", SMALL)
     assert list(tmp_path.iterdir()) == []

@@ -58,7 +58,8 @@ def modules(root: Path) -> dict[str, Path]:
 
 def imported_names(name: str, path: Path) -> set[str]:
     """Every name `path` imports, absolute: `from .x import y` in package p is p.x.y (which may be a module or an
-    attribute of p.x), and a literal "pkg.b:C" or "pkg.b" string naming one of our packages' modules counts (importlib loads such strings)."""
+    attribute of p.x); a literal "pkg.b:C" or "pkg.b" string in one of our packages counts too (importlib loads such
+    strings)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -198,8 +198,8 @@ def test_npu_profile_static_graphs_and_parity_on_cpu(quant, tmp_path, capsys, bu
     assert data < 1.1 * (bundles[quant] / "model.onnx.data").stat().st_size
     assert all((bundle / f).stat().st_size < 0.1 * data for f in ("prefill.onnx", "decode.onnx", "embed.onnx"))
     report_path = tmp_path / "parity.json"
-    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--max-new-tokens", "16", "--thinking-budget", "8",
-                           "--json", str(report_path))
+    code, out, _ = run_cli(capsys, "parity", "--bundle", str(bundle), "--max-new-tokens", "16", "--thinking-budget",
+                           "8", "--json", str(report_path))
     assert code == 0, out
     report = json.loads(report_path.read_text())
     assert report["execution"] == {"execution_provider": "CPUExecutionProvider"}

@@ -62,8 +62,8 @@ def test_bench_peers_exports_and_measures_ours(capsys, tmp_path, monkeypatch):
     --work is relative to where the user runs it, though the exports run elsewhere."""
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_peers(capsys, "--model", "tiny", "--work", "work", "--only",
-                           "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-lengths", "16", "--max-new-tokens", "8",
-                           "--threads", "1",
+                           "ours-onnx", "--group-size", "64", "--runs", "1", "--prompt-lengths", "16",
+                           "--max-new-tokens", "8", "--threads", "1",
                            "--json", str(tmp_path / "peers.json"))
     assert code == 0
     result = json.loads((tmp_path / "peers.json").read_text())

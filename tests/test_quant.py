@@ -162,6 +162,7 @@ def test_awq_device_flag(capsys, tmp_path):
 def test_awq_runs_on_the_recipes_device(model_dirs, monkeypatch):
     """quantize_module hands AWQ the device the recipe records (what --device sets)."""
     import runtimes.quant.awq as awq
+    import runtimes.quant.recipe as recipe_module
 
     seen = {}
 
@@ -169,7 +170,7 @@ def test_awq_runs_on_the_recipes_device(model_dirs, monkeypatch):
         seen["device"] = device
         return {}, awq.AWQReport()
 
-    monkeypatch.setattr(awq, "awq_quantize", fake)
+    monkeypatch.setattr(recipe_module, "awq_quantize", fake)
     module, _ = from_pretrained(model_dirs["gqa"], max_seq_len=16)
     recipe = QuantRecipe.for_quant("awq-int4", group_size=32)
     recipe.calibration = {"device": "cuda"}

@@ -3,8 +3,8 @@
     python -m tools.benchmarks_doc [--examples runtimes/eval/bench/example] [--out docs]
 
 Every table on that page is rendered from a JSON file written by one of the project's commands (`bench`,
-`tools.bench_peers`, `tools.train_tiny --evaluate`); every plot is drawn from the same JSON by code in the repo. Nothing is
-typed in by hand, so re-running a measurement and then this script updates the page.
+`tools.bench_peers`, `tools.train_tiny --evaluate`); every plot is drawn from the same JSON by code in the repo.
+Nothing is typed in by hand, so re-running a measurement and then this script updates the page.
 """
 
 from __future__ import annotations
