@@ -88,7 +88,7 @@ def concrete(parser, argv: list[str]) -> list[list[str]]:
 def check_command(module: str, argv: list[str]) -> str | None:
     """What is wrong with one documented command line, or None."""
     if module == "exporter":
-        named = argv[0] if argv and not argv[0].startswith("-") else None
+        named = argv[0] if argv and not argv[0].startswith("-") and argv[0] != "..." else None
         if named is not None and named not in build_parser()[1]:
             return f"no command {named!r}"
     elif not (ROOT / (module.replace(".", "/") + ".py")).is_file():
