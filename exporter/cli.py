@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from runtimes import quiet
+from runtimes import memory, quiet
 from runtimes.errors import UserError
 
 EPILOG = """\
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # no command named: export, with the main parser's help
             name, args = "export", parser.parse_args(argv)
         quiet.configure(args.verbose)
+        memory.configure(getattr(args, "memory_limit", None))
         return COMMANDS[name].run(args)
     except UserError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)

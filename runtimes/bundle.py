@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, input_dir, regular_file, sha256_file
+from runtimes.memory import bundle_need, check_memory
 
 MANIFEST = "manifest.json"
 DIGEST_FILE = "manifest.sha256"
@@ -269,25 +270,6 @@ def read_manifest(bundle: str | Path) -> dict:
     return manifest
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_memory(manifest: dict, what: str) -> None:
-    """Refuse before allocating a KV cache larger than the memory this machine has free."""
-    need, free = manifest["kv_cache"]["bytes_at_max_context"], available_memory()
-    if free is not None and need > free:
-        raise UserError(f"{what}'s KV cache needs {need / 2**30:.1f} GiB at its max_seq_len of "
-                        f"{manifest['max_seq_len']}, and {free / 2**30:.1f} GiB are free here; export it with a smaller --max-seq-len")
-
-
 def load_backend(bundle: str | Path, manifest: dict | None = None, **options):
     """The bundle's backend, after read_manifest's checks (pass `manifest` when read_manifest gave it already)
     and a memory check."""
@@ -296,7 +278,7 @@ def load_backend(bundle: str | Path, manifest: dict | None = None, **options):
     if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS)) or "none yet"
         raise UserError(f"{bundle} needs backend {name!r}, which this runtime does not have (available: {known})")
-    check_memory(manifest, str(bundle))
+    check_memory(bundle_need(manifest), str(bundle), "export it with a smaller --max-seq-len (or a smaller --quant)")
     import importlib
 
     module, cls = BACKENDS[name].split(":")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import (check_output_dir, check_writable, int_list, need_torch, write_json,
-                                      write_text)
+from exporter.commands.common import (check_output_dir, check_writable, int_list, memory_argument, need_torch,
+                                      write_json, write_text)
 from runtimes.files import read_text_file
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="phone SoC profile for energy estimates (runtimes/eval/bench/soc_profiles.json)")
     p.add_argument("--android-energy", metavar="FILE",
                    help="an energy record exported by the Android demo app, for the bundle it names")
+    memory_argument(p)
 
 
 def run(args) -> int:

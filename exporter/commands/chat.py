@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from exporter.commands.common import check_writable, need_torch, write_json
+from exporter.commands.common import check_writable, memory_argument, need_torch, write_json
 from runtimes.errors import UserError
 
 SUMMARY = "talk to a model or bundle with a thinking budget"
@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "PROMPT, --prompt-file or --messages: an interactive session, one user turn per line of "
                         "stdin until end of input, the conversation kept as Qwen's template expects (earlier "
                         "turns' thinking dropped)")
+    memory_argument(p)
 
 
 @dataclass

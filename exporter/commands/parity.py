@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_writable, need_torch, write_json
+from exporter.commands.common import check_writable, memory_argument, need_torch, write_json
 from runtimes.files import input_file
 from runtimes.errors import UserError
 
@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the model (or quantized checkpoint) the bundle came from (default: what its manifest names)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| (default: 1e-3)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    memory_argument(p)
 
 
 def run(args) -> int:

@@ -103,9 +103,11 @@ def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int,
 
 
 def _hf_reference(model_dir: Path):
+    """transformers' model of the checkpoint, from the tensors our loader read out of its safetensors (given to
+    transformers as a state dict, so it never looks for, or unpickles, a .bin beside them)."""
     try:
         import torch
-        from transformers import Qwen3ForCausalLM
+        from transformers import Qwen3Config, Qwen3ForCausalLM
     except ImportError:
         raise UserError("parity --model compares against transformers, which is not installed; "
                         "pip install 'qwen-edge[parity]'") from None
@@ -113,7 +115,14 @@ def _hf_reference(model_dir: Path):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    from runtimes.checkpoint import load_config, load_state_dict
+    from runtimes.memory import check_memory, model_need
+
+    check_memory(model_need(load_config(model_dir), 8), f"transformers' copy of {model_dir}",
+                 "compare a smaller model")
+    hf = Qwen3ForCausalLM.from_pretrained(None, config=Qwen3Config.from_pretrained(model_dir),
+                                          state_dict=load_state_dict(model_dir), dtype=torch.float32,
+                                          attn_implementation="eager").eval()
 
     @torch.inference_mode()
     def forward(ids: Sequence[int]) -> np.ndarray:

@@ -196,11 +196,12 @@ def load_quantized(model_dir: Path, max_seq_len: int = 1024):
     from safetensors.torch import load_file
 
     from runtimes.checkpoint import load_config
-    from runtimes.model import ModelArgs, module_from_weights
+    from runtimes.model import ModelArgs, check_model_memory, module_from_weights
 
     config = load_config(model_dir)
     meta = json.loads((model_dir / RECIPE_FILE).read_text())
     recipe = QuantRecipe(**meta["recipe"])
+    check_model_memory(ModelArgs.from_config(config), max_seq_len, torch.float32, str(model_dir))
     try:
         tensors = load_file(model_dir / "model.safetensors")
     except Exception as exc:
