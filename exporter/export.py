@@ -215,7 +215,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         _check_libraries(name, symmetric, delegate, qnn_socs if name == "onnx" else None)
     start = time.perf_counter()
     limit = load_config(model_dir).get("max_position_embeddings", 131072)
-    max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
+    max_seq_len = min(DEFAULT_MAX_SEQ_LEN, limit) if max_seq_len is None else max_seq_len
     if not 16 <= max_seq_len <= limit:
         raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
     with atomic_output_dir(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir]) as tmp:

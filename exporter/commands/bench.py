@@ -7,6 +7,7 @@ import argparse
 from exporter.commands.common import (check_output_dir, check_writable, int_list, memory_argument, need_torch,
                                       write_json, write_text)
 from runtimes.files import read_text_file
+from runtimes.errors import UserError
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
 
@@ -47,6 +48,8 @@ def run(args) -> int:
     from runtimes.eval.bench import bench
     from runtimes.eval.bench.report import markdown, plots
 
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be 1 or more, not {args.threads} (leave it out for the backend's own)")
     check_writable(args.json, "--json", args.bundle)
     check_writable(args.markdown, "--markdown", args.bundle)
     check_output_dir(args.plots, "--plots", args.bundle)

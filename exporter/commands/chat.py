@@ -83,6 +83,9 @@ def run(args) -> int:
     SamplingParams(**{k: v for k, v in overrides.items() if v is not None})  # bad values fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
+    if args.bundle and args.max_seq_len is not None:
+        raise UserError("--max-seq-len sets the context of --model; a bundle's context is fixed when it is exported "
+                        "(export it again with --max-seq-len N)")
     if args.json and args.json != "-":
         check_writable(args.json, "--json", [args.bundle] if args.bundle else [])
     check_text(args.system or "", "--system text")

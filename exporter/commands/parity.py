@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from exporter.commands.common import check_writable, memory_argument, need_torch, write_json
 from runtimes.files import input_file
@@ -29,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    if not math.isfinite(args.tolerance) or args.tolerance <= 0:
+        raise UserError(f"--tolerance must be a finite number above 0, not {args.tolerance}")
     if args.new_tokens < 1:
         raise UserError("--new-tokens must be >= 1")
     if args.thinking_budget is not None and args.thinking_budget < 0:
