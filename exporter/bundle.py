@@ -23,10 +23,12 @@ def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
     if not (model_dir / "tokenizer.json").is_file():
         raise UserError(f"{model_dir} has no tokenizer.json, and a bundle needs one for chat; "
                         "copy the checkpoint's tokenizer files next to its config.json")
-    from runtimes.tokenizer import QwenTokenizer
+    from runtimes.checkpoint import load_config
+    from runtimes.tokenizer import QwenTokenizer, check_token_ids
 
-    QwenTokenizer(model_dir)  # its problems named in the user's checkpoint, not in our temp dir
-    read_generation_config(model_dir)
+    # its problems named in the user's checkpoint, not in our temp dir
+    check_token_ids(QwenTokenizer(model_dir), load_config(model_dir)["vocab_size"], read_generation_config(model_dir),
+                    model_dir)
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, bundle_dir / name)

@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, input_dir, regular_file, sha256_file
 from runtimes.memory import bundle_need, check_memory
+from runtimes.sampling import read_generation_config
+from runtimes.tokenizer import QwenTokenizer, token_id_problems
 
 MANIFEST = "manifest.json"
 DIGEST_FILE = "manifest.sha256"
@@ -84,7 +86,30 @@ def consistency_errors(manifest: dict) -> list[str]:
                       "architecture, dtype and positions make")
     if arch["num_attention_heads"] % arch["num_key_value_heads"]:
         errors.append("architecture: num_attention_heads is not a multiple of num_key_value_heads")
+    special = manifest["special_tokens"]
+    ids = {**{f"special_tokens/{k}": v for k, v in special.items() if k != "eos"},
+           **{f"special_tokens/eos/{i}": v for i, v in enumerate(special["eos"])},
+           **{f"thinking/stop_token_ids/{i}": v for i, v in enumerate(manifest["thinking"]["stop_token_ids"])}}
+    errors += [f"{name} {value} is past the embedding's {arch['vocab_size']} rows (architecture/vocab_size)"
+               for name, value in ids.items() if value >= arch["vocab_size"]]
     return errors
+
+
+def token_problems(bundle: Path, manifest: dict) -> list[Problem]:
+    """The bundle's tokenizer against its embedding (runtimes.tokenizer.token_id_problems) and against the
+    manifest's special tokens, which the apps use without reading the tokenizer."""
+    try:
+        tokenizer = QwenTokenizer(bundle)
+    except UserError as exc:
+        return [Problem("schema", f"tokenizer: {exc}")]
+    problems = [Problem("schema", f"{message} (architecture/vocab_size)") for message in
+                token_id_problems(tokenizer, manifest["architecture"]["vocab_size"], read_generation_config(bundle))]
+    special = manifest["special_tokens"]
+    for name, value in asdict(tokenizer.special).items():
+        if special[name] != value:
+            problems.append(Problem("schema", f"manifest: special_tokens/{name} is {special[name]}, but tokenizer.json "
+                                              f"gives {value}"))
+    return problems
 
 
 def unsafe_path(name: str) -> str | None:
@@ -244,8 +269,6 @@ def check_files(bundle: Path, manifest: dict) -> list[Problem]:
 
 def check_bundle(bundle: str | Path) -> tuple[dict | None, list[Problem]]:
     """(the manifest if it could be read, every problem found): `verify --no-run`."""
-    from runtimes.sampling import read_generation_config
-
     bundle = input_dir(bundle, "bundle", "pass a bundle written by python -m exporter --out DIR")
     problems: list[Problem] = []
     manifest = _check_manifest(bundle, problems)
@@ -256,6 +279,8 @@ def check_bundle(bundle: str | Path) -> tuple[dict | None, list[Problem]]:
                 read_generation_config(bundle)
             except UserError as exc:
                 problems.append(Problem("generation_config", str(exc)))
+        if not problems and "tokenizer.json" in manifest["files"]:
+            problems += token_problems(bundle, manifest)
     return manifest, problems
 
 

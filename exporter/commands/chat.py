@@ -233,7 +233,7 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
     """→ (backend, tokenizer, generation_config dict)."""
     from runtimes.files import input_dir
     from runtimes.sampling import read_generation_config
-    from runtimes.tokenizer import QwenTokenizer
+    from runtimes.tokenizer import QwenTokenizer, check_token_ids
 
     if bundle:
         from runtimes.bundle import load_backend
@@ -246,10 +246,12 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
         from runtimes.checkpoint import load_config, resolve_model_dir
 
         directory = resolve_model_dir(model or "tiny")
+        config = load_config(directory)
         if max_seq_len is None:
-            max_seq_len = min(2048, load_config(directory).get("max_position_embeddings", 2048))
+            max_seq_len = min(2048, config.get("max_position_embeddings", 2048))
         if max_seq_len < 16:
             raise UserError("--max-seq-len must be at least 16")
+        check_token_ids(QwenTokenizer(directory), config["vocab_size"], read_generation_config(directory), directory)
         backend = ReferenceBackend.from_model(str(directory), max_seq_len=max_seq_len)
     return backend, QwenTokenizer(directory, special_in_user_text), read_generation_config(directory)
 

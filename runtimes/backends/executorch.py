@@ -60,6 +60,7 @@ class ExecuTorchBackend:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UserError(f"ExecuTorch cannot load {pte_path} ({reason}); export the bundle again") from None
         self.max_seq_len = manifest["max_seq_len"]
+        self.vocab_size = manifest["architecture"]["vocab_size"]
         self.position = 0
 
     @classmethod

@@ -50,7 +50,7 @@ class OnnxRuntimeBackend:
         self.layers, self.kv_heads, self.head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
         self.kv_dtype = np.dtype(manifest["kv_cache"]["dtype"])
         self.max_seq_len = manifest["max_seq_len"]
-        self.vocab = arch["vocab_size"]
+        self.vocab = self.vocab_size = arch["vocab_size"]
         self.position = 0
         self.past: list = []
         self.reset()
@@ -146,6 +146,7 @@ class NpuBackend:
         arch = manifest["architecture"]
         self.layers, kv_heads, head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
         self.max_seq_len = L = manifest["max_seq_len"]
+        self.vocab_size = arch["vocab_size"]
         self.mask_value = np.float16(manifest["npu"]["mask_value"])
         self.cos, self.sin = (t.astype(np.float16) for t in rope_tables(head_dim, L, arch["rope_theta"]))
         self.keys = [np.zeros((1, kv_heads, head_dim, L), np.float16) for _ in range(self.layers)]

@@ -93,8 +93,15 @@ def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int,
     if tokenizer_path is not None and tokenizer_path.is_file():
         from tokenizers import Tokenizer
 
+        from runtimes.tokenizer import encode_ids
+
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        return [Prompt(tokenizer.encode(t, add_special_tokens=False).ids, t) for t in texts], "tokenizer"
+        prompts = [Prompt(encode_ids(tokenizer, t), t) for t in texts]
+        past = [i for p in prompts for i in p.ids if i >= vocab_size]
+        if past:
+            raise UserError(f"{tokenizer_path} gives id {past[0]}, past the model's {vocab_size} embedding rows; the "
+                            "tokenizer does not belong to this model")
+        return prompts, "tokenizer"
     if path:
         raise UserError(f"--prompts needs a tokenizer, and {tokenizer_path.parent if tokenizer_path else 'the model'} "
                         "has no tokenizer.json; drop --prompts to compare on random token ids")
@@ -283,7 +290,8 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
     fp32 = _fp32_reference(manifest, reference_model) if "npu" in manifest else None
     texts = CHAT_PROMPTS
     if prompts_file:
-        texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json", 0)[0]]
+        texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json",
+                                                 manifest["architecture"]["vocab_size"])[0]]
     records = []
     for text in tqdm(texts, desc="parity", unit="prompt", disable=not progress):
         messages = [{"role": "user", "content": text}]
