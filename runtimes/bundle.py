@@ -43,6 +43,7 @@ PROBLEM_CODES = {
     "extra_file": "a file the manifest does not list",
     "entry_point": "an entry point names a file the manifest does not list",
     "generation_config": "generation_config.json is malformed or out of range",
+    "weights": "a stored weight is NaN or infinite (verify reads ONNX initializers, .npy and .safetensors files)",
     "backend": "the bundle's entry points failed to load or run (verify without --no-run)",
 }
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runtimes.bundle import Problem, check_bundle
 from runtimes.errors import UserError
+from runtimes.weights import bundle_nonfinite
 
 
 def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
@@ -27,6 +28,10 @@ def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
     generation, ran, execution = None, False, None
     if manifest is not None and not problems:
         problems += _qnn_context_problems(manifest)
+    if manifest is not None and not problems:
+        found, unread = bundle_nonfinite(bundle, list(manifest["files"]))
+        problems += [Problem("weights", line) for line in found]
+        notes += unread
     if manifest is not None and not problems and run:
         generation, ran, execution = _generate(bundle, manifest, new_tokens, notes, problems)
         if ran and not problems and execution and execution.get("execution_provider") == "QNNExecutionProvider":
