@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from runtimes.errors import UserError
+from runtimes.quiet import c_stderr_hidden
 
 
 def load_kernels() -> None:
@@ -20,8 +21,6 @@ def load_kernels() -> None:
     runtime (loading): the LLM ops (llama::update_cache, llama::custom_sdpa) and the quantized kernels
     (quantized_decomposed::embedding_byte / embedding_4bit). An app's ExecuTorch build must link the same:
     its LLM custom-ops and quantized-kernels libraries, with XNNPACK."""
-    from runtimes.quiet import c_stderr_hidden
-
     try:
         with c_stderr_hidden():  # cpuinfo's notes on this CPU, written by C code
             import torch  # noqa: F401  (the pybindings need libtorch loaded first)
@@ -33,7 +32,8 @@ def load_kernels() -> None:
 
 def _runtime():
     load_kernels()
-    from executorch.extension.pybindings import portable_lib
+    with c_stderr_hidden():  # the pybindings start cpuinfo and the threadpool, which write to fd 2 as well
+        from executorch.extension.pybindings import portable_lib
 
     return portable_lib
 
@@ -50,9 +50,8 @@ class ExecuTorchBackend:
             raise UserError(f"this bundle is delegated to {manifest['profile']}, which runs on the device (Core ML on "
                             "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime here")
         if threads:
-            lib._unsafe_reset_threadpool(threads)
-        from runtimes.quiet import c_stderr_hidden
-
+            with c_stderr_hidden():
+                lib._unsafe_reset_threadpool(threads)
         try:
             with c_stderr_hidden():
                 self.module = lib._load_for_executorch(str(pte_path))
@@ -62,6 +61,19 @@ class ExecuTorchBackend:
         self.max_seq_len = manifest["max_seq_len"]
         self.vocab_size = manifest["architecture"]["vocab_size"]
         self.position = 0
+        holds = self._program_context()
+        if holds is not None and holds < self.max_seq_len:
+            raise UserError(f"{pte_path} holds a context of {holds} positions, and its manifest claims max_seq_len "
+                            f"{self.max_seq_len}; export the bundle again")
+
+    def _program_context(self) -> int | None:
+        """The context the program was built for (its get_max_seq_len method, as ExecuTorch's LLM runner reads
+        it); None for a program without that method."""
+        try:
+            with c_stderr_hidden():
+                return int(self.module.run_method("get_max_seq_len", ())[0])
+        except Exception:
+            return None
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
