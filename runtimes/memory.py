@@ -21,6 +21,7 @@ WORKING_PROMPT = 2048
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
+_setting: str | None = None  # --memory-limit as given (None: not given)
 _limit: int | None = None  # bytes from --memory-limit; None: what the system reports
 _checked = True  # False: --memory-limit none
 
@@ -37,11 +38,16 @@ def parse_limit(text: str) -> int | None:
 
 def configure(limit: str | None) -> None:
     """What the command line's --memory-limit says (None: not given): once per command, before anything loads."""
-    global _limit, _checked
-    _limit, _checked = None, True
+    global _setting, _limit, _checked
+    _setting, _limit, _checked = limit, None, True
     if limit is not None:
         _limit = parse_limit(limit)
         _checked = _limit is not None
+
+
+def setting() -> str | None:
+    """--memory-limit as configured, for a child process to configure the same."""
+    return _setting
 
 
 def available_memory() -> int | None:
