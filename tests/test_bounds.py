@@ -185,7 +185,8 @@ def test_verify_reads_npy_and_safetensors_weights(tmp_path):
     save_file({"w": torch.tensor([1.0, float("nan")], dtype=torch.bfloat16), "ok": torch.ones(3)},
               tmp_path / "b.safetensors")
     problems, _ = bundle_nonfinite(tmp_path, ["a.npy", "b.safetensors"])
-    assert problems == ["a.npy: its array holds NaN or infinite values", "b.safetensors: w holds NaN or infinite values"]
+    assert problems == ["a.npy: its array holds NaN or infinite values",
+                        "b.safetensors: w holds NaN or infinite values"]
 
 
 # ---- 7. tracebacks where one line is promised ----------------------------------------------------------------------
