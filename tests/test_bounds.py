@@ -270,18 +270,18 @@ def test_make_model_seed_past_64_bits(capsys, tmp_path):
 
 # ---- 10. quiet misreadings -----------------------------------------------------------------------------------------
 
-def test_values_that_were_misread(bundle, tmp_path, capsys):
-    cases = [
-        (["--model", "tiny", "--target", "onnx", "--max-seq-len", "0", "--out", str(tmp_path / "o")],
-         "--max-seq-len must be between 16"),
-        (["chat", "--bundle", str(bundle), "--max-seq-len", "64", "hi"], "a bundle's context is fixed"),
-        (["bench", "--bundle", str(bundle), "--threads", "-1"], "--threads must be 1 or more"),
-    ] + [(["parity", "--bundle", str(bundle), "--tolerance", value], "--tolerance must be a finite number above 0")
-         for value in ("nan", "-1", "inf", "0")]
-    for argv, phrase in cases:
-        code, _, err = run_cli(capsys, *argv)
-        assert code == 2 and phrase in err, (argv, err)
-        one_line(err)
+@pytest.mark.parametrize("argv, phrase", [
+    (["--model", "tiny", "--target", "onnx", "--max-seq-len", "0", "--out", "OUT"], "--max-seq-len must be between 16"),
+    (["chat", "--bundle", "BUNDLE", "--max-seq-len", "64", "hi"], "a bundle's context is fixed"),
+    (["bench", "--bundle", "BUNDLE", "--threads", "-1"], "--threads must be 1 or more"),
+    *[(["parity", "--bundle", "BUNDLE", "--tolerance", value], "--tolerance must be a finite number above 0")
+      for value in ("nan", "-1", "inf", "0")],
+])
+def test_values_that_were_misread(bundle, tmp_path, capsys, argv, phrase):
+    places = {"OUT": str(tmp_path / "o"), "BUNDLE": str(bundle)}
+    code, _, err = run_cli(capsys, *[places.get(a, a) for a in argv])
+    assert code == 2 and phrase in err, err
+    one_line(err)
     assert not (tmp_path / "o").exists()
 
 
