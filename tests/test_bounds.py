@@ -201,7 +201,8 @@ def test_parity_model_never_unpickles_a_bin_beside_the_safetensors(tmp_path):
             return (open, (str(sentinel), "w"))
 
     (model / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
-    proc = run_module("parity", "--model", str(model), "--new-tokens", "2")
+    (tmp_path / "prompts.txt").write_text("What is 2 + 2?\n")
+    proc = run_module("parity", "--model", str(model), "--new-tokens", "2", "--prompts", str(tmp_path / "prompts.txt"))
     assert proc.returncode == 0 and "parity PASSED" in proc.stdout, proc.stderr
     assert not sentinel.exists()
 
