@@ -6,8 +6,8 @@ import argparse
 
 from exporter.commands.common import (check_output_dir, check_writable, int_list, memory_argument, need_torch,
                                       write_json, write_text)
-from runtimes.files import read_text_file
 from runtimes.errors import UserError
+from runtimes.files import read_text_file
 
 SUMMARY = "measure latency, memory, size, energy and accuracy of bundles"
 
