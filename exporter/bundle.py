@@ -9,11 +9,12 @@ from pathlib import Path
 
 from exporter import __version__
 from runtimes.bundle import DIGEST_FILE, FORMAT_VERSION, MANIFEST, manifest_digest_line, schema_errors
+from runtimes.checkpoint import load_config
 from runtimes.errors import UserError
 from runtimes.files import sha256_file
 from runtimes.sampling import read_generation_config
 from runtimes.thinking import STOP_THINKING_TEXT
-from runtimes.tokenizer import TOKENIZER_FILES, QwenTokenizer
+from runtimes.tokenizer import TOKENIZER_FILES, QwenTokenizer, check_token_ids
 
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                        "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "tie_word_embeddings")
@@ -25,8 +26,9 @@ def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
     if not (model_dir / "tokenizer.json").is_file():
         raise UserError(f"{model_dir} has no tokenizer.json, and a bundle needs one for chat; "
                         "copy the checkpoint's tokenizer files next to its config.json")
-    QwenTokenizer(model_dir)  # its problems named in the user's checkpoint, not in our temp dir
-    read_generation_config(model_dir)
+    # its problems named in the user's checkpoint, not in our temp dir
+    check_token_ids(QwenTokenizer(model_dir), load_config(model_dir)["vocab_size"], read_generation_config(model_dir),
+                    model_dir)
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, bundle_dir / name)

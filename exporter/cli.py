@@ -10,7 +10,7 @@ import sys
 import threading
 
 from exporter.commands import COMMANDS
-from runtimes import quiet
+from runtimes import memory, quiet
 from runtimes.errors import UserError
 
 EPILOG = """\
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         quiet.configure(args.verbose)
+        memory.configure(getattr(args, "memory_limit", None))
         return COMMANDS[args.command].run(args)
     except UserError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)

@@ -12,6 +12,7 @@ from runtimes.errors import UserError
 from runtimes.quiet import stage
 
 DEFAULT_MAX_SEQ_LEN = 1024
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens (at most --seq-len) of --calib its scales come from
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
@@ -215,7 +216,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
         _check_libraries(name, symmetric, delegate, qnn_socs if name == "onnx" else None)
     start = time.perf_counter()
     limit = load_config(model_dir).get("max_position_embeddings", 131072)
-    max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
+    max_seq_len = min(DEFAULT_MAX_SEQ_LEN, limit) if max_seq_len is None else max_seq_len
     if not 16 <= max_seq_len <= limit:
         raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
     with atomic_output_dir(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir]) as tmp:
@@ -228,6 +229,8 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
             into = tmp / name if target == "all" else tmp
             into.mkdir(exist_ok=True)
             fields = _target_fields(name, quant_fields)
+            if stores_float16(name, fields["name"], profile, delegate):
+                check_float16_range(module, weights)
             with stage(f"{name}: writing the bundle"):
                 written.append(_write_bundle(name, model, module, weights, fields, config, model_dir, into,
                                              max_seq_len, profile=profile if name == "onnx" else "cpu",
@@ -240,6 +243,25 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
             "quant": quant_fields["name"], "bytes": size, "seconds": time.perf_counter() - start,
             "manifest_sha256": [w["manifest_sha256"] for w in written]}
+
+
+def stores_float16(target: str, quant: str, profile: str, delegate: str) -> bool:
+    """Whether the bundle keeps weights or scales in float16: fp16 bundles, Core ML (fp16 compute and scales), the
+    onnx npu profile and ExecuTorch's Core ML delegate."""
+    return (quant == "fp16" or target == "coreml" or (target == "onnx" and profile == "npu")
+            or (target == "executorch" and delegate == "coreml"))
+
+
+def check_float16_range(module, weights: dict) -> None:
+    """Refuse a finite weight (or quantization scale) that float16 cannot hold: it would be stored as inf."""
+    tensors = [(name, p) for name, p in module.named_parameters() if not p.is_meta and p.is_floating_point()]
+    tensors += [(f"{name} (its quantization scales)", qt.scales) for name, qt in weights.items()]
+    for name, tensor in tensors:
+        peak = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
+        if peak > FLOAT16_MAX:
+            raise UserError(f"weight {name} holds {peak:.3g}, beyond float16's range (±{FLOAT16_MAX:g}): this bundle "
+                            "would store it as inf; export with --quant fp32, int8 or int4 to onnx (cpu) or "
+                            "executorch, which keep such values in float32, or fix the checkpoint")
 
 
 def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, model_file: str) -> None:

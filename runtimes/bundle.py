@@ -14,14 +14,16 @@ import importlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 import jsonschema
 
 from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, input_dir, regular_file, sha256_file
+from runtimes.memory import bundle_need, check_memory
 from runtimes.sampling import read_generation_config
+from runtimes.tokenizer import QwenTokenizer, token_id_problems
 
 MANIFEST = "manifest.json"
 DIGEST_FILE = "manifest.sha256"
@@ -44,6 +46,7 @@ PROBLEM_CODES = {
     "extra_file": "a file the manifest does not list",
     "entry_point": "an entry point names a file the manifest does not list",
     "generation_config": "generation_config.json is malformed or out of range",
+    "weights": "a stored weight is NaN or infinite (verify reads ONNX initializers, .npy and .safetensors files)",
     "backend": "the bundle's entry points failed to load or run (verify without --no-run)",
 }
 
@@ -85,7 +88,30 @@ def consistency_errors(manifest: dict) -> list[str]:
                       "architecture, dtype and positions make")
     if arch["num_attention_heads"] % arch["num_key_value_heads"]:
         errors.append("architecture: num_attention_heads is not a multiple of num_key_value_heads")
+    special = manifest["special_tokens"]
+    ids = {**{f"special_tokens/{k}": v for k, v in special.items() if k != "eos"},
+           **{f"special_tokens/eos/{i}": v for i, v in enumerate(special["eos"])},
+           **{f"thinking/stop_token_ids/{i}": v for i, v in enumerate(manifest["thinking"]["stop_token_ids"])}}
+    errors += [f"{name} {value} is past the embedding's {arch['vocab_size']} rows (architecture/vocab_size)"
+               for name, value in ids.items() if value >= arch["vocab_size"]]
     return errors
+
+
+def token_problems(bundle: Path, manifest: dict) -> list[Problem]:
+    """The bundle's tokenizer against its embedding (runtimes.tokenizer.token_id_problems) and against the
+    manifest's special tokens, which the apps use without reading the tokenizer."""
+    try:
+        tokenizer = QwenTokenizer(bundle)
+    except UserError as exc:
+        return [Problem("schema", f"tokenizer: {exc}")]
+    problems = [Problem("schema", f"{message} (architecture/vocab_size)") for message in
+                token_id_problems(tokenizer, manifest["architecture"]["vocab_size"], read_generation_config(bundle))]
+    special = manifest["special_tokens"]
+    for name, value in asdict(tokenizer.special).items():
+        if special[name] != value:
+            problems.append(Problem("schema", f"manifest: special_tokens/{name} is {special[name]}, but tokenizer.json "
+                                              f"gives {value}"))
+    return problems
 
 
 def unsafe_path(name: str) -> str | None:
@@ -255,6 +281,8 @@ def check_bundle(bundle: str | Path) -> tuple[dict | None, list[Problem]]:
                 read_generation_config(bundle)
             except UserError as exc:
                 problems.append(Problem("generation_config", str(exc)))
+        if not problems and "tokenizer.json" in manifest["files"]:
+            problems += token_problems(bundle, manifest)
     return manifest, problems
 
 
@@ -269,25 +297,6 @@ def read_manifest(bundle: str | Path) -> dict:
     return manifest
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_memory(manifest: dict, what: str) -> None:
-    """Refuse before allocating a KV cache larger than the memory this machine has free."""
-    need, free = manifest["kv_cache"]["bytes_at_max_context"], available_memory()
-    if free is not None and need > free:
-        raise UserError(f"{what}'s KV cache needs {need / 2**30:.1f} GiB at its max_seq_len of "
-                        f"{manifest['max_seq_len']}, and {free / 2**30:.1f} GiB are free here; export it with a smaller --max-seq-len")
-
-
 def load_backend(bundle: str | Path, manifest: dict | None = None, **options):
     """The bundle's backend, after read_manifest's checks (pass `manifest` when read_manifest gave it already)
     and a memory check."""
@@ -296,6 +305,6 @@ def load_backend(bundle: str | Path, manifest: dict | None = None, **options):
     if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS)) or "none yet"
         raise UserError(f"{bundle} needs backend {name!r}, which this runtime does not have (available: {known})")
-    check_memory(manifest, str(bundle))
+    check_memory(bundle_need(manifest), str(bundle), "export it with a smaller --max-seq-len (or a smaller --quant)")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls).from_bundle(Path(bundle), manifest, **options)

@@ -4,6 +4,7 @@ soft switches."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -153,8 +154,10 @@ def thinking_requested(messages: Sequence[Message], default: bool = True) -> boo
 
 # A chat template is code from the checkpoint. It renders in jinja2's immutable sandbox (as transformers does), so it
 # cannot reach Python objects, and within a budget, so it cannot hang or exhaust memory: at most TEMPLATE_STEPS
-# Python lines (Qwen3's own template, tools included, runs a few thousand) and no `*` / `**` building a string, list
-# or number past TEMPLATE_SIZE.
+# Python lines (Qwen3's own template, tools included, runs a few thousand), and no string or list past TEMPLATE_SIZE
+# items, whatever builds it: `*`, `**`, `+` and `~`, a filter (`center`, `indent`, `format`, ...) or a method call
+# (`.ljust()`, `.format()`, ...). A number argument past TEMPLATE_SIZE is refused before the call (`center(10**12)`
+# would allocate first), a result past it after; so is a rendered prompt.
 TEMPLATE_STEPS = 2_000_000
 TEMPLATE_SIZE = 1 << 20
 
@@ -167,8 +170,33 @@ def _template_environment():
     from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    from jinja2.compiler import CodeGenerator
+
+    class BoundedCode(CodeGenerator):
+        def visit_Concat(self, node, frame):  # `a ~ b ~ c`: the joined string is checked
+            self.write("environment.bounded(")
+            super().visit_Concat(node, frame)
+            self.write(")")
+
     class Bounded(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**"})
+        intercepted_binops = frozenset({"*", "**", "+"})
+        code_generator_class = BoundedCode
+
+        @staticmethod
+        def bounded(value):
+            return _bounded(value)
+
+        @staticmethod
+        def concat(pieces):  # the rendered text, refused as soon as it passes the budget
+            kept, size = [], 0
+            for piece in pieces:
+                size += len(piece)
+                kept.append(_bounded(piece) if size <= TEMPLATE_SIZE else _bounded("".join(kept) + piece))
+            return "".join(kept)
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja2's own signature)
+            _check_arguments(args, kwargs)
+            return _bounded(super().call(__context, __obj, *args, **kwargs))
 
         def call_binop(self, context, operator, left, right):
             numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
@@ -179,7 +207,7 @@ def _template_environment():
                          if isinstance(v, (str, list, tuple, int)) and not isinstance(v, bool)]
                 if len(sizes) == 2 and sizes[0] * sizes[1] > TEMPLATE_SIZE:
                     raise TemplateBudgetExceeded("a repetition builds more than a million items")
-            return super().call_binop(context, operator, left, right)
+            return _bounded(super().call_binop(context, operator, left, right))
 
     def raise_exception(message):
         raise TemplateError(message)
@@ -196,7 +224,39 @@ def _template_environment():
         return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     env.filters["tojson"] = tojson
+    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
     return env
+
+
+def _sized(value) -> bool:
+    return isinstance(value, (str, list, tuple, dict))
+
+
+def _bounded(value):
+    if _sized(value) and len(value) > TEMPLATE_SIZE:
+        raise TemplateBudgetExceeded(f"the template builds a {type(value).__name__} of {len(value)} items, more than "
+                                     f"{TEMPLATE_SIZE}")
+    return value
+
+
+def _check_arguments(args, kwargs) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > TEMPLATE_SIZE:
+            raise TemplateBudgetExceeded(f"the template passes {value} to a filter or method, more than "
+                                         f"{TEMPLATE_SIZE}")
+
+
+def _bounded_filter(function):
+    """A jinja filter whose number arguments and result are held to TEMPLATE_SIZE (the first argument is the value
+    filtered, the template's own: a long user message is the context's business, not the budget's)."""
+    skip = 2 if hasattr(function, "jinja_pass_arg") else 1  # pass_context & co. take the context first
+
+    @functools.wraps(function)  # (keeps jinja_pass_arg, so jinja passes the wrapper what it passed the filter)
+    def bounded(*args, **kwargs):
+        _check_arguments(args[skip:], kwargs)
+        return _bounded(function(*args, **kwargs))
+
+    return bounded
 
 
 def render_template(source: str, steps: int = TEMPLATE_STEPS, **context) -> str:

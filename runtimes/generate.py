@@ -80,12 +80,17 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
         raise UserError("--max-new-tokens must be >= 1")
     special = tokenizer.special
     prompt, thinking = prepare_prompt(tokenizer, messages, budget, enable_thinking, tools)
+    stop_thinking = tokenizer.encode(STOP_THINKING_TEXT)
+    past = [i for i in (*prompt, *stop_thinking, *special.stop) if not 0 <= i < backend.vocab_size]
+    if past:  # a tokenizer that does not belong to the model: never index past its embedding
+        raise UserError(f"token id {past[0]} is past the model's {backend.vocab_size} embedding rows; the tokenizer "
+                        "does not belong to this model")
     if len(prompt) >= backend.max_seq_len:
         raise UserError(f"the prompt is {len(prompt)} tokens but the context holds {backend.max_seq_len}; "
                         "shorten it or export with a larger --max-seq-len")
     sample = Sampler(sampling or SamplingParams())
     controller = ThinkingBudget(budget if thinking else None, special.think_open, special.think_close,
-                                tokenizer.encode(STOP_THINKING_TEXT))
+                                stop_thinking)
     if not thinking:
         controller.done = True  # the prompt already holds the empty think block
     decoders = {"reasoning": StreamDecoder(tokenizer), "content": StreamDecoder(tokenizer)}

@@ -12,12 +12,14 @@ its own module objects over the same tensors, so several targets can be built fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from runtimes.memory import check_memory, model_need
 
 
 @dataclass
@@ -303,8 +305,18 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
     args = ModelArgs.from_config(config)
     lazy = (lambda name: name.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight"))) \
         if lazy_linears else None
+    check_model_memory(args, max_seq_len, dtype, str(model), streamed=lazy_linears)
     weights = sanitize(checkpoint.load_state_dict(model_dir, lazy), args)
     return module_from_weights(args, weights, max_seq_len, dtype), config
+
+
+def check_model_memory(args: ModelArgs, max_seq_len: int, dtype: torch.dtype, what: str,
+                       streamed: bool = False) -> None:
+    """Before reading a weight: the module's weights, KV cache at max_seq_len and working memory fit (see
+    runtimes.memory)."""
+    check_context(args, max_seq_len)
+    need = model_need(asdict(args), max_seq_len, torch.empty((), dtype=dtype).element_size(), streamed)
+    check_memory(need, what, "choose a smaller --max-seq-len")
 
 
 def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype: torch.dtype = torch.float32) -> Qwen3:

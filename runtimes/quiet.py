@@ -36,17 +36,18 @@ def configure(verbose: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def c_stderr_hidden():
+def c_stderr_hidden(python_too: bool = False):
     """Hide what C code writes to file descriptor 2 inside the block (Python's own sys.stderr keeps working, so
-    our errors and progress bars still show). A no-op with --verbose."""
+    our errors and progress bars still show). python_too: sys.stderr is hidden as well, for C++ code whose streams
+    pybind11 redirects into Python's (ExecuTorch's pybindings log cpuinfo's lines so). A no-op with --verbose."""
     if VERBOSE:
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     python_stderr = sys.stderr
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding or "utf-8",
-                           errors="backslashreplace")
+    sys.stderr = open(os.devnull, "w") if python_too else os.fdopen(
+        os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding or "utf-8", errors="backslashreplace")
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:

@@ -14,6 +14,39 @@ from runtimes.files import read_json
 GENERATION_CONFIG = "generation_config.json"
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a sampling number may take: low..high (either end open), and `zero` besides where 0 turns the
+    filter off or means greedy. The bounds keep the arithmetic finite: logits / temperature and logits / penalty
+    stay far inside a double for any float32 logit, so a subnormal or absurd value cannot make NaN probabilities."""
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    zero: str | None = None  # what 0 means, where it is allowed outside low..high
+
+    def __contains__(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if value == 0 and self.zero:
+            return True
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low = f"above {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        high = f"below {self.high:g}" if self.high_open else f"at most {self.high:g}"
+        return f"{low} and {high}" + (f", or 0 ({self.zero})" if self.zero else "")
+
+
+# the one table of what each sampling number may be: SamplingParams (flags, defaults) and generation_config.json
+# (verify, chat) are both checked against it
+RANGES = {"temperature": Range(1e-3, 100, zero="greedy"), "top_p": Range(0, 1, low_open=True),
+          "min_p": Range(0, 1, high_open=True), "repetition_penalty": Range(1e-2, 100),
+          "presence_penalty": Range(-2, 2)}
+
+
 @dataclass
 class SamplingParams:
     temperature: float = 0.0  # 0 means greedy
@@ -25,25 +58,15 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
-        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty"):
+        for name, allowed in RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {value!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
-            raise UserError(f"--top-k must be a whole number, not {self.top_k!r}")
+            if value not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number {allowed}, not {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise UserError(f"--top-k must be a whole number >= 0 (0 turns it off), not {self.top_k!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed < 2 ** 64):
             raise UserError(f"--seed must be a whole number from 0 to 2**64 - 1, not {self.seed!r}")
-        if self.temperature < 0:
-            raise UserError("--temperature must be >= 0 (0 is greedy)")
-        if self.top_k < 0:
-            raise UserError("--top-k must be >= 0 (0 turns it off)")
-        if not 0 < self.top_p <= 1:
-            raise UserError("--top-p must be in (0, 1]")
-        if not 0 <= self.min_p < 1:
-            raise UserError("--min-p must be in [0, 1)")
-        if self.repetition_penalty <= 0:
-            raise UserError("--repetition-penalty must be > 0 (1 turns it off)")
 
     @classmethod
     def from_generation_config(cls, config: dict, thinking: bool) -> "SamplingParams":
@@ -67,14 +90,10 @@ def _check_generation_config(config, where: Path) -> dict:
     fix = "fix or delete it (sampling then defaults to greedy)"
     if not isinstance(config, dict):
         raise UserError(f"{where} is not a JSON object; {fix}")
-    numbers = {"temperature": (0, math.inf), "top_p": (0, 1), "min_p": (0, 1), "repetition_penalty": (0, math.inf)}
-    for key, (low, high) in numbers.items():
+    for key, allowed in RANGES.items():
         value = config.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
-                or not math.isfinite(value):
-            raise UserError(f"{where}: {key} is {value!r}; it must be a number from {low} to {high}; {fix}")
+        if value is not None and value not in allowed:
+            raise UserError(f"{where}: {key} is {value!r}; it must be a number {allowed}; {fix}")
     for key in ("top_k", "max_new_tokens", "max_length"):
         value = config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

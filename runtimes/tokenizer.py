@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 from runtimes.chat import encoding_chunks, user_text_as_text
 from runtimes.errors import UserError
 from runtimes.files import JSON_LIMIT, read_json, regular_file
+from runtimes.quiet import c_stderr_hidden
 
 REPLACEMENT = "\ufffd"
 # what a checkpoint and a bundle carry beside the weights for chat: tokenizer, chat template, sampling defaults
@@ -93,7 +94,7 @@ class QwenTokenizer:
 
     def encode(self, text: str) -> list[int]:
         try:
-            return self.tokenizer.encode(text, add_special_tokens=False).ids
+            return encode_ids(self.tokenizer, text)
         except TypeError:  # lone surrogates: bytes that were not UTF-8, smuggled into a str by the shell or a file
             if any("\ud800" <= ch <= "\udfff" for ch in text):
                 raise UserError("the text is not valid UTF-8 (it holds undecodable bytes); pass UTF-8 text") from None
@@ -105,6 +106,50 @@ class QwenTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
+
+
+def encode_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """The ids of `text` (no special tokens added). A pre-tokenizer regex that backtracks past Oniguruma's retry
+    limit makes the tokenizers library panic (a BaseException, its report written by Rust to file descriptor 2):
+    that becomes a UserError, the report hidden."""
+    with c_stderr_hidden():
+        try:
+            return tokenizer.encode(text, add_special_tokens=False).ids
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":
+                raise
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "a panic"
+    raise UserError(f"the tokenizer fails on this text ({reason}); its tokenizer.json is broken (a pre-tokenizer "
+                    "regex that backtracks without end?): restore the checkpoint's tokenizer files")
+
+
+def token_id_problems(tokenizer: QwenTokenizer, rows: int, generation_config: dict) -> list[str]:
+    """Every id the tokenizer can give (its vocabulary and added tokens, the chat tokens among them) and the
+    generation config's bos/eos/pad ids, against the `rows` of the embedding they index: an id past them would
+    read outside the table (a crash in one backend, garbage or an error in another)."""
+    problems = []
+    vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)
+    if vocab:
+        token, top = max(vocab.items(), key=lambda item: item[1])
+        if top >= rows:
+            problems.append(f"tokenizer.json maps {token[:40]!r} to id {top}, past the embedding's {rows} rows")
+    for name, value in asdict(tokenizer.special).items():
+        if value >= rows:
+            problems.append(f"the {name} token's id {value} is past the embedding's {rows} rows")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = generation_config.get(key)
+        past = [i for i in (value if isinstance(value, list) else [value]) if isinstance(i, int) and i >= rows]
+        if past:
+            problems.append(f"generation_config.json's {key} {past[0]} is past the embedding's {rows} rows")
+    return problems
+
+
+def check_token_ids(tokenizer: QwenTokenizer, rows: int, generation_config: dict, where) -> None:
+    """token_id_problems as a UserError naming the first, before a model sees an id."""
+    problems = token_id_problems(tokenizer, rows, generation_config)
+    if problems:
+        raise UserError(f"{where}: {problems[0]}; its tokenizer does not belong to this model (restore the "
+                        "checkpoint's tokenizer files)")
 
 
 def _qwen3_template() -> str:

@@ -19,6 +19,7 @@ from runtimes.bundle import Problem, check_bundle, load_backend
 from runtimes.errors import UserError
 from runtimes.generate import run
 from runtimes.tokenizer import QwenTokenizer
+from runtimes.weights import bundle_nonfinite
 
 
 def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
@@ -30,6 +31,10 @@ def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
     generation, ran, execution = None, False, None
     if manifest is not None and not problems:
         problems += _qnn_context_problems(manifest)
+    if manifest is not None and not problems:
+        found, unread = bundle_nonfinite(bundle, list(manifest["files"]))
+        problems += [Problem("weights", line) for line in found]
+        notes += unread
     if manifest is not None and not problems and run:
         generation, ran, execution = _generate(bundle, manifest, new_tokens, notes, problems)
         if ran and not problems and execution and execution.get("execution_provider") == "QNNExecutionProvider":

@@ -16,6 +16,7 @@ class ScriptedBackend:
 
     def __init__(self, script, vocab, im_end, max_seq_len=512):
         self.script, self.vocab, self.im_end, self.max_seq_len = list(script), vocab, im_end, max_seq_len
+        self.vocab_size = vocab
         self.position, self.fed, self.cursor = 0, [], 0
 
     def _logits(self):

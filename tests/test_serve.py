@@ -51,6 +51,7 @@ class ScriptedBackend:
 
     def __init__(self, script: list[int], vocab: int, step_s: float, max_seq_len: int = 1 << 20):
         self.script, self.vocab, self.step_s, self.max_seq_len = script, vocab, step_s, max_seq_len
+        self.vocab_size = vocab
         self.position = self.start = 0
 
     def _logits(self):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from exporter.commands.common import (check_output_dir, check_writable, int_list, max_new_tokens_argument,
-                                      need_torch, write_json, write_text)
+                                      memory_argument, need_torch, write_json, write_text)
+from runtimes.errors import UserError
 from runtimes.eval.bench.measure import bench
 from runtimes.eval.bench.report import markdown, plots
 from runtimes.files import read_text_file
@@ -42,9 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="phone SoC profile for energy estimates (runtimes/eval/bench/soc_profiles.json)")
     p.add_argument("--android-energy", metavar="FILE",
                    help="an energy record exported by the Android demo app, for the bundle it names")
+    memory_argument(p)
 
 
 def run(args) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be 1 or more, not {args.threads} (leave it out for the backend's own)")
     check_writable(args.json, "--json", args.bundle)
     check_writable(args.markdown, "--markdown", args.bundle)
     check_output_dir(args.plots, "--plots", args.bundle)

@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from exporter.commands.common import check_writable, need_torch, write_json
+from exporter.commands.common import check_writable, memory_argument, need_torch, write_json
 from runtimes.errors import UserError
 
 SUMMARY = "talk to a model or bundle with a thinking budget"
@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "PROMPT, --prompt-file or --messages: an interactive session, one user turn per line of "
                         "stdin until end of input, the conversation kept as Qwen's template expects (earlier "
                         "turns' thinking dropped)")
+    memory_argument(p)
 
 
 @dataclass
@@ -82,6 +83,9 @@ def run(args) -> int:
     SamplingParams(**{k: v for k, v in overrides.items() if v is not None})  # bad values fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
+    if args.bundle and args.max_seq_len is not None:
+        raise UserError("--max-seq-len sets the context of --model; a bundle's context is fixed when it is exported "
+                        "(export it again with --max-seq-len N)")
     if args.json and args.json != "-":
         check_writable(args.json, "--json", [args.bundle] if args.bundle else [])
     check_text(args.system or "", "--system text")
@@ -229,7 +233,7 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
     """→ (backend, tokenizer, generation_config dict)."""
     from runtimes.files import input_dir
     from runtimes.sampling import read_generation_config
-    from runtimes.tokenizer import QwenTokenizer
+    from runtimes.tokenizer import QwenTokenizer, check_token_ids
 
     if bundle:
         from runtimes.bundle import load_backend
@@ -242,10 +246,12 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
         from runtimes.checkpoint import load_config, resolve_model_dir
 
         directory = resolve_model_dir(model or "tiny")
+        config = load_config(directory)
         if max_seq_len is None:
-            max_seq_len = min(2048, load_config(directory).get("max_position_embeddings", 2048))
+            max_seq_len = min(2048, config.get("max_position_embeddings", 2048))
         if max_seq_len < 16:
             raise UserError("--max-seq-len must be at least 16")
+        check_token_ids(QwenTokenizer(directory), config["vocab_size"], read_generation_config(directory), directory)
         backend = ReferenceBackend.from_model(str(directory), max_seq_len=max_seq_len)
     return backend, QwenTokenizer(directory, special_in_user_text), read_generation_config(directory)
 

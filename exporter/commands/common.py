@@ -10,6 +10,7 @@ from typing import Sequence
 
 from runtimes.errors import UserError
 from runtimes.files import input_file, what_is
+from runtimes.memory import FLAG
 
 
 MODEL_HELP = ("a Qwen3 checkpoint: a local Hugging Face directory (config.json + *.safetensors), a quantized "
@@ -48,6 +49,13 @@ def quant_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=int, default=512, metavar="N", help="tokens per window (default: 512)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where AWQ's searches run; cuda takes one block at a time onto a GPU (default: cpu)")
+
+
+def memory_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(FLAG, metavar="SIZE",
+                   help="the memory this command may plan to use, e.g. 8G: before loading, the model's weights, KV "
+                        "cache at the context asked for and working memory are added up and refused past it "
+                        "(default: the memory available here; a larger SIZE runs anyway, none skips the check)")
 
 
 def out_arguments(p: argparse.ArgumentParser, what: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import (check_calib, check_device, model_argument, need_torch, out_arguments,
-                                      quant_arguments)
+from exporter.commands.common import (check_calib, check_device, memory_argument, model_argument, need_torch,
+                                      out_arguments, quant_arguments)
 from runtimes.backends.qnn import SOCS
 from runtimes.errors import UserError
 
@@ -54,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
                         "needs the QNN SDK) (default: xnnpack)")
     out_arguments(p, "the bundle directory (with --target all, one subdirectory per target)")
+    memory_argument(p)
 
 
 def parse_socs(value: str | None) -> list[str] | None:

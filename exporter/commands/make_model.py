@@ -25,6 +25,8 @@ def run(args) -> int:
 
     if args.out is None:
         raise UserError("--out is required, e.g. python -m exporter make-model --shape 0.6b --out m06")
+    if not 0 <= args.seed < 2 ** 64:
+        raise UserError(f"--seed must be a whole number from 0 to 2**64 - 1, not {args.seed}")
     config = dict(CONFIGS[args.shape])
     if args.layers is not None:
         if not 1 <= args.layers <= config["num_hidden_layers"]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-from exporter.commands.common import (MODEL_HELP, check_writable, max_new_tokens_argument, model_argument,
-                                      need_torch, write_json)
+from exporter.commands.common import (MODEL_HELP, check_writable, max_new_tokens_argument, memory_argument,
+                                      model_argument, need_torch, write_json)
 from runtimes.files import input_file
 from runtimes.errors import UserError
 from runtimes.eval.parity import bundle_parity, model_parity
@@ -27,9 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the model (or quantized checkpoint) the bundle came from (default: what its manifest names)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| (default: 1e-3)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    memory_argument(p)
 
 
 def run(args) -> int:
+    if not math.isfinite(args.tolerance) or args.tolerance <= 0:
+        raise UserError(f"--tolerance must be a finite number above 0, not {args.tolerance}")
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
     if args.thinking_budget is not None and args.thinking_budget < 0:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import (check_calib, check_device, model_argument, need_torch, out_arguments,
-                                      quant_arguments)
+from exporter.commands.common import (check_calib, check_device, memory_argument, model_argument, need_torch,
+                                      out_arguments, quant_arguments)
 from runtimes.errors import UserError
 
 SUMMARY = "write a quantized checkpoint once, for every target to reuse"
@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scaling and clipping searched on calibration data, then int4")
     quant_arguments(p)
     out_arguments(p, "the quantized checkpoint")
+    memory_argument(p)
 
 
 def run(args) -> int:

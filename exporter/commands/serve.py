@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from exporter.commands.common import memory_argument
 from runtimes.errors import UserError
 
 SUMMARY = "serve a bundle over OpenAI's chat API (loopback by default)"
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-special-tokens-in-user-text", action="store_true",
                    help="let special-token strings in user and tool messages (<|im_start|>, <tool_call>, ...) "
                         "become control tokens, as transformers does (default: they are encoded as plain text)")
+    memory_argument(p)
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from exporter.commands.common import check_writable, write_json
+from exporter.commands.common import check_writable, memory_argument, write_json
 from runtimes.verify import verify
 
 SUMMARY = "check a bundle's manifest, files and paths, then run it briefly"
@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, metavar="DIR", help="the bundle to verify")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--no-run", action="store_true", help="check the files and manifest only")
+    memory_argument(p)
 
 
 def run(args) -> int:

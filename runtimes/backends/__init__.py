@@ -5,6 +5,7 @@
     backend.reset()            -> forget the KV cache
     backend.position           -> how many positions the cache holds
     backend.max_seq_len        -> the context the backend was built for
+    backend.vocab_size         -> the embedding's rows: every id fed must be below it
 
 Generation, sampling, chat template and the thinking budget live above this, once.
 """
@@ -20,6 +21,7 @@ class Backend(Protocol):
     name: str
     position: int
     max_seq_len: int
+    vocab_size: int
 
     def prefill(self, token_ids: Sequence[int]) -> np.ndarray: ...
 

@@ -173,6 +173,7 @@ class CoreMLBackend:
         ct = _coremltools()
         self.plan = CoreMLPlan.from_manifest(manifest)
         self.max_seq_len = manifest["max_seq_len"]
+        self.vocab_size = manifest["architecture"]["vocab_size"]
         units = getattr(ct.ComputeUnit, compute_units.upper())
         self._compiled = tempfile.TemporaryDirectory(prefix="qwen-edge-coreml-")
         compiled, self.models = {}, {}

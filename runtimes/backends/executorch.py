@@ -22,7 +22,7 @@ def load_kernels() -> None:
     (quantized_decomposed::embedding_byte / embedding_4bit). An app's ExecuTorch build must link the same:
     its LLM custom-ops and quantized-kernels libraries, with XNNPACK."""
     try:
-        with c_stderr_hidden():  # cpuinfo's notes on this CPU, written by C code
+        with c_stderr_hidden(python_too=True):  # cpuinfo's notes on this CPU, written by C code
             import torch  # noqa: F401  (the pybindings need libtorch loaded first)
             import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
             import executorch.kernels.quantized  # noqa: F401
@@ -32,7 +32,8 @@ def load_kernels() -> None:
 
 def _runtime():
     load_kernels()
-    from executorch.extension.pybindings import portable_lib
+    with c_stderr_hidden(python_too=True):  # the pybindings log through Python's stderr as well
+        from executorch.extension.pybindings import portable_lib
 
     return portable_lib
 
@@ -49,15 +50,31 @@ class ExecuTorchBackend:
             raise UserError(f"this bundle is delegated to {manifest['profile']}, which runs on the device (Core ML on "
                             "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime here")
         if threads:
-            lib._unsafe_reset_threadpool(threads)
+            with c_stderr_hidden(python_too=True):
+                lib._unsafe_reset_threadpool(threads)
         try:
-            with c_stderr_hidden():
+            with c_stderr_hidden(python_too=True):
                 self.module = lib._load_for_executorch(str(pte_path))
         except Exception as exc:  # truncated or foreign files fail inside the C++ loader
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UserError(f"ExecuTorch cannot load {pte_path} ({reason}); export the bundle again") from None
         self.max_seq_len = manifest["max_seq_len"]
+        self.vocab_size = manifest["architecture"]["vocab_size"]
         self.position = 0
+        self.started = False
+        holds = self._program_context()
+        if holds is not None and holds < self.max_seq_len:
+            raise UserError(f"{pte_path} holds a context of {holds} positions, and its manifest claims max_seq_len "
+                            f"{self.max_seq_len}; export the bundle again")
+
+    def _program_context(self) -> int | None:
+        """The context the program was built for (its get_max_seq_len method, as ExecuTorch's LLM runner reads
+        it); None for a program without that method."""
+        try:
+            with c_stderr_hidden(python_too=True):
+                return int(self.module.run_method("get_max_seq_len", ())[0])
+        except Exception:
+            return None
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
@@ -71,7 +88,13 @@ class ExecuTorchBackend:
             raise UserError(f"{self.position + len(token_ids)} positions exceed the bundle's context of "
                             f"{self.max_seq_len}; shorten the prompt or export with a larger --max-seq-len")
         tokens = self.torch.tensor([token_ids], dtype=self.torch.long)
-        logits = self.module.forward((tokens, self.torch.tensor([self.position], dtype=self.torch.long)))[0]
+        inputs = (tokens, self.torch.tensor([self.position], dtype=self.torch.long))
+        if self.started:
+            logits = self.module.forward(inputs)[0]
+        else:  # the first call starts ExecuTorch's threadpool, which logs cpuinfo's view of this CPU
+            with c_stderr_hidden(python_too=True):
+                logits = self.module.forward(inputs)[0]
+            self.started = True
         self.position += len(token_ids)
         return logits[0].float().numpy()
 

@@ -51,10 +51,25 @@ class OnnxRuntimeBackend:
         self.layers, self.kv_heads, self.head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
         self.kv_dtype = np.dtype(manifest["kv_cache"]["dtype"])
         self.max_seq_len = manifest["max_seq_len"]
-        self.vocab = arch["vocab_size"]
+        self.vocab = self.vocab_size = arch["vocab_size"]
         self.position = 0
         self.past: list = []
         self.reset()
+        self._check_capacity(model_path)
+
+    def _check_capacity(self, model_path: Path) -> None:
+        """The graph's RoPE tables must hold the manifest's max_seq_len (a manifest edited and signed again could
+        claim more): one token run at the last position says so, before a long prompt finds out."""
+        quiet = self.ort.RunOptions()
+        quiet.log_severity_level = 4  # the failure is reported below, in one line; not by ORT's logger too
+        try:
+            self._run_at([0], self.max_seq_len - 1, quiet)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = text.split("Status Message:")[-1].strip()[:200]
+            raise UserError(f"{model_path} does not run at position {self.max_seq_len - 1}, inside the manifest's "
+                            f"max_seq_len of {self.max_seq_len} ({reason}); the manifest claims more context than "
+                            "the graph holds: export the bundle again") from None
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None, **options):
@@ -91,15 +106,20 @@ class OnnxRuntimeBackend:
         if self.position + n > self.max_seq_len:
             raise UserError(f"{self.position + n} positions exceed the bundle's context of {self.max_seq_len}; "
                             "shorten the prompt or export with a larger --max-seq-len")
+        out = self._run_at(token_ids, self.position)
+        self.position += n
+        return out
+
+    def _run_at(self, token_ids: Sequence[int], position: int, options=None) -> np.ndarray:
+        n = len(token_ids)
         binding = self.binding
         binding.bind_cpu_input("input_ids", np.asarray([token_ids], dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(self.position, self.position + n, dtype=np.int64)[None])
+        binding.bind_cpu_input("position_ids", np.arange(position, position + n, dtype=np.int64)[None])
         # decode writes into one buffer made once; a prompt's logits (up to ~1 GB) live only for their call
         logits = self.step_logits if n == 1 else self.ort.OrtValue.ortvalue_from_shape_and_type(
             [1, n, self.vocab], np.float32)
         binding.bind_ortvalue_output("logits", logits)
-        self.session.run_with_iobinding(binding)
-        self.position += n
+        self.session.run_with_iobinding(binding, options)
         out = logits.numpy()[0]  # a view of the buffer, which the next decode step rewrites
         return out.copy() if n == 1 else out
 
@@ -145,6 +165,7 @@ class NpuBackend:
         arch = manifest["architecture"]
         self.layers, kv_heads, head_dim = arch["num_hidden_layers"], arch["num_key_value_heads"], arch["head_dim"]
         self.max_seq_len = L = manifest["max_seq_len"]
+        self.vocab_size = arch["vocab_size"]
         self.mask_value = np.float16(manifest["npu"]["mask_value"])
         self.cos, self.sin = (t.astype(np.float16) for t in rope_tables(head_dim, L, arch["rope_theta"]))
         self.keys = [np.zeros((1, kv_heads, head_dim, L), np.float16) for _ in range(self.layers)]

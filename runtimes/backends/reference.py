@@ -17,6 +17,7 @@ class ReferenceBackend:
     def __init__(self, module: torch.nn.Module):
         self.module = module
         self.max_seq_len = module.max_seq_len
+        self.vocab_size = module.args.vocab_size
         self.position = 0
 
     @classmethod

@@ -21,7 +21,7 @@ from runtimes.bundle import load_backend, read_manifest
 from runtimes.errors import UserError
 from runtimes.files import read_text_file
 from runtimes.generate import prepare_prompt, run
-from runtimes.tokenizer import QwenTokenizer
+from runtimes.tokenizer import QwenTokenizer, encode_ids
 
 DEFAULT_PROMPTS = (
     "What is 123 + 456?",
@@ -100,7 +100,12 @@ def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int,
             raise UserError(f"--prompts {path} has no prompts; write one prompt per line")
     if tokenizer_path is not None and tokenizer_path.is_file():
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        return [Prompt(tokenizer.encode(t, add_special_tokens=False).ids, t) for t in texts], "tokenizer"
+        prompts = [Prompt(encode_ids(tokenizer, t), t) for t in texts]
+        past = [i for p in prompts for i in p.ids if i >= vocab_size]
+        if past:
+            raise UserError(f"{tokenizer_path} gives id {past[0]}, past the model's {vocab_size} embedding rows; the "
+                            "tokenizer does not belong to this model")
+        return prompts, "tokenizer"
     if path:
         raise UserError(f"--prompts needs a tokenizer, and {tokenizer_path.parent if tokenizer_path else 'the model'} "
                         "has no tokenizer.json; drop --prompts to compare on random token ids")
@@ -109,9 +114,11 @@ def read_prompts(path: str | None, tokenizer_path: Path | None, vocab_size: int,
 
 
 def _hf_reference(model_dir: Path):
+    """transformers' model of the checkpoint, from the tensors our loader read out of its safetensors (given to
+    transformers as a state dict, so it never looks for, or unpickles, a .bin beside them)."""
     try:
         import torch
-        from transformers import Qwen3ForCausalLM
+        from transformers import Qwen3Config, Qwen3ForCausalLM
     except ImportError:
         raise UserError("parity --model compares against transformers, which is not installed; "
                         "pip install 'qwen-edge[parity]'") from None
@@ -119,7 +126,14 @@ def _hf_reference(model_dir: Path):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    from runtimes.checkpoint import load_config, load_state_dict
+    from runtimes.memory import check_memory, model_need
+
+    check_memory(model_need(load_config(model_dir), 8), f"transformers' copy of {model_dir}",
+                 "compare a smaller model")
+    hf = Qwen3ForCausalLM.from_pretrained(None, config=Qwen3Config.from_pretrained(model_dir),
+                                          state_dict=load_state_dict(model_dir), dtype=torch.float32,
+                                          attn_implementation="eager").eval()
 
     @torch.inference_mode()
     def forward(ids: Sequence[int]) -> np.ndarray:
@@ -272,7 +286,8 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
     fp32 = _fp32_reference(manifest, reference_model) if "npu" in manifest else None
     texts = CHAT_PROMPTS
     if prompts_file:
-        texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json", 0)[0]]
+        texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json",
+                                                 manifest["architecture"]["vocab_size"])[0]]
     records = []
     for text in tqdm(texts, desc="parity", unit="prompt", disable=not progress):
         messages = [{"role": "user", "content": text}]

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from runtimes.checkpoint import QUANT_RECIPE, load_config, resolve_model_dir
 from runtimes.errors import UserError
 from runtimes.files import as_os_error, file_table, sha256_file
-from runtimes.model import ModelArgs, from_pretrained, hf_name, module_from_weights
+from runtimes.model import ModelArgs, check_model_memory, from_pretrained, hf_name, module_from_weights
 from runtimes.quant.awq import AWQConfig, awq_quantize
 from runtimes.quant.packing import int8_block, pack_int4, unpack_int4
 from runtimes.quant.rtn import (QuantizedTensor, dequantize, fake_quantize_activations,
@@ -194,6 +194,7 @@ def load_quantized(model_dir: Path, max_seq_len: int = 1024):
     config = load_config(model_dir)
     meta = json.loads((model_dir / RECIPE_FILE).read_text())
     recipe = QuantRecipe(**meta["recipe"])
+    check_model_memory(ModelArgs.from_config(config), max_seq_len, torch.float32, str(model_dir))
     try:
         tensors = load_file(model_dir / "model.safetensors")
     except Exception as exc:

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from runtimes import memory
 from runtimes.bundle import load_backend, read_manifest
 from runtimes.errors import UserError
 from runtimes.eval.bench.energy import available_meter, estimate, import_android, load_profiles, measured
@@ -31,10 +32,10 @@ from runtimes.generate import peak_rss_bytes
 from runtimes.tokenizer import QwenTokenizer
 
 
-
 def _speed_worker(bundle: str, threads: int | None, prompt_lengths: Sequence[int], new_tokens: int, runs: int,
-                  meter_kind: str, queue) -> None:
+                  meter_kind: str, memory_limit: str | None, queue) -> None:
     try:
+        memory.configure(memory_limit)  # the parent's --memory-limit: a spawned child starts without it
         queue.put(("ok", measure_speed(bundle, threads, prompt_lengths, new_tokens, runs, meter_kind)))
     except UserError as exc:
         queue.put(("error", str(exc)))
@@ -84,7 +85,7 @@ def _speed_in_child(bundle: str, threads, prompt_lengths, new_tokens, runs, mete
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_speed_worker, args=(bundle, threads, list(prompt_lengths), new_tokens, runs,
-                                                   meter_kind, queue))
+                                                   meter_kind, memory.setting(), queue))
     proc.start()
     try:
         status, value = queue.get()
