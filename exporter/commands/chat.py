@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, metavar="P", help="(default: 0)")
     p.add_argument("--presence-penalty", type=float, metavar="P",
                    help="0 to 2, subtracted from the logits of tokens already generated (not the prompt's); "
-                        "1 to 1.5 curbs endless repetition (default: the config's, else 0)")
+                        "Qwen suggests it against endless repetition (default: the config's, else 0)")
     p.add_argument("--seed", type=int, metavar="S", help="seed for sampling (default: a random one, reported by --json)")
     p.add_argument("--system", metavar="TEXT", help="a system message")
     p.add_argument("--prompt-file", metavar="FILE", help="read the user message from a UTF-8 file ('-': stdin)")
