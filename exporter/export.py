@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from runtimes.errors import UserError
+from runtimes.model import ModelArgs
 from runtimes.quiet import stage
 
 DEFAULT_MAX_SEQ_LEN = 1024
@@ -214,10 +215,10 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     for name in targets:
         _check_libraries(name, symmetric, delegate, qnn_socs if name == "onnx" else None)
     start = time.perf_counter()
-    limit = load_config(model_dir).get("max_position_embeddings", 131072)
+    limit, what = context_limit(load_config(model_dir))
     max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
     if not 16 <= max_seq_len <= limit:
-        raise UserError(f"--max-seq-len must be between 16 and the model's max_position_embeddings ({limit})")
+        raise UserError(f"--max-seq-len must be between 16 and the model's {what} ({limit})")
     with atomic_output_dir(out, "bundles" if target == "all" else "bundle", overwrite, [model_dir]) as tmp:
         with stage(f"loading {model}" + (f" and quantizing ({quant})" if quant not in ("fp32", "fp16") else "")):
             module, weights, quant_fields, config, model_dir = prepare(
@@ -240,6 +241,14 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
             "quant": quant_fields["name"], "bytes": size, "seconds": time.perf_counter() - start,
             "manifest_sha256": [w["manifest_sha256"] for w in written]}
+
+
+def context_limit(config: dict) -> tuple[int, str]:
+    """(the most positions the model supports, what sets it) — see ModelArgs.context_limit."""
+    args = ModelArgs.from_config(config)
+    if args.context_limit > args.max_position_embeddings:
+        return args.context_limit, "YaRN factor x original_max_position_embeddings"
+    return args.context_limit, "max_position_embeddings"
 
 
 def _write_genai_config(args, max_seq_len: int, model_dir: Path, into: Path, model_file: str) -> None:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtimes.rope import Yarn, yarn_from_config
+
 
 @dataclass
 class ModelArgs:
@@ -34,16 +36,24 @@ class ModelArgs:
     tie_word_embeddings: bool = True
     attention_bias: bool = False
     max_position_embeddings: int = 40960
+    rope_scaling: Yarn | None = None  # None: default RoPE
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
         """Build from a (validated) HF `config.json` dict; see runtimes.checkpoint.validate_config."""
-        values = {f.name: config[f.name] for f in fields(cls) if f.name in config}
+        values = {f.name: config[f.name] for f in fields(cls) if f.name in config and f.name != "rope_scaling"}
         values.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
         rope = config.get("rope_parameters") or {}
         if "rope_theta" not in config and "rope_theta" in rope:
             values["rope_theta"] = rope["rope_theta"]
-        return cls(**values)
+        return cls(**values, rope_scaling=yarn_from_config(config))
+
+    @property
+    def context_limit(self) -> int:
+        """The most positions the model supports: max_position_embeddings, or YaRN's factor x its original context
+        where that is more (Qwen3's config keeps 40960 while YaRN factor 4 over 32768 reaches 131072)."""
+        scaled = self.rope_scaling.context if self.rope_scaling else 0
+        return max(self.max_position_embeddings, scaled)
 
 
 class RMSNorm(nn.Module):
@@ -92,11 +102,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(head_dim: int, max_seq_len: int, theta: float,
+                yarn: Yarn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [max_seq_len, head_dim] in float32, computed as transformers computes them (YaRN: runtimes/rope.py)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    scale = 1.0
+    if yarn is not None:
+        keep = torch.tensor(yarn.extrapolation_weights(head_dim, theta), dtype=torch.float32)
+        inv_freq = inv_freq / yarn.factor * (1 - keep) + inv_freq * keep
+        scale = yarn.attention_factor
     freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
     angles = torch.cat((freqs, freqs), dim=-1)
-    return angles.cos(), angles.sin()
+    if scale == 1.0:
+        return angles.cos(), angles.sin()
+    return angles.cos() * scale, angles.sin() * scale
 
 
 class Attend(nn.Module):
@@ -195,7 +214,7 @@ class Qwen3(nn.Module):
             layer.self_attn.attend.kv_cache = KVCache(
                 max_seq_len, self.args.num_key_value_heads, self.args.head_dim, kv_dtype or dtype,
                 None if kv_scales is None else kv_scales[i]) if kv_cache else None
-        cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
+        cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta, self.args.rope_scaling)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
 
@@ -249,9 +268,12 @@ def check_context(args: ModelArgs, max_seq_len: int) -> None:
     """Before any cache is allocated: a context the model supports."""
     from runtimes.errors import UserError
 
-    if not 1 <= max_seq_len <= args.max_position_embeddings:
+    if not 1 <= max_seq_len <= args.context_limit:
+        limit = f"YaRN's factor x original_max_position_embeddings, {args.context_limit}" if \
+            args.context_limit > args.max_position_embeddings else \
+            f"max_position_embeddings, {args.max_position_embeddings}"
         raise UserError(f"a context of {max_seq_len} positions is outside what the model supports (1 to its "
-                        f"max_position_embeddings, {args.max_position_embeddings}); choose a smaller --max-seq-len")
+                        f"{limit}); choose a smaller --max-seq-len")
 
 
 def hf_name(name: str) -> str:
