@@ -12,7 +12,8 @@ from runtimes.errors import UserError
 from runtimes.model import ModelArgs
 from runtimes.quiet import stage
 
-DEFAULT_MAX_SEQ_LEN = 1024
+# Qwen3's thinking traces run to thousands of tokens: prompt, thinking and answer share this context
+DEFAULT_MAX_SEQ_LEN = 4096
 KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens (at most --seq-len) of --calib its scales come from
 BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
 KV_LAYOUT = {"onnx": "[layers] x key/value x [1, kv_heads, positions, head_dim]",
@@ -240,7 +241,7 @@ def export(model: str, target: str, quant: str | None, out: str, group_size: int
     names = ", ".join(w["target"] for w in written)
     return {"out": str(Path(out)), "target": f"all ({names})" if target == "all" else names,
             "quant": quant_fields["name"], "bytes": size, "seconds": time.perf_counter() - start,
-            "manifest_sha256": [w["manifest_sha256"] for w in written]}
+            "manifest_sha256": [w["manifest_sha256"] for w in written], "kv_cache": [w["kv_cache"] for w in written]}
 
 
 def context_limit(config: dict) -> tuple[int, str]:
@@ -339,4 +340,6 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
                               extra=extra)
     return {"target": f"{target} ({profile})" if profile else target,
             "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
-            "manifest_sha256": hashlib.sha256((into / "manifest.json").read_bytes()).hexdigest()}
+            "manifest_sha256": hashlib.sha256((into / "manifest.json").read_bytes()).hexdigest(),
+            "kv_cache": {"target": f"{target} ({profile})" if profile else target, "dtype": kv_dtype,
+                         "positions": max_seq_len, "bytes": manifest["kv_cache"]["bytes_at_max_context"]}}

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--no-think", action="store_true", help="answer without thinking (same as budget 0)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="max answer tokens (default: 256)")
     p.add_argument("--max-seq-len", type=int, metavar="N",
-                   help="context for --model (default: 2048, or the model's maximum if smaller)")
+                   help="context for --model (default: 4096, or the model's maximum if smaller)")
     p.add_argument("--temperature", type=float, metavar="T",
                    help="0 is greedy (default, by the mode in effect: the checkpoint's generation_config.json for "
                         "thinking, else Qwen's documented values: thinking 0.6, non-thinking 0.7; greedy where the "
@@ -247,8 +247,10 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
         from runtimes.checkpoint import load_config, resolve_model_dir
 
         directory = resolve_model_dir(model or "tiny")
+        from exporter.export import DEFAULT_MAX_SEQ_LEN, context_limit
+
         if max_seq_len is None:
-            max_seq_len = min(2048, load_config(directory).get("max_position_embeddings", 2048))
+            max_seq_len = min(DEFAULT_MAX_SEQ_LEN, context_limit(load_config(directory))[0])
         if max_seq_len < 16:
             raise UserError("--max-seq-len must be at least 16")
         backend = ReferenceBackend.from_model(str(directory), max_seq_len=max_seq_len)
