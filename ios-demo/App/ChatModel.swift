@@ -71,8 +71,11 @@ final class ChatModel: ObservableObject {
             tokenizer = try BundleTokenizer(bundle: entry.url)
             // the checkpoint's sampling defaults (its sha256 verified with the bundle)
             let config = entry.url.appendingPathComponent("generation_config.json")
-            generationConfig = FileManager.default.fileExists(atPath: config.path)
-                ? try JSON.parse(Data(contentsOf: config)).objectValue ?? JSONObject() : JSONObject()
+            if FileManager.default.fileExists(atPath: config.path) {
+                generationConfig = try JSON.parse(Data(contentsOf: config)).objectValue ?? JSONObject()
+            } else {
+                generationConfig = JSONObject()
+            }
             self.manifest = manifest
             selected = name
             turns = []
