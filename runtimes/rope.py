@@ -79,8 +79,13 @@ def yarn_from_config(config: dict, where="config.json") -> Yarn | None:
                             f"number from {low:g} to {high:g}")
         return value
 
+    # as transformers standardizes a config: a top-level original_max_position_embeddings wins, else the block's, else
+    # max_position_embeddings (transformers requires the factor)
+    if config.get("original_max_position_embeddings") is not None:
+        rope = {**rope, "original_max_position_embeddings": config["original_max_position_embeddings"]}
+    original = number("original_max_position_embeddings", 1, 1 << 24, config.get("max_position_embeddings"),
+                      whole=True)
     factor = float(number("factor", 1.0, 1024.0))
-    original = number("original_max_position_embeddings", 1, 1 << 24, whole=True)
     beta_fast, beta_slow = float(number("beta_fast", 1e-3, 1e4, 32.0)), float(number("beta_slow", 1e-3, 1e4, 1.0))
     if beta_slow >= beta_fast:
         raise UserError(f"{where}: rope_scaling beta_slow ({beta_slow:g}) must be below beta_fast ({beta_fast:g})")

@@ -53,13 +53,14 @@ def hf_config(rope: dict, **extra):
     {**YARN, "attention_factor": 1.3},
     {**YARN, "factor": 8.0, "mscale": 1.0, "mscale_all_dim": 0.5},
     {**QWEN3_CARD},
+    {"rope_type": "yarn", "factor": 2.0},  # the original context taken from max_position_embeddings
 ])
 def test_frequencies_and_attention_factor_match_transformers(rope):
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     config = hf_config(rope)
     inv_freq, attention = ROPE_INIT_FUNCTIONS["yarn"](config)
-    yarn = yarn_from_config({"rope_scaling": rope})
+    yarn = yarn_from_config({"rope_scaling": rope, "max_position_embeddings": CONTEXT})
     assert yarn.attention_factor == pytest.approx(attention, rel=1e-12)
     cos, sin = rope_tables(32, CONTEXT, 10000.0, yarn)
     angles = torch.outer(torch.arange(CONTEXT, dtype=torch.float32), inv_freq.float())
@@ -76,6 +77,11 @@ def test_qwen3_cards_block_reaches_131072_positions():
     qwen3 = json.loads((resolve_model_dir("tiny") / "config.json").read_text())
     args = ModelArgs.from_config({**qwen3, "max_position_embeddings": 40960, "rope_scaling": QWEN3_CARD})
     assert args.context_limit == 131072 and ModelArgs.from_config(qwen3).context_limit == 512
+    # as transformers standardizes: the original context from the config's top level first, else max_position_embeddings
+    assert yarn_from_config({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}, "max_position_embeddings": 400,
+                             "original_max_position_embeddings": 100}).original_max_position_embeddings == 100
+    assert yarn_from_config({"rope_scaling": {"rope_type": "yarn", "factor": 2.0},
+                             "max_position_embeddings": 400}).original_max_position_embeddings == 400
     # transformers 5 keeps it under rope_parameters, rope_theta included
     args = ModelArgs.from_config({**qwen3, "rope_parameters": {**QWEN3_CARD, "rope_theta": 1e6}})
     assert args.rope_scaling.factor == 4.0 and args.rope_theta == 1e6
@@ -86,7 +92,7 @@ def test_qwen3_cards_block_reaches_131072_positions():
     ({"type": "dynamic", "factor": 2.0}, "RoPE scaling 'dynamic'"),
     ({"rope_type": "yarn", "original_max_position_embeddings": 64}, "rope_scaling factor is None"),
     ({**YARN, "factor": 0.5}, "rope_scaling factor is 0.5"),
-    ({"rope_type": "yarn", "factor": 4.0}, "rope_scaling original_max_position_embeddings is None"),
+    ({**YARN, "original_max_position_embeddings": 64.5}, "original_max_position_embeddings is 64.5"),
     ({**YARN, "beta_fast": 1, "beta_slow": 2}, "beta_slow (2) must be below beta_fast (1)"),
     ({**YARN, "truncate": "yes"}, "truncate is 'yes'"),
 ])
