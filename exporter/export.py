@@ -45,7 +45,9 @@ def prepare(model: str, quant: str | None, group_size: int | None, symmetric: bo
     # an export that rounds every linear to nearest reads each weight from the checkpoint only when it quantizes
     # it: the full-precision model is never in memory at once (AWQ runs the float model; fp32/fp16 keep it)
     lazy = release and quant in ("int8", "int4", "8da4w")
-    module, config = from_pretrained(model_dir, max_seq_len=max_seq_len, lazy_linears=lazy)
+    # an export never runs the reference's own KV cache (targets install theirs): not allocating it keeps 940 MB (the
+    # 0.6B shape at 4096 positions, fp32) out of the export's peak memory
+    module, config = from_pretrained(model_dir, max_seq_len=max_seq_len, lazy_linears=lazy, kv_cache=not release)
     if quant == "fp32":
         return module, {}, {"name": "fp32", "method": "none", "bits": 32}, config, model_dir
     if quant == "fp16":  # the target stores and computes in fp16; the reference stays fp32

@@ -310,11 +310,12 @@ def sanitize(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, tor
 
 
 def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32,
-                    lazy_linears: bool = False):
+                    lazy_linears: bool = False, kv_cache: bool = True):
     """Load a Qwen3 checkpoint (dir, hub id or 'tiny') into the edge module → (module, config dict).
 
     lazy_linears: the decoder linears and the embedding/LM head tables are left in the file (meta parameters;
-    `module.lazy_weights` reads each on demand), for exports that quantize them one at a time."""
+    `module.lazy_weights` reads each on demand), for exports that quantize them one at a time. kv_cache=False: RoPE
+    tables only, no reference KV cache (exports, whose targets bring their own)."""
     from runtimes import checkpoint
     from runtimes.errors import UserError
 
@@ -326,10 +327,11 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
     lazy = (lambda name: name.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight"))) \
         if lazy_linears else None
     weights = sanitize(checkpoint.load_state_dict(model_dir, lazy), args)
-    return module_from_weights(args, weights, max_seq_len, dtype), config
+    return module_from_weights(args, weights, max_seq_len, dtype, kv_cache), config
 
 
-def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype: torch.dtype = torch.float32) -> Qwen3:
+def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype: torch.dtype = torch.float32,
+                        kv_cache: bool = True) -> Qwen3:
     """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them.
     `weights` is consumed: converted to `dtype` in place, so peak memory holds one copy of the model.
     LazyTensor entries become meta parameters; `module.lazy_weights` maps their names to them."""
@@ -349,6 +351,6 @@ def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype:
     module.load_state_dict(weights, assign=True, strict=True)
     if args.tie_word_embeddings:
         module.lm_head.weight = module.embed_tokens.weight
-    module.setup_caches(max_seq_len, dtype)
+    module.setup_caches(max_seq_len, dtype, kv_cache=kv_cache)
     module.lazy_weights = lazy
     return module.eval()
