@@ -123,7 +123,7 @@ def sampling_model(tmp_path):
 ])
 def test_chat_samples_by_the_mode_in_effect_and_reports_it(capsys, tmp_path, flags, prompt, expected):
     model = sampling_model(tmp_path)
-    code, out, err = run_cli(capsys, "chat", "--model", str(model), "--json", "--max-new-tokens", "2",
+    code, out, err = run_cli(capsys, "chat", "--model", str(model), "--json", "-", "--max-new-tokens", "2",
                              "--max-seq-len", "64", "--seed", "5", *flags, prompt)
     assert code == 0, err
     result = json.loads(out)
@@ -134,7 +134,7 @@ def test_chat_samples_by_the_mode_in_effect_and_reports_it(capsys, tmp_path, fla
 
 def test_chat_presence_penalty_and_seed(capsys, tmp_path):
     model = sampling_model(tmp_path)
-    argv = ["chat", "--model", str(model), "--json", "--max-new-tokens", "8", "--max-seq-len", "64",
+    argv = ["chat", "--model", str(model), "--json", "-", "--max-new-tokens", "8", "--max-seq-len", "64",
             "--thinking-budget", "8", "--presence-penalty", "1.5", "What is 3 + 4?"]
     runs = []
     for seed in ("11", "11"):
