@@ -49,6 +49,11 @@ def library_versions(target: str) -> dict[str, str]:
     return versions
 
 
+def kv_cache_bytes(args, positions: int, bytes_per_value: int) -> int:
+    """A full KV cache: keys and values of every layer, kv_heads x head_dim values per position."""
+    return 2 * args.num_hidden_layers * args.num_key_value_heads * args.head_dim * positions * bytes_per_value
+
+
 def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args, target: str, backend: str,
                    quant: dict, max_seq_len: int, kv_dtype: str, kv_bytes_per_value: int, kv_layout: str,
                    entry_points: list[dict], tokenizer, profile: str | None = None, extra: dict | None = None) -> dict:
@@ -58,13 +63,13 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
     fields a target adds (the onnx npu profile's "npu" and "qnn").
     """
     special = tokenizer.special
-    kv_bytes = (2 * args.num_hidden_layers * args.num_key_value_heads * max_seq_len * args.head_dim
-                * kv_bytes_per_value)
+    kv_bytes = kv_cache_bytes(args, max_seq_len, kv_bytes_per_value)
     manifest = {
         "format": "qwen-edge-bundle", "format_version": FORMAT_VERSION, "created_by": f"qwen-edge {__version__}",
         "versions": library_versions(target),
         "source_model": {"id": source_id, "config_sha256": config_sha256},
-        "architecture": {name: getattr(args, name) for name in ARCHITECTURE_FIELDS},
+        "architecture": {**{name: getattr(args, name) for name in ARCHITECTURE_FIELDS},
+                         **({"rope_scaling": args.rope_scaling.manifest()} if args.rope_scaling else {})},
         "target": target, "backend": backend, **({"profile": profile} if profile else {}),
         "quant": quant, "max_seq_len": max_seq_len,
         "kv_cache": {"layout": kv_layout, "dtype": kv_dtype,

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from runtimes.errors import UserError
 from runtimes.files import read_json
+from runtimes.rope import rope_dict, yarn_from_config
 
 SUPPORTED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 CONFIG_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -121,13 +122,8 @@ def validate_config(config: dict, where: Path | str = "config.json") -> None:
     if config.get("use_sliding_window"):
         raise UserError(f"{where} enables sliding-window attention, which the edge module does not implement; "
                         "set use_sliding_window to false")
-    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
-    if not isinstance(rope, dict):
-        raise UserError(f"{where}: rope_scaling must be an object or null")
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", None):
-        raise UserError(f"{where} uses RoPE scaling {rope_type!r}; only default RoPE is supported, "
-                        "remove rope_scaling to export at the native context length")
+    yarn_from_config(config, where)  # default RoPE or YaRN, its parameters checked
+    rope = rope_dict(config)
     if config.get("hidden_act", "silu") != "silu":  # (any non-string is not "silu" either)
         raise UserError(f"{where} uses activation {config['hidden_act']!r}; Qwen3 uses silu")
     for key, limit in SIZE_LIMITS.items():

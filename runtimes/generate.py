@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -37,6 +37,7 @@ class GenerationResult:
     decode_tokens_per_s: float
     peak_memory_mb: float
     token_ids: list[int] = field(default_factory=list)  # every token after the prompt, forced ones included
+    sampling: SamplingParams | None = None  # the parameters in effect, with the seed drawn when none was given
 
 
 @dataclass
@@ -59,12 +60,19 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def prepare_prompt(tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None,
-                   enable_thinking: bool = True, tools=None) -> tuple[list[int], bool]:
-    """(prompt ids, thinking?) — budget 0 or a /no_think switch means non-thinking mode."""
+def thinking_mode(messages: Sequence[Message], budget: int | None, enable_thinking: bool = True) -> bool:
+    """Whether this turn thinks. The hard switch (enable_thinking=False, --no-think, budget 0) wins over the soft
+    ones, as in Qwen's template, where it closes the think block in the prompt whatever the text asks; with thinking
+    enabled, the last /think or /no_think in the user turns decides."""
     if budget is not None and budget < 0:
         raise UserError(f"thinking budget must be >= 0 (0 turns thinking off), got {budget}")
-    thinking = thinking_requested(messages, enable_thinking) and budget != 0
+    return enable_thinking and budget != 0 and thinking_requested(messages)
+
+
+def prepare_prompt(tokenizer: QwenTokenizer, messages: Sequence[Message], budget: int | None,
+                   enable_thinking: bool = True, tools=None) -> tuple[list[int], bool]:
+    """(prompt ids, thinking?) — see thinking_mode."""
+    thinking = thinking_mode(messages, budget, enable_thinking)
     return tokenizer.encode_conversation(messages, enable_thinking=thinking, tools=tools), thinking
 
 
@@ -74,7 +82,8 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
     """Stream reasoning and content events, then a `done` event with the result and stats.
 
     `budget`: tokens allowed inside <think> (None: unlimited, 0: no thinking). `max_new_tokens`
-    limits the answer after </think>; the thinking is limited by its budget and the context.
+    limits the answer after </think>; the thinking is limited by its budget and the context. `sampling`: None is
+    greedy; SamplingParams.for_mode(generation_config, thinking_mode(...)) gives a checkpoint's defaults.
     """
     if max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
@@ -89,6 +98,7 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
         raise UserError(f"the prompt is {len(prompt)} tokens but the context holds {backend.max_seq_len}; "
                         "shorten it or export with a larger --max-seq-len")
     sample = Sampler(sampling or SamplingParams())
+    in_effect = replace(sample.params, seed=sample.seed)
     controller = ThinkingBudget(budget if thinking else None, special.think_open, special.think_close,
                                 stop_thinking)
     if not thinking:
@@ -97,7 +107,6 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
     texts = {"reasoning": [], "content": []}
     counts = {"reasoning": 0, "content": 0, "forced": 0}
     generated: list[int] = []
-    history = list(prompt)  # what repetition/presence penalties look at
 
     backend.reset()
     start = time.perf_counter()
@@ -107,11 +116,10 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
     finish = "context"
     while backend.position < backend.max_seq_len:
         forced = controller.forced_token()
-        token = forced if forced is not None else sample(logits, history)
+        token = forced if forced is not None else sample(logits, generated, prompt)
         if first_token_at is None:
             first_token_at = time.perf_counter()
         generated.append(token)
-        history.append(token)
         was_inside = controller.inside
         controller.observe(token, forced is not None)
         if forced is None and token in special.stop:
@@ -142,7 +150,7 @@ def generate(backend: Backend, tokenizer: QwenTokenizer, messages: Sequence[Mess
         finish_reason=finish, ttft_ms=1000 * ((first_token_at or end) - start),
         prefill_tokens_per_s=len(prompt) / prefill_s if prefill_s else 0.0,
         decode_tokens_per_s=decode_steps / (end - first_token_at) if first_token_at and end > first_token_at else 0.0,
-        peak_memory_mb=peak_rss_bytes() / (1 << 20), token_ids=generated,
+        peak_memory_mb=peak_rss_bytes() / (1 << 20), token_ids=generated, sampling=in_effect,
     )
     yield Event("done", result=result)
 

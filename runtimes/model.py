@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtimes.memory import check_memory, model_need
+from runtimes.rope import Yarn, yarn_from_config
 
 
 @dataclass
@@ -36,16 +37,24 @@ class ModelArgs:
     tie_word_embeddings: bool = True
     attention_bias: bool = False
     max_position_embeddings: int = 40960
+    rope_scaling: Yarn | None = None  # None: default RoPE
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
         """Build from a (validated) HF `config.json` dict; see runtimes.checkpoint.validate_config."""
-        values = {f.name: config[f.name] for f in fields(cls) if f.name in config}
+        values = {f.name: config[f.name] for f in fields(cls) if f.name in config and f.name != "rope_scaling"}
         values.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
         rope = config.get("rope_parameters") or {}
         if "rope_theta" not in config and "rope_theta" in rope:
             values["rope_theta"] = rope["rope_theta"]
-        return cls(**values)
+        return cls(**values, rope_scaling=yarn_from_config(config))
+
+    @property
+    def context_limit(self) -> int:
+        """The most positions the model supports: max_position_embeddings, or YaRN's factor x its original context
+        where that is more (Qwen3's config keeps 40960 while YaRN factor 4 over 32768 reaches 131072)."""
+        scaled = self.rope_scaling.context if self.rope_scaling else 0
+        return max(self.max_position_embeddings, scaled)
 
 
 class RMSNorm(nn.Module):
@@ -94,11 +103,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(head_dim: int, max_seq_len: int, theta: float,
+                yarn: Yarn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [max_seq_len, head_dim] in float32, computed as transformers computes them (YaRN: runtimes/rope.py)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    scale = 1.0
+    if yarn is not None:
+        keep = torch.tensor(yarn.extrapolation_weights(head_dim, theta), dtype=torch.float32)
+        inv_freq = inv_freq / yarn.factor * (1 - keep) + inv_freq * keep
+        scale = yarn.attention_factor
     freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
     angles = torch.cat((freqs, freqs), dim=-1)
-    return angles.cos(), angles.sin()
+    if scale == 1.0:
+        return angles.cos(), angles.sin()
+    return angles.cos() * scale, angles.sin() * scale
 
 
 class Attend(nn.Module):
@@ -197,7 +215,7 @@ class Qwen3(nn.Module):
             layer.self_attn.attend.kv_cache = KVCache(
                 max_seq_len, self.args.num_key_value_heads, self.args.head_dim, kv_dtype or dtype,
                 None if kv_scales is None else kv_scales[i]) if kv_cache else None
-        cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta)
+        cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta, self.args.rope_scaling)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
 
@@ -251,9 +269,12 @@ def check_context(args: ModelArgs, max_seq_len: int) -> None:
     """Before any cache is allocated: a context the model supports."""
     from runtimes.errors import UserError
 
-    if not 1 <= max_seq_len <= args.max_position_embeddings:
+    if not 1 <= max_seq_len <= args.context_limit:
+        limit = f"YaRN's factor x original_max_position_embeddings, {args.context_limit}" if \
+            args.context_limit > args.max_position_embeddings else \
+            f"max_position_embeddings, {args.max_position_embeddings}"
         raise UserError(f"a context of {max_seq_len} positions is outside what the model supports (1 to its "
-                        f"max_position_embeddings, {args.max_position_embeddings}); choose a smaller --max-seq-len")
+                        f"{limit}); choose a smaller --max-seq-len")
 
 
 def hf_name(name: str) -> str:
@@ -290,11 +311,12 @@ def sanitize(weights: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, tor
 
 
 def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dtype = torch.float32,
-                    lazy_linears: bool = False):
+                    lazy_linears: bool = False, kv_cache: bool = True):
     """Load a Qwen3 checkpoint (dir, hub id or 'tiny') into the edge module → (module, config dict).
 
     lazy_linears: the decoder linears and the embedding/LM head tables are left in the file (meta parameters;
-    `module.lazy_weights` reads each on demand), for exports that quantize them one at a time."""
+    `module.lazy_weights` reads each on demand), for exports that quantize them one at a time. kv_cache=False: RoPE
+    tables only, no reference KV cache (exports, whose targets bring their own)."""
     from runtimes import checkpoint
     from runtimes.errors import UserError
 
@@ -307,7 +329,7 @@ def from_pretrained(model: str | Path, max_seq_len: int = 1024, dtype: torch.dty
         if lazy_linears else None
     check_model_memory(args, max_seq_len, dtype, str(model), streamed=lazy_linears)
     weights = sanitize(checkpoint.load_state_dict(model_dir, lazy), args)
-    return module_from_weights(args, weights, max_seq_len, dtype), config
+    return module_from_weights(args, weights, max_seq_len, dtype, kv_cache), config
 
 
 def check_model_memory(args: ModelArgs, max_seq_len: int, dtype: torch.dtype, what: str,
@@ -319,7 +341,8 @@ def check_model_memory(args: ModelArgs, max_seq_len: int, dtype: torch.dtype, wh
     check_memory(need, what, "choose a smaller --max-seq-len")
 
 
-def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype: torch.dtype = torch.float32) -> Qwen3:
+def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype: torch.dtype = torch.float32,
+                        kv_cache: bool = True) -> Qwen3:
     """A ready module (eval mode, caches for max_seq_len) from weights named as this module names them.
     `weights` is consumed: converted to `dtype` in place, so peak memory holds one copy of the model.
     LazyTensor entries become meta parameters; `module.lazy_weights` maps their names to them."""
@@ -339,6 +362,6 @@ def module_from_weights(args: ModelArgs, weights: dict, max_seq_len: int, dtype:
     module.load_state_dict(weights, assign=True, strict=True)
     if args.tie_word_embeddings:
         module.lm_head.weight = module.embed_tokens.weight
-    module.setup_caches(max_seq_len, dtype)
+    module.setup_caches(max_seq_len, dtype, kv_cache=kv_cache)
     module.lazy_weights = lazy
     return module.eval()

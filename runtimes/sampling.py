@@ -1,10 +1,30 @@
-"""Choosing the next token from logits: greedy, or seeded sampling with the usual filters."""
+"""Choosing the next token from logits: greedy, or seeded sampling with the usual filters, by one algorithm that the
+app cores (android-demo/core Sampler.java, ios-demo Generation.swift) implement step for step, so that a seed gives
+the same tokens in Python, Java and Swift (tests/golden/sampling.json pins it).
+
+The algorithm, over the logits as float64:
+1. penalties: a repetition penalty on every token of the prompt and of the generated text (a positive logit is
+   divided by it, a negative one multiplied), then a presence penalty subtracted from every token generated so far
+   (the prompt is not penalised);
+2. temperature 0: the first index of the largest logit; no random draw;
+3. else the logits divided by the temperature; the candidates ordered by value, highest first, ties by lower index;
+   top_k > 0 keeps the first k;
+4. softmax over the candidates (exp of each minus the largest, divided by their sum taken in candidate order);
+5. min_p > 0 keeps those with probability >= min_p x the largest; top_p < 1 keeps the shortest prefix whose running
+   sum reaches top_p;
+6. one draw u in [0, 1) from SplitMix64 (the top 53 bits of its next output x 2**-53): the chosen token is the
+   first candidate whose running sum exceeds u x the kept candidates' sum.
+Sums run in candidate order in every language; the languages' exp may differ in the last bit, which changes a
+decision only for a draw within ~1e-16 of a boundary (the golden cases are checked to stay clear of any).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -12,6 +32,13 @@ from runtimes.errors import UserError
 from runtimes.files import read_json
 
 GENERATION_CONFIG = "generation_config.json"
+UINT64 = (1 << 64) - 1
+
+# Qwen3's documented sampling per mode (its model card): thinking mode is what its generation_config.json ships;
+# greedy decoding is advised against in thinking mode (endless repetition). presence_penalty 0 by default, 0-2 to
+# curb repetition.
+QWEN3_THINKING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
+QWEN3_NON_THINKING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0}
 
 
 @dataclass(frozen=True)
@@ -55,7 +82,7 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
-    seed: int | None = None
+    seed: int | None = None  # None: a fresh random seed per Sampler
 
     def __post_init__(self):
         for name, allowed in RANGES.items():
@@ -69,25 +96,52 @@ class SamplingParams:
             raise UserError(f"--seed must be a whole number from 0 to 2**64 - 1, not {self.seed!r}")
 
     @classmethod
-    def from_generation_config(cls, config: dict, thinking: bool) -> "SamplingParams":
-        """(`config` as read_generation_config checked it.)"""
-        """The checkpoint's `generation_config.json`; greedy where it does not ask to sample.
+    def for_mode(cls, generation_config: dict, thinking: bool) -> "SamplingParams":
+        """The defaults for the mode in effect, from a checked generation_config.json (`{}` when there is none).
 
-        Qwen3 ships its thinking-mode defaults there (temperature 0.6, top_p 0.95, top_k 20); its
-        recommended non-thinking defaults (0.7, 0.8, 20) are used when thinking is off.
+        `do_sample: false` asks for greedy decoding (its penalties still apply). Otherwise thinking mode takes the
+        config's temperature / top_p / top_k / min_p (Qwen3 ships its thinking-mode values there), each missing one
+        from Qwen's documented thinking values; non-thinking mode takes Qwen's documented non-thinking values, since a
+        generation config holds one set and Qwen3's is the thinking set. repetition_penalty and presence_penalty come
+        from the config in both modes (1 and 0 without one).
         """
-        if not config.get("do_sample"):  # (read_generation_config checked every value's type and range)
-            return cls()
+        penalties = {"repetition_penalty": float(generation_config.get("repetition_penalty") or 1.0),
+                     "presence_penalty": float(generation_config.get("presence_penalty") or 0.0)}
+        if generation_config.get("do_sample") is False:
+            return cls(**penalties)
         if not thinking:
-            return cls(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0)
-        return cls(temperature=config.get("temperature") or 1.0, top_p=config.get("top_p") or 1.0,
-                   top_k=config.get("top_k") or 0, min_p=config.get("min_p") or 0.0,
-                   repetition_penalty=config.get("repetition_penalty") or 1.0)
+            return cls(**QWEN3_NON_THINKING, **penalties)
+        values = {key: generation_config[key] if generation_config.get(key) is not None else default
+                  for key, default in QWEN3_THINKING.items()}
+        return cls(temperature=float(values["temperature"]), top_p=float(values["top_p"]), top_k=int(values["top_k"]),
+                   min_p=float(values["min_p"]), **penalties)
+
+    def with_overrides(self, **overrides) -> "SamplingParams":
+        """These defaults with the values a user set (None: not set)."""
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+
+class SplitMix64:
+    """The portable generator: SplitMix64 (Steele, Lea and Flood 2014), the same outputs in Java and Swift."""
+
+    def __init__(self, seed: int):
+        self.state = seed & UINT64
+
+    def next_u64(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & UINT64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & UINT64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & UINT64
+        return z ^ (z >> 31)
+
+    def next_float(self) -> float:
+        """Uniform in [0, 1): the top 53 bits, exactly representable as a double."""
+        return (self.next_u64() >> 11) * 2.0 ** -53
 
 
 def _check_generation_config(config, where: Path) -> dict:
     """The fields of a generation_config.json that sampling reads, checked for type and range."""
-    fix = "fix or delete it (sampling then defaults to greedy)"
+    fix = "fix or delete it (sampling then takes Qwen's documented values)"
     if not isinstance(config, dict):
         raise UserError(f"{where} is not a JSON object; {fix}")
     for key, allowed in RANGES.items():
@@ -113,37 +167,58 @@ def read_generation_config(directory: Path) -> dict:
     path = Path(directory) / GENERATION_CONFIG
     if not path.exists() and not path.is_symlink():
         return {}
-    return _check_generation_config(read_json(path, "fix or delete it (sampling then defaults to greedy)"), path)
+    return _check_generation_config(read_json(path, "fix or delete it (sampling then takes Qwen's documented values)"), path)
 
 
 class Sampler:
+    """The algorithm in the module's docstring; one random draw per sampled (not greedy) token."""
+
     def __init__(self, params: SamplingParams):
         self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        self.seed = params.seed if params.seed is not None else secrets.randbits(64)
+        self.rng = SplitMix64(self.seed)
 
-    def __call__(self, logits: np.ndarray, history: list[int]) -> int:
-        p = self.params
-        logits = logits.astype(np.float64)
-        if history and (p.repetition_penalty != 1.0 or p.presence_penalty):
-            seen = np.unique(np.asarray(history))
-            values = logits[seen]
-            if p.repetition_penalty != 1.0:
-                values = np.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
-            logits[seen] = values - p.presence_penalty
-        if p.temperature == 0:
+    def __call__(self, logits: np.ndarray, generated: Sequence[int], prompt: Sequence[int] = ()) -> int:
+        """`generated`: every token after the prompt so far; `prompt`: the prompt's ids (repetition penalty only)."""
+        logits = penalized(logits, self.params, generated, prompt)
+        if self.params.temperature == 0:
             return int(logits.argmax())
-        logits = logits / p.temperature
-        if p.top_k:
-            kth = np.partition(logits, -min(p.top_k, logits.size))[-min(p.top_k, logits.size)]
-            logits[logits < kth] = -np.inf
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        if p.min_p:
-            probs[probs < p.min_p * probs.max()] = 0.0
-        if p.top_p < 1.0:
-            order = np.argsort(-probs)
-            cumulative = np.cumsum(probs[order])
-            cut = np.searchsorted(cumulative, p.top_p) + 1  # keep the smallest set reaching top_p
-            probs[order[cut:]] = 0.0
-        probs /= probs.sum()
-        return int(self.rng.choice(probs.size, p=probs))
+        return choose(logits, self.params, self.rng.next_float())
+
+
+def penalized(logits: np.ndarray, params: SamplingParams, generated: Sequence[int], prompt: Sequence[int]) -> np.ndarray:
+    """Step 1: the logits as float64 with the repetition and presence penalties applied."""
+    logits = np.asarray(logits).astype(np.float64).reshape(-1)
+    if params.repetition_penalty != 1.0 and (len(prompt) or len(generated)):
+        seen = np.unique(np.concatenate([np.asarray(prompt, dtype=np.int64), np.asarray(generated, np.int64)]))
+        values = logits[seen]
+        logits[seen] = np.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+    if params.presence_penalty and len(generated):
+        logits[np.unique(np.asarray(generated, dtype=np.int64))] -= params.presence_penalty
+    return logits
+
+
+def choose(logits: np.ndarray, params: SamplingParams, draw: float) -> int:
+    """Steps 3-6 for a temperature > 0 and a draw in [0, 1)."""
+    scaled = logits / params.temperature
+    order = candidates(scaled, params.top_k)
+    weights = np.exp(scaled[order] - scaled[order[0]])
+    probs = weights / np.cumsum(weights)[-1]
+    kept = len(order)
+    if params.min_p:
+        kept = int(np.count_nonzero(probs >= params.min_p * probs[0]))
+    running = np.cumsum(probs[:kept])
+    if params.top_p < 1.0:
+        kept = min(int(np.searchsorted(running, params.top_p, side="left")) + 1, kept)
+    target = draw * running[kept - 1]
+    return int(order[min(int(np.searchsorted(running[:kept], target, side="right")), kept - 1)])
+
+
+def candidates(scaled: np.ndarray, top_k: int) -> np.ndarray:
+    """Token ids by value, highest first, ties by lower id; the first top_k of them when top_k > 0."""
+    if top_k and top_k < scaled.size:
+        kth = np.partition(scaled, scaled.size - top_k)[scaled.size - top_k]
+        above = np.flatnonzero(scaled > kth)
+        ids = np.concatenate([above, np.flatnonzero(scaled == kth)[:top_k - above.size]])
+        return ids[np.lexsort((ids, -scaled[ids]))]
+    return np.argsort(-scaled, kind="stable")  # stable: equal values keep the lower id first

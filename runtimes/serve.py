@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import uvicorn
@@ -32,9 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from runtimes.chat import thinking_requested
 from runtimes.errors import UserError
-from runtimes.generate import Event, generate, prepare_prompt
+from runtimes.generate import Event, generate, prepare_prompt, thinking_mode
 from runtimes.messages import InvalidMessages, check_tools, messages_from_openai
 from runtimes.sampling import SamplingParams
 from runtimes.tool_calls import parse_output
@@ -146,14 +145,13 @@ def parse_request(body, model: Model, limits: ServeLimits) -> ChatRequest:
         "top_p": _field(body, "top_p", number, what="a number in (0, 1]"),
         "top_k": _field(body, "top_k", int, what="a whole number >= 0 (0: off)"),
         "min_p": _field(body, "min_p", number, what="a number in [0, 1)"),
-        "presence_penalty": _field(body, "presence_penalty", number, lambda v: -2 <= v <= 2, "a number from -2 to 2"),
+        "presence_penalty": _field(body, "presence_penalty", number, lambda v: 0 <= v <= 2, "a number from 0 to 2"),
         "repetition_penalty": _field(body, "repetition_penalty", number, what="a number > 0"),
         "seed": _field(body, "seed", int, what="a whole number"),
     }
-    thinking = thinking_requested(messages, enable_thinking) and budget != 0
+    thinking = thinking_mode(messages, budget, enable_thinking)  # the hard switch beats /think, as in Qwen's template
     try:
-        sampling = SamplingParams.from_generation_config(model.generation_config, thinking=thinking)
-        sampling = replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
+        sampling = SamplingParams.for_mode(model.generation_config, thinking).with_overrides(**overrides)
     except UserError as exc:
         raise _sampling_error(exc) from None
     return ChatRequest(messages, tools, stream, bool(options.get("include_usage")), sampling, max_tokens, budget,

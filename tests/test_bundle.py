@@ -93,3 +93,34 @@ def test_corrupt_artifact_is_a_user_error(bundle, capsys):
     directory, _ = bundle  # its "model" is 1000 zero bytes
     code, _, err = run_cli(capsys, "chat", "--bundle", str(directory), "hi")
     assert code == 2 and "ONNX Runtime cannot load" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_kv_cache_table_in_the_docs_is_the_manifests_formula():
+    from exporter.bundle import kv_cache_bytes
+    from exporter.make_model import SHAPES
+    from tests.conftest import ROOT
+
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
+            for line in (ROOT / "docs" / "bundle.md").read_text().splitlines() if line.startswith("| Qwen3-")}
+    for name in ("0.6b", "1.7b", "4b"):
+        args = ModelArgs.from_config(SHAPES[name])
+        expected = [round(kv_cache_bytes(args, positions, width) / 1e6) for positions in (4096, 8192)
+                    for width in (1, 2, 4)]
+        assert rows[f"Qwen3-{name.upper()}"] == expected
+
+
+def test_a_default_export_holds_4096_positions_and_prints_its_kv_cache(capsys, tmp_path, small_checkpoint):
+    """The 0.6B shape's config (max_position_embeddings 40960) at small sizes: the default context is 4096."""
+    from tests.conftest import copy_checkpoint, run_cli
+
+    model = copy_checkpoint(small_checkpoint, tmp_path / "m")
+    copy_tokenizer_files(TINY, model)  # its 382 ids fit the shape's 512
+    code, out, err = run_cli(capsys, "--model", str(model), "--target", "onnx", "--quant", "fp32",
+                             "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    manifest = read_manifest(tmp_path / "b")
+    args = ModelArgs.from_config(load_config(small_checkpoint))
+    assert manifest["max_seq_len"] == 4096 and manifest["kv_cache"]["positions"] == 4096
+    assert manifest["kv_cache"]["bytes_at_max_context"] == 2 * 2 * 2 * 16 * 4096 * 4 == \
+        2 * args.num_hidden_layers * args.num_key_value_heads * args.head_dim * 4096 * 4
+    assert "KV cache at 4096 positions: onnx (cpu) 2.1 MB (float32)" in out

@@ -47,7 +47,8 @@ def test_dir_without_config(capsys, tmp_path):
     ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "is not a Qwen3 checkpoint"),
     ({"architectures": ["Qwen3MoeForCausalLM"]}, "is not a Qwen3 checkpoint"),
     ({"torch_dtype": "float8_e4m3fn"}, "supported are float32, float16 and bfloat16"),
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "RoPE scaling 'yarn'"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, "RoPE scaling 'linear'; supported are default RoPE and"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 0.5}}, "rope_scaling factor is 0.5"),
     ({"use_sliding_window": True}, "sliding-window"),
 ])
 def test_config_not_supported(capsys, tmp_path, small_checkpoint, changes, phrase):

@@ -396,7 +396,8 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
                             quant=quant_fields["name"], qnn_socs=qnn_socs)
         assert (kv_cache, calib, seq_len) == ("auto", "arithmetic", 512)  # what the int8 KV cache's calibration reads
         (into / "model.bin").write_bytes(b"x")
-        return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64}
+        return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64,
+                "kv_cache": {"target": target, "dtype": "float32", "positions": max_seq_len, "bytes": 1}}
 
     monkeypatch.setattr(export_module, "_write_bundle", fake_write)
     monkeypatch.setattr(export_module, "_check_libraries", lambda *a: None)

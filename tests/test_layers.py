@@ -23,7 +23,7 @@ PACKAGES = ("runtimes", "calibration", "exporter", "tools")
 # a new one that is not fails test_every_module_has_a_layer until it is written here.
 LAYERS = (
     ("base", ("runtimes", "runtimes.errors", "runtimes.files", "runtimes.quiet", "runtimes.memory",
-              "runtimes.weights")),
+              "runtimes.weights", "runtimes.rope")),
     # one file per backend; bundle.load_backend and generate sit above them
     ("backends", ("runtimes.backends", "runtimes.backends.onnxruntime", "runtimes.backends.qnn",
                   "runtimes.backends.coreml", "runtimes.backends.executorch")),

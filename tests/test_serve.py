@@ -84,7 +84,8 @@ def scripted(tokenizer: QwenTokenizer, text: str, stop: bool, limits: ServeLimit
     """A server whose model writes `text`, then stops or (slowly: 4096 tokens take 80 s) writes its end forever."""
     ids = tokenizer.encode(text) + ([tokenizer.special.im_end] if stop else [])
     backend = ScriptedBackend(ids, tokenizer.vocab_size, step_s=0 if stop else 0.02)
-    return Running(Model(backend, tokenizer, {}, "scripted"), limits)
+    # greedy, as a checkpoint asks with do_sample false: a script's token is the argmax, not a sure draw
+    return Running(Model(backend, tokenizer, {"do_sample": False}, "scripted"), limits)
 
 
 def ask(running: Running, question: str, **extra):

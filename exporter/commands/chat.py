@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from exporter.commands.common import check_writable, memory_argument, need_torch, write_json
@@ -29,13 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--no-think", action="store_true", help="answer without thinking (same as budget 0)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="max answer tokens (default: 256)")
     p.add_argument("--max-seq-len", type=int, metavar="N",
-                   help="context for --model (default: 2048, or the model's maximum if smaller)")
+                   help="context for --model (default: 4096, or the model's maximum if smaller)")
     p.add_argument("--temperature", type=float, metavar="T",
-                   help="0 is greedy (default: the checkpoint's generation_config.json; greedy without one)")
-    p.add_argument("--top-p", type=float, metavar="P")
-    p.add_argument("--top-k", type=int, metavar="K")
-    p.add_argument("--min-p", type=float, metavar="P")
-    p.add_argument("--seed", type=int, metavar="S", help="seed for sampling")
+                   help="0 is greedy (default, by the mode in effect: the checkpoint's generation_config.json for "
+                        "thinking, else Qwen's documented values: thinking 0.6, non-thinking 0.7; greedy where the "
+                        "config sets do_sample false)")
+    p.add_argument("--top-p", type=float, metavar="P", help="(default: thinking 0.95, non-thinking 0.8)")
+    p.add_argument("--top-k", type=int, metavar="K", help="(default: 20)")
+    p.add_argument("--min-p", type=float, metavar="P", help="(default: 0)")
+    p.add_argument("--presence-penalty", type=float, metavar="P",
+                   help="-2 to 2 (Qwen suggests 0 to 2), subtracted from the logits of tokens already generated (not the prompt's); "
+                        "Qwen suggests it against endless repetition (default: the config's, else 0)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed for sampling (default: a random one, reported by --json)")
     p.add_argument("--system", metavar="TEXT", help="a system message")
     p.add_argument("--prompt-file", metavar="FILE", help="read the user message from a UTF-8 file ('-': stdin)")
     p.add_argument("--messages", metavar="FILE",
@@ -79,8 +84,8 @@ def run(args) -> int:
     from runtimes.sampling import SamplingParams
 
     overrides = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p,
-                 "seed": args.seed}
-    SamplingParams(**{k: v for k, v in overrides.items() if v is not None})  # bad values fail before loading
+                 "presence_penalty": args.presence_penalty, "seed": args.seed}
+    SamplingParams().with_overrides(**overrides)  # bad values fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be >= 1")
     if args.bundle and args.max_seq_len is not None:
@@ -247,8 +252,10 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
 
         directory = resolve_model_dir(model or "tiny")
         config = load_config(directory)
+        from exporter.export import DEFAULT_MAX_SEQ_LEN, context_limit
+
         if max_seq_len is None:
-            max_seq_len = min(2048, config.get("max_position_embeddings", 2048))
+            max_seq_len = min(DEFAULT_MAX_SEQ_LEN, context_limit(config)[0])
         if max_seq_len < 16:
             raise UserError("--max-seq-len must be at least 16")
         check_token_ids(QwenTokenizer(directory), config["vocab_size"], read_generation_config(directory), directory)
@@ -258,12 +265,12 @@ def open_session(model: str | None, bundle: str | None, max_seq_len: int | None,
 
 def stream_chat(session: Session, messages: list[dict], options: TurnOptions):
     """One assistant turn, streamed to stdout when options.stream → (GenerationResult, ParsedOutput)."""
-    from runtimes.generate import generate
+    from runtimes.generate import generate, thinking_mode
     from runtimes.sampling import SamplingParams
     from runtimes.tool_calls import parse_output
 
-    sampling = SamplingParams.from_generation_config(session.generation_config, thinking=options.budget != 0)
-    sampling = replace(sampling, **{k: v for k, v in options.overrides.items() if v is not None})
+    thinking = thinking_mode(messages, options.budget)
+    sampling = SamplingParams.for_mode(session.generation_config, thinking).with_overrides(**options.overrides)
     tty = sys.stdout.isatty()
     channel, started, held = None, False, ""  # newlines at the edges of each channel are not printed
     for event in generate(session.backend, session.tokenizer, messages, budget=options.budget,

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or a quantized --model's own recipe)")
     quant_arguments(p)
     p.add_argument("--max-seq-len", type=int, metavar="N",
-                   help="the context the bundle holds (default: 1024, or the model's maximum if smaller)")
+                   help="the context the bundle holds: prompt, thinking and answer together (default: 4096, or "
+                        "the model's maximum if smaller; its KV cache's size is printed)")
     p.add_argument("--profile", default="cpu", choices=("cpu", "npu"),
                    help="onnx: cpu is one dynamic graph with ONNX Runtime's fused kernels; npu is static fp16 prefill "
                         "and decode graphs that Qualcomm's Hexagon NPU (HTP) runs whole through ONNX Runtime's QNN "
@@ -85,6 +86,8 @@ def run(args) -> int:
                      qnn_socs=parse_socs(args.qnn_soc))
     print(f"wrote {summary['target']} {summary['quant']} bundle ({summary['bytes'] / 1e6:.1f} MB) to "
           f"{summary['out']} in {summary['seconds']:.1f}s")
+    caches = [f"{c['target']} {c['bytes'] / 1e6:.1f} MB ({c['dtype']})" for c in summary["kv_cache"]]
+    print(f"KV cache at {summary['kv_cache'][0]['positions']} positions: {', '.join(caches)}")
     for digest in summary["manifest_sha256"]:  # to pin in an app: it proves the manifest is the one exported
         print(f"manifest sha256: {digest}")
     return 0

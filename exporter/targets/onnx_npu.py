@@ -58,7 +58,8 @@ KV_LAYOUT = ("[layers] x key/value, fp16, held by the host: key [1, kv_heads, he
              "value [1, kv_heads, positions, head_dim]; each call returns new_key/new_value for its tokens")
 HOST = ("inputs_embeds = embed.onnx(input_ids) on the CPU; attention_bias [1, 1, S, L + S] = 0 where query s may see "
         "cache slot j < position or new token t <= s, else mask_value; rope_cos/rope_sin [1, 1, S, head_dim / 2] = "
-        "cos/sin(position * rope_theta ** (-2i / head_dim)); write new_key/new_value at the tokens' positions")
+        "cos/sin(position * rope_theta ** (-2i / head_dim)), with architecture.rope_scaling (YaRN) applied where present "
+        "(runtimes/rope.py); write new_key/new_value at the tokens' positions")
 
 
 def check_weights(quantized: dict[str, QuantizedTensor]) -> None:

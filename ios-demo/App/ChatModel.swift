@@ -29,6 +29,7 @@ final class ChatModel: ObservableObject {
     @Published var selected: String?
     @Published var thinking = true
     @Published var budget: Int? = 128
+    @Published var greedy = false  // sampling with the bundle's per-mode defaults unless asked for greedy
     @Published var computeUnits: MLComputeUnits = .cpuAndNeuralEngine
     @Published var turns: [Turn] = []
     @Published var busy = false
@@ -36,6 +37,7 @@ final class ChatModel: ObservableObject {
     private var model: CoreMLRunner<CoreMLModel>?
     private var tokenizer: BundleTokenizer?
     private var manifest: BundleManifest?
+    private var generationConfig = JSONObject()
 
     /// Bundles copied into the app by `python -m exporter deploy --bundle DIR --ios ios-demo` (App/Bundles/NAME),
     /// a resource folder of this target, so in its resource bundle (Bundle.module), not the main bundle.
@@ -67,6 +69,13 @@ final class ChatModel: ObservableObject {
             model = CoreMLRunner(plan: plan, functions: try CoreMLModel(bundle: entry.url, plan: plan,
                                                                         computeUnits: computeUnits))
             tokenizer = try BundleTokenizer(bundle: entry.url)
+            // the checkpoint's sampling defaults (its sha256 verified with the bundle)
+            let config = entry.url.appendingPathComponent("generation_config.json")
+            if FileManager.default.fileExists(atPath: config.path) {
+                generationConfig = try JSON.parse(Data(contentsOf: config)).objectValue ?? JSONObject()
+            } else {
+                generationConfig = JSONObject()
+            }
             self.manifest = manifest
             selected = name
             turns = []
@@ -87,6 +96,13 @@ final class ChatModel: ObservableObject {
         busy = true
         let thinks = ChatTemplate.thinks(conversation, budget: budget, enableThinking: thinking)
         let budget = self.budget
+        // Qwen advises against greedy decoding in thinking mode (endless repetition): sample by the mode in effect
+        let sampling = greedy ? SamplingParams.greedy : SamplingParams.forMode(generationConfig, thinking: thinks)
+        guard sampling.isValid else {
+            error = "generation_config.json holds sampling values out of range: \(sampling)"
+            busy = false
+            return
+        }
         // Off the main actor; `busy` keeps a second generation from starting while this one uses the model.
         Task.detached(priority: .userInitiated) {
             do {
@@ -97,7 +113,7 @@ final class ChatModel: ObservableObject {
                 let prompt = tokenizer.encodePrompt(text)
                 var channels: [String: [Int]] = ["reasoning": [], "content": []]
                 let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds)
-                var sampler = Sampler()
+                var sampler = Sampler(sampling)
                 let started = Date()
                 var first: Date?
                 let result = try generator.run(model, prompt: prompt, thinking: thinks, budget: budget,

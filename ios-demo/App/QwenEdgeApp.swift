@@ -41,6 +41,7 @@ struct ChatView: View {
                     }
                 } else {
                     Toggle("Think", isOn: $chat.thinking)
+                    Toggle("Greedy", isOn: $chat.greedy)
                     HStack {
                         Text("Budget: \(chat.budget.map(String.init) ?? "unlimited")")
                         Slider(value: Binding(

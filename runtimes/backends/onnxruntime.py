@@ -16,6 +16,7 @@ import numpy as np
 
 from runtimes.backends.qnn import Htp, default_provider
 from runtimes.errors import UserError
+from runtimes.rope import rope_tables, yarn_from_manifest
 
 # ONNX Runtime session settings every CPU-graph run uses (and genai_config.json passes on to ORT-GenAI): workers
 # spin between kernels (ORT's default; with spinning off each of a step's ~500 kernels waits for its workers to
@@ -133,15 +134,6 @@ class OnnxRuntimeBackend:
         return self._run([int(token_id)])[-1]
 
 
-def rope_tables(head_dim: int, positions: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin [positions, head_dim / 2]: the first half of runtimes/model.py's rotate-half RoPE tables, computed
-    the same way in float32."""
-    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
-    inv_freq = (1.0 / (np.float32(theta) ** exponents)).astype(np.float32)
-    angles = np.outer(np.arange(positions, dtype=np.float32), inv_freq).astype(np.float32)
-    return np.cos(angles), np.sin(angles)
-
-
 class NpuBackend:
     """The npu profile (exporter/targets/onnx_npu.py) on ONNX Runtime's CPU provider, doing the host's share of the
     work as a phone app would: the embedding rows (embed.onnx), the attention bias, RoPE's cos / sin for the tokens'
@@ -167,7 +159,8 @@ class NpuBackend:
         self.max_seq_len = L = manifest["max_seq_len"]
         self.vocab_size = arch["vocab_size"]
         self.mask_value = np.float16(manifest["npu"]["mask_value"])
-        self.cos, self.sin = (t.astype(np.float16) for t in rope_tables(head_dim, L, arch["rope_theta"]))
+        self.cos, self.sin = (t.astype(np.float16) for t in rope_tables(head_dim, L, arch["rope_theta"],
+                                                                         yarn_from_manifest(arch)))
         self.keys = [np.zeros((1, kv_heads, head_dim, L), np.float16) for _ in range(self.layers)]
         self.values = [np.zeros((1, kv_heads, L, head_dim), np.float16) for _ in range(self.layers)]
         self.position = 0

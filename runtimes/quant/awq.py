@@ -121,7 +121,7 @@ def awq_quantize(model, tokens: torch.Tensor, cfg: AWQConfig, progress: bool = T
     """
     args = model.args
     seq_len = tokens.shape[1]
-    cos, sin = rope_tables(args.head_dim, seq_len, args.rope_theta)
+    cos, sin = rope_tables(args.head_dim, seq_len, args.rope_theta, args.rope_scaling)
     cos, sin = cos[None, :, None].to(device), sin[None, :, None].to(device)
     mask = torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device))[None, None]
     input_pos = torch.arange(seq_len, device=device)

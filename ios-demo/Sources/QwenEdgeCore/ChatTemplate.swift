@@ -163,8 +163,9 @@ public enum ChatTemplate {
         return mode
     }
 
-    /// Whether a turn thinks: soft switches, the app's toggle, and budget 0 (which means no thinking).
+    /// Whether a turn thinks, as runtimes/generate.py thinking_mode: the hard switches (the app's toggle, budget 0)
+    /// win over the soft ones, as in Qwen's template; with thinking on, the last /think or /no_think decides.
     public static func thinks(_ messages: [Message], budget: Int?, enableThinking: Bool) -> Bool {
-        thinkingRequested(messages, default: enableThinking) && budget != 0
+        enableThinking && budget != 0 && thinkingRequested(messages)
     }
 }

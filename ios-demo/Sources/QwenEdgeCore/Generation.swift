@@ -59,48 +59,142 @@ public protocol LanguageModel: AnyObject {
     var maxSeqLen: Int { get }
 }
 
-/// Greedy (temperature 0) or temperature / top-k / top-p sampling with a seeded generator.
-public struct Sampler: Sendable {
-    public var temperature: Float = 0
+/// What to sample with: temperature 0 is greedy; topK 0, topP 1, minP 0 and the penalties' neutral values are off.
+public struct SamplingParams: Equatable, Sendable {
+    public var temperature = 0.0
     public var topK = 0
-    public var topP: Float = 1
-    var rng: SplitMix
+    public var topP = 1.0
+    public var minP = 0.0
+    public var repetitionPenalty = 1.0
+    public var presencePenalty = 0.0
 
-    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0) {
-        (self.temperature, self.topK, self.topP, self.rng) = (temperature, topK, topP, SplitMix(state: seed))
+    public init(temperature: Double = 0, topK: Int = 0, topP: Double = 1, minP: Double = 0,
+                repetitionPenalty: Double = 1, presencePenalty: Double = 0) {
+        (self.temperature, self.topK, self.topP, self.minP, self.repetitionPenalty, self.presencePenalty) =
+            (temperature, topK, topP, minP, repetitionPenalty, presencePenalty)
     }
 
-    public static func argmax(_ logits: [Float]) -> Int {
-        var best = 0
-        for i in 1..<logits.count where logits[i] > logits[best] { best = i }
-        return best
+    public static let greedy = SamplingParams()
+    /// Qwen3's documented values (its model card); greedy is advised against in thinking mode.
+    public static let qwen3Thinking = SamplingParams(temperature: 0.6, topK: 20, topP: 0.95)
+    public static let qwen3NonThinking = SamplingParams(temperature: 0.7, topK: 20, topP: 0.8)
+    public static let presencePenaltyMax = 2.0
+
+    /// Whether every value is in range (as runtimes/sampling.py SamplingParams checks them).
+    public var isValid: Bool {
+        temperature >= 0 && temperature.isFinite && topK >= 0 && topP > 0 && topP <= 1 && minP >= 0 && minP < 1
+            && repetitionPenalty > 0 && repetitionPenalty.isFinite && presencePenalty >= 0
+            && presencePenalty <= Self.presencePenaltyMax
     }
 
-    public mutating func sample(_ logits: [Float]) -> Int {
-        guard temperature > 0 else { return Self.argmax(logits) }
-        let scaled = logits.map { Double($0 / temperature) }
-        let top = scaled.max() ?? 0
-        var probs = scaled.map { exp($0 - top) }
-        let total = probs.reduce(0, +)
-        probs = probs.map { $0 / total }
-        var order = Array(probs.indices).sorted { probs[$0] > probs[$1] }
-        if topK > 0 { order = Array(order.prefix(topK)) }
-        var kept: [Int] = []
-        var cumulative = 0.0
-        for i in order {
-            kept.append(i)
-            cumulative += probs[i]
-            if cumulative >= Double(topP) { break }
+    /// The defaults for the mode in effect, from a bundle's generation_config.json (an empty object without one), as
+    /// SamplingParams.for_mode in Python: do_sample false is greedy; thinking takes the config's temperature, top_p,
+    /// top_k and min_p (each missing one Qwen's documented thinking value); non-thinking takes Qwen's documented
+    /// non-thinking values; the penalties come from the config in both modes.
+    public static func forMode(_ config: JSONObject, thinking: Bool) -> SamplingParams {
+        func number(_ key: String) -> Double? {
+            if case .number(let n)? = config[key] { return n.value }
+            return nil
         }
-        var r = Double(rng.next() >> 11) / Double(1 << 53) * cumulative
-        for i in kept {
-            r -= probs[i]
-            if r <= 0 { return i }
+        var params: SamplingParams
+        if case .bool(false)? = config["do_sample"] {
+            params = .greedy
+        } else if !thinking {
+            params = .qwen3NonThinking
+        } else {
+            let d = qwen3Thinking
+            params = SamplingParams(temperature: number("temperature") ?? d.temperature,
+                                    topK: number("top_k").map { Int($0) } ?? d.topK, topP: number("top_p") ?? d.topP,
+                                    minP: number("min_p") ?? d.minP)
         }
-        return kept.last!
+        params.repetitionPenalty = number("repetition_penalty") ?? 1
+        params.presencePenalty = number("presence_penalty") ?? 0
+        return params
     }
 }
 
+/// Choosing the next token, mirroring runtimes/sampling.py step for step (its docstring states the algorithm): a
+/// repetition penalty over the prompt and the generated tokens, a presence penalty over the generated ones; greedy
+/// at temperature 0; else candidates ordered by value (ties by lower id), top-k, softmax, min-p, top-p, and one draw
+/// from SplitMix64. A seed gives the same tokens as the Python runtime and the Android core
+/// (tests/golden/sampling.json).
+public struct Sampler: Sendable {
+    public let params: SamplingParams
+    public let seed: UInt64
+    var rng: SplitMix
+
+    /// No seed: a fresh random one (read it from `seed` to reproduce the run).
+    public init(_ params: SamplingParams, seed: UInt64? = nil) {
+        let seed = seed ?? UInt64.random(in: .min ... .max)
+        (self.params, self.seed, self.rng) = (params, seed, SplitMix(state: seed))
+    }
+
+    public static func argmax<T: Comparable>(_ values: [T]) -> Int {
+        var best = 0
+        for i in 1..<values.count where values[i] > values[best] { best = i }
+        return best
+    }
+
+    /// `prompt`: the prompt's ids (repetition penalty only); `generated`: every token after the prompt so far.
+    public mutating func sample(_ logits: [Float], prompt: [Int] = [], generated: [Int] = []) -> Int {
+        var values = logits.map { Double($0) }
+        if params.repetitionPenalty != 1 {
+            for id in Set(prompt).union(generated) {
+                values[id] = values[id] > 0 ? values[id] / params.repetitionPenalty : values[id] * params.repetitionPenalty
+            }
+        }
+        if params.presencePenalty != 0 {
+            for id in Set(generated) { values[id] -= params.presencePenalty }
+        }
+        guard params.temperature != 0 else { return Self.argmax(values) }
+        return choose(values, draw: rng.nextDouble())
+    }
+
+    func choose(_ values: [Double], draw: Double) -> Int {
+        let scaled = values.map { $0 / params.temperature }
+        let order = Self.candidates(scaled, topK: params.topK)
+        var probs = order.map { exp(scaled[$0] - scaled[order[0]]) }
+        var total = 0.0
+        for p in probs { total += p }
+        probs = probs.map { $0 / total }
+        var kept = probs.count
+        if params.minP != 0 {
+            let floor = params.minP * probs[0]
+            kept = probs.reduce(0) { $1 >= floor ? $0 + 1 : $0 }
+        }
+        var running: [Double] = []
+        var sum = 0.0
+        for p in probs.prefix(kept) {
+            sum += p
+            running.append(sum)
+        }
+        if params.topP < 1, let reach = running.firstIndex(where: { $0 >= params.topP }) { kept = reach + 1 }
+        let target = draw * running[kept - 1]
+        return order[running.prefix(kept).firstIndex(where: { $0 > target }) ?? kept - 1]
+    }
+
+    /// Token ids by value, highest first, ties by lower id; the first topK of them when topK > 0.
+    static func candidates(_ scaled: [Double], topK: Int) -> [Int] {
+        guard topK > 0 && topK < scaled.count else {
+            return scaled.indices.sorted { scaled[$0] != scaled[$1] ? scaled[$0] > scaled[$1] : $0 < $1 }
+        }
+        var best: [Int] = []
+        best.reserveCapacity(topK)
+        for id in scaled.indices {
+            // ids come in increasing order, so an equal value never displaces an earlier id
+            if best.count == topK {
+                guard scaled[id] > scaled[best[topK - 1]] else { continue }
+                best.removeLast()
+            }
+            var at = best.count
+            while at > 0 && scaled[id] > scaled[best[at - 1]] { at -= 1 }
+            best.insert(id, at: at)
+        }
+        return best
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood 2014): the same outputs as runtimes/sampling.py and the Android core.
 struct SplitMix: Sendable {
     var state: UInt64
     mutating func next() -> UInt64 {
@@ -110,6 +204,9 @@ struct SplitMix: Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+
+    /// Uniform in [0, 1): the top 53 bits of the next output.
+    mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
 }
 
 /// The generation loop over any LanguageModel, mirroring runtimes/generate.py.
@@ -147,7 +244,7 @@ public struct Generator: Sendable {
         var firstToken: Date?
         while model.position < model.maxSeqLen {
             let forced = controller.forcedToken()
-            let token = forced ?? sampler.sample(logits)
+            let token = forced ?? sampler.sample(logits, prompt: prompt, generated: result.tokenIds)
             if firstToken == nil { firstToken = Date() }
             result.tokenIds.append(token)
             let wasInside = controller.inside

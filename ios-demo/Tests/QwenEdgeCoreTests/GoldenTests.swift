@@ -55,7 +55,7 @@ final class GoldenTests: XCTestCase {
             XCTAssertEqual(try ChatTemplate.render(messages, enableThinking: thinking), c["prompt_text"] as! String)
             let prompt = c["prompt_ids"] as! [Int]
             let expected = c["generated_ids"] as! [Int]
-            var sampler = Sampler()
+            var sampler = Sampler(.greedy)
             let result = try generator.run(ScriptedModel(promptLength: prompt.count, script: expected, vocab: 512),
                                            prompt: prompt, thinking: thinking, budget: budget,
                                            maxNewTokens: golden["max_new_tokens"] as! Int, sampler: &sampler)

@@ -9,12 +9,14 @@ import androidx.lifecycle.AndroidViewModel
 import androidx.lifecycle.viewModelScope
 import dev.qwenedge.core.ChatTemplate
 import dev.qwenedge.core.Generator
+import dev.qwenedge.core.Json
 import dev.qwenedge.core.Message
 import dev.qwenedge.core.Sampler
 import dev.qwenedge.core.ToolCalls
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
+import java.io.File
 
 /** One exchange as the UI shows it: the reasoning apart from the answer, tool calls, and live speed. */
 class Turn(val question: String) {
@@ -31,11 +33,13 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
     var selected by mutableStateOf<BundleEntry?>(null)
     var thinking by mutableStateOf(true)
     var budget by mutableStateOf<Int?>(128) // null: unlimited
+    var greedy by mutableStateOf(false) // sampling with the bundle's per-mode defaults unless asked for greedy
     var busy by mutableStateOf(false)
     var error by mutableStateOf<String?>(null)
     val turns = mutableStateListOf<Turn>()
     private var model: ExecuTorchModel? = null
     private var tokenizer: BundleTokenizer? = null
+    private var generationConfig: Map<String, Any> = emptyMap()
     private val sampler = BatterySampler(app)
     var lastEnergyFile by mutableStateOf<String?>(null)
     private var lastTokens = 0
@@ -55,6 +59,10 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
             tokenizer?.close()
             model = ExecuTorchModel(entry.dir, entry.manifest!!)
             tokenizer = BundleTokenizer(entry.dir)
+            // the checkpoint's sampling defaults (its sha256 verified with the bundle)
+            val config = File(entry.dir, "generation_config.json")
+            generationConfig = if (config.isFile) Json.`object`(Json.parse(config.readBytes()), "generation_config")
+                               else emptyMap()
             withContext(Dispatchers.Main) {
                 selected = entry
                 turns.clear()
@@ -85,7 +93,11 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
             var first = 0L
             val generator = Generator(manifest.special, manifest.stopThinkingIds)
             val result = try {
-                generator.run(model, prompt, thinks, budget, 512, Sampler.greedy()) { channel, id, _ ->
+                // Qwen advises against greedy decoding in thinking mode (endless repetition): sample by the mode in
+                // effect (Params throws on a generation_config.json value out of range)
+                val sampling = if (greedy) Sampler.greedy()
+                               else Sampler(Sampler.Params.forMode(generationConfig, thinks))
+                generator.run(model, prompt, thinks, budget, 512, sampling) { channel, id, _ ->
                     if (first == 0L) first = System.nanoTime()
                     val ids = channels.getValue(channel).apply { add(id) }
                     val text = tokenizer.decode(ids)

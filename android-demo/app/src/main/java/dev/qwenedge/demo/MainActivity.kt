@@ -66,7 +66,8 @@ fun ChatScreen(chat: ChatViewModel) {
             Row(verticalAlignment = Alignment.CenterVertically) {
                 Text("Think")
                 Switch(checked = chat.thinking, onCheckedChange = { chat.thinking = it })
-                Text("  budget ${chat.budget ?: "unlimited"}")
+                Text("  budget ${chat.budget ?: "unlimited"}  Greedy")
+                Switch(checked = chat.greedy, onCheckedChange = { chat.greedy = it })
             }
             Slider(value = BUDGETS.indexOf(chat.budget).toFloat(), onValueChange = {
                 chat.budget = BUDGETS[it.toInt().coerceIn(0, BUDGETS.size - 1)]

@@ -192,9 +192,12 @@ public final class ChatTemplate {
         return mode;
     }
 
-    /** Whether a turn thinks: soft switches, the app's toggle, and budget 0 (which means no thinking). */
+    /**
+     * Whether a turn thinks, as runtimes/generate.py thinking_mode: the hard switches (the app's toggle, budget 0)
+     * win over the soft ones, as in Qwen's template; with thinking on, the last /think or /no_think decides.
+     */
     public static boolean thinks(List<Message> messages, Integer budget, boolean enableThinking) {
-        return thinkingRequested(messages, enableThinking) && (budget == null || budget != 0);
+        return enableThinking && (budget == null || budget != 0) && thinkingRequested(messages, true);
     }
 
     static String stripLeading(String s, char c) {

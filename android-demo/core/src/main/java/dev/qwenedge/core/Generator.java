@@ -62,7 +62,7 @@ public final class Generator {
         long firstToken = -1;
         while (model.position() < model.maxSeqLen()) {
             Integer forced = controller.forcedToken();
-            int token = forced != null ? forced : sampler.sample(logits);
+            int token = forced != null ? forced : sampler.sample(logits, prompt, result.tokenIds);
             if (firstToken < 0) {
                 firstToken = System.nanoTime();
             }
