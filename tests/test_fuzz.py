@@ -278,7 +278,7 @@ def test_fuzz_generation_config(tmp_path, capsys, data, thinking, seed):
     run_cli(capsys, ["verify", "--bundle", bundle, "--no-run"], tmp_path)
 
     def sample():
-        params = SamplingParams.from_generation_config(read_generation_config(bundle), thinking=thinking)
+        params = SamplingParams.for_mode(read_generation_config(bundle), thinking=thinking)
         token = Sampler(SamplingParams(**{**vars(params), "seed": seed}))(np.linspace(-3, 9, 64), [1, 2, 2, 5])
         assert 0 <= token < 64
         return token
@@ -449,19 +449,19 @@ def command_lines(draw):
 def cli_place(tmp_path, monkeypatch):
     """A working directory with one of each kind of path (cwd and HOME point there), and the heavy work of each
     command replaced by Reached."""
+    import exporter.commands.bench
     import exporter.commands.chat
+    import exporter.commands.parity
     import exporter.export
     import exporter.make_model
     import exporter.quantize
-    import runtimes.eval.bench
-    import runtimes.eval.parity
 
     def reached(*args, **kwargs):
         raise Reached()
 
     for module, name in ((exporter.export, "export"), (exporter.quantize, "quantize_checkpoint"),
-                         (exporter.make_model, "write_random_checkpoint"), (runtimes.eval.bench, "bench"),
-                         (runtimes.eval.parity, "bundle_parity"), (runtimes.eval.parity, "model_parity"),
+                         (exporter.make_model, "write_random_checkpoint"), (exporter.commands.bench, "bench"),
+                         (exporter.commands.parity, "bundle_parity"), (exporter.commands.parity, "model_parity"),
                          (exporter.commands.chat, "open_session")):
         monkeypatch.setattr(module, name, reached)
     place = tmp_path / "place"

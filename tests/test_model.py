@@ -90,7 +90,7 @@ def test_parity_detects_a_wrong_model(small_checkpoint, monkeypatch):
     import runtimes.model as model_module
 
     real = model_module.rope_tables
-    monkeypatch.setattr(model_module, "rope_tables", lambda d, n, theta: real(d, n, theta * 10))
+    monkeypatch.setattr(model_module, "rope_tables", lambda d, n, theta, *scaling: real(d, n, theta * 10, *scaling))
     report = model_parity(str(small_checkpoint), new_tokens=8, progress=False)
     assert report["passed"] is False
     assert report["max_abs_logit_diff"] > 1e-3
