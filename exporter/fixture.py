@@ -15,10 +15,13 @@ from runtimes.tokenizer import QwenTokenizer
 
 def add_reference_fixture(bundle_dir: Path, manifest: dict) -> dict:
     """Run the bundle's parity reference on the fixture's cases, write reference_fixture.json, list and hash it in
-    the manifest (whose `fixture` records it) → the manifest as rewritten."""
+    the manifest (whose `fixture` records it) → the manifest as rewritten. A context too short for every case's
+    prompt (a few dozen tokens) gets no fixture, and its manifest no record."""
     with stage(f"{manifest['target']}: writing the reference fixture"):
         reference, name = bundle_reference(manifest, None, bundle_dir)
-        fixture = record(reference, QwenTokenizer(bundle_dir), name)
+        fixture = record(reference, QwenTokenizer(bundle_dir), name, manifest)
+        if fixture is None:
+            return manifest
         path = bundle_dir / FIXTURE_FILE
         path.write_bytes(dumps(fixture))
     files = {**manifest["files"], FIXTURE_FILE: {"sha256": sha256_file(path), "bytes": path.stat().st_size}}

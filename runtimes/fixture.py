@@ -105,22 +105,34 @@ def _messages(case: FixtureCase) -> list[dict]:
     return [{"role": "user", "content": case.content}]
 
 
-def record(backend, tokenizer, reference_name: str) -> dict:
-    """The fixture: CASES generated greedily by `backend` (the bundle's reference)."""
+def criterion(manifest: dict) -> dict:
+    """The criterion the bundle is judged by, with its numbers: recorded in the fixture for the apps' checkers
+    (FixtureCheck.java, FixtureCheck.swift), which read it rather than decide it again."""
+    return {"judged_by_agreement": judged_by_agreement(manifest), "exact_tolerance": EXACT_TOLERANCE,
+            "rounded_min_top1": ROUNDED_MIN_TOP1, "near_tie_margin": NEAR_TIE_MARGIN}
+
+
+def record(backend, tokenizer, reference_name: str, manifest: dict) -> dict | None:
+    """The fixture: CASES generated greedily by `backend` (the bundle's reference), those whose prompt fits the
+    context (a case that reaches the end of the context stops there); None when none fits."""
     from runtimes.generate import prepare_prompt, run
 
     recorder = RecordingBackend(backend)
     cases = []
     for case in CASES:
+        prompt, thinking = prepare_prompt(tokenizer, _messages(case), case.thinking_budget)
+        if len(prompt) >= backend.max_seq_len:
+            continue
         result = run(recorder, tokenizer, _messages(case), budget=case.thinking_budget,
                      max_new_tokens=case.max_new_tokens)
-        prompt, thinking = prepare_prompt(tokenizer, _messages(case), case.thinking_budget)
         cases.append({"name": case.name, "messages": _messages(case), "thinking_budget": case.thinking_budget,
                       "max_new_tokens": case.max_new_tokens, "thinking": thinking, "prompt_ids": prompt,
                       "token_ids": result.token_ids, "stopped_by_budget": result.stopped_by_budget,
                       "steps": [top_k(row) for row in recorder.logits]})
+    if not cases:
+        return None
     return {"format": FIXTURE_FORMAT, "version": FIXTURE_VERSION, "reference": reference_name, "top_k": TOP_K,
-            "cases": cases}
+            "criterion": criterion(manifest), "cases": cases}
 
 
 def summary(fixture: dict) -> dict:
@@ -182,6 +194,8 @@ def read(bundle: Path, manifest: dict) -> tuple[dict | None, list[Problem]]:
     except (ValueError, RecursionError, UnicodeError) as exc:
         return None, [Problem("fixture", f"{name} is not valid JSON ({exc})")]
     why = _shape_error(fixture, manifest)
+    if why is None and fixture.get("criterion") != criterion(manifest):
+        why = "records a criterion other than the one this bundle is judged by (export it again)"
     if why is None and summary(fixture) != record_:
         why = "does not hold what the manifest's fixture record says (reference, top_k, cases, steps)"
     if why:
