@@ -163,7 +163,10 @@ def _shape_error(fixture, manifest: dict) -> str | None:
         budget = case.get("thinking_budget")
         if (not ids(case.get("prompt_ids")) or not case["prompt_ids"] or not ids(case.get("token_ids"))
                 or not isinstance(steps, list) or len(steps) != len(case["token_ids"]) or not steps
-                or not isinstance(case.get("messages"), list) or type(case.get("thinking")) is not bool
+                or not isinstance(case.get("messages"), list) or not case["messages"]
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                           for m in case["messages"])
+                or type(case.get("thinking")) is not bool
                 or not (budget is None or (type(budget) is int and budget >= 0))
                 or type(case.get("max_new_tokens")) is not int or case["max_new_tokens"] < 1):
             return f"case {case.get('name')!r} is malformed (ids, steps, messages or limits)"

@@ -87,6 +87,25 @@ final class FixtureCheckTests: XCTestCase {
         XCTAssertEqual(report.disagreements, 1)
     }
 
+    func testTheManifestNamesItsFixture() throws {
+        let (manifest, _, _) = try inputs()
+        XCTAssertNil(manifest.fixtureFile)  // the golden bundle predates fixtures: still a valid manifest
+        var m = try JSON.parse(try Data(contentsOf: repoRoot.appendingPathComponent(
+            "tests/golden/bundle/manifest.json"))).objectValue!
+        var record = JSONObject()
+        record["file"] = .string("reference_fixture.json")
+        record["reference"] = .string("fp32")
+        record["top_k"] = .number(JSONNumber(8))
+        record["cases"] = .number(JSONNumber(3))
+        record["steps"] = .number(JSONNumber(93))
+        m["fixture"] = .object(record)
+        XCTAssertEqual(try BundleManifest.parse(Data(JSONValue.object(m).pretty(indent: 2).utf8)).fixtureFile,
+                       "reference_fixture.json")
+        record["top_k"] = .number(JSONNumber(1))  // the schema's bound
+        m["fixture"] = .object(record)
+        XCTAssertThrowsError(try BundleManifest.parse(Data(JSONValue.object(m).pretty(indent: 2).utf8)))
+    }
+
     func testAMalformedFixtureIsRefused() throws {
         let (manifest, _, fixture) = try inputs()
         XCTAssertThrowsError(try FixtureCheck.run(manifest: manifest, fixture: Data(#"{"format": "other"}"#.utf8),

@@ -1,6 +1,5 @@
 package dev.qwenedge.core;
 
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -83,8 +82,7 @@ public final class FixtureCheck {
 
     /** Runs the fixture's UTF-8 bytes through `model`; IllegalArgumentException when the fixture is malformed. */
     public static Report run(Manifest manifest, byte[] fixtureJson, LanguageModel model) {
-        Map<String, Object> fixture = Json.object(Json.parse(new String(fixtureJson, StandardCharsets.UTF_8)),
-                "fixture");
+        Map<String, Object> fixture = Json.object(Json.parse(fixtureJson), "fixture");
         if (!"qwen-edge-reference-fixture".equals(fixture.get("format"))
                 || Json.integer(fixture.get("version"), "fixture version") != 1) {
             throw new IllegalArgumentException("not a version 1 qwen-edge-reference-fixture");

@@ -151,6 +151,28 @@ public class FixtureCheckTest {
         assertEquals(1, report.disagreements);
     }
 
+    @Test
+    public void theManifestNamesItsFixture() throws Exception {
+        assertEquals(null, manifest().fixtureFile);  // the golden bundle predates fixtures: still a valid manifest
+        Map<String, Object> m = Json.object(Json.parse(Files.readAllBytes(
+                GoldenTest.root().resolve("tests/golden/bundle/manifest.json"))), "manifest");
+        Map<String, Object> record = new java.util.LinkedHashMap<>();
+        record.put("file", "reference_fixture.json");
+        record.put("reference", "fp32");
+        record.put("top_k", 8L);
+        record.put("cases", 3L);
+        record.put("steps", 93L);
+        m.put("fixture", record);
+        assertEquals("reference_fixture.json", Manifest.parse(Json.write(m, 2)).fixtureFile);
+        record.put("top_k", 1L);  // the schema's bound
+        try {
+            Manifest.parse(Json.write(m, 2));
+            throw new AssertionError("a top_k of 1 passed the schema");
+        } catch (Manifest.Invalid expected) {
+            assertEquals(Problem.Code.SCHEMA, expected.code);
+        }
+    }
+
     @Test(expected = IllegalArgumentException.class)
     public void aMalformedFixtureIsRefused() throws Exception {
         Manifest manifest = manifest();
