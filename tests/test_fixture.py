@@ -97,7 +97,9 @@ def test_a_fixture_of_other_weights_fails(shared_export, tmp_path):
     replaying the numbers shows the fixture no longer belongs to these weights."""
     bundle = tmp_path / "b"
     shutil.copytree(shared_export(*ONNX_FP32), bundle)
-    resign(bundle, fixture_of(shared_export(*ONNX_INT4)))
+    other = fixture_of(shared_export(*ONNX_INT4))
+    other["criterion"] = fixture_of(bundle)["criterion"]  # re-signed whole: the criterion is this bundle's
+    resign(bundle, other)
     assert verify(bundle, run=False)["ok"]  # the contract holds: nothing but the numbers is wrong
     result = verify(bundle)
     assert codes(result) == {"fixture"}, result["problems"]
@@ -149,6 +151,8 @@ def test_a_rounded_bundle_passes_a_flip_at_a_near_tie(shared_export, tmp_path):
     (lambda f: f["cases"][0]["steps"].pop(), "is malformed"),
     (lambda f: f["cases"][1]["steps"][0]["top_ids"].__setitem__(0, 10 ** 6), "malformed step"),
     (lambda f: f.update(format="other"), "is not a qwen-edge-reference-fixture"),
+    (lambda f: f["cases"][2].update(messages=[{"role": "user"}]), "is malformed"),
+    (lambda f: f["criterion"].update(near_tie_margin=100.0), "records a criterion other than"),  # loosened
 ])
 def test_a_malformed_fixture_is_a_problem_without_running(shared_export, tmp_path, break_it, words):
     bundle = tmp_path / "b"
