@@ -246,12 +246,13 @@ def check(backend, tokenizer, fixture: dict, manifest: dict) -> dict:
         steps += len(case["steps"])
         agreed += case_agreed
         max_diff = max(max_diff, case_diff)
-        records.append({"name": case["name"], "prompt_matches": prompt == case["prompt_ids"],
+        records.append({"name": case["name"], "prompt": case["messages"][-1]["content"],
+                        "thinking_budget": case["thinking_budget"], "prompt_matches": prompt == case["prompt_ids"],
                         "steps": len(case["steps"]), "greedy_match": mismatch is None, "first_mismatch": mismatch,
                         "top1_agreement": case_agreed / len(case["steps"]), "max_abs_logit_diff_top_k": case_diff})
     agreement = agreed / steps
     greedy = all(r["greedy_match"] for r in records)
-    report = {"reference": fixture["reference"], "cases": records, "steps": steps, "top_k": fixture["top_k"],
+    report = {"backend": backend.name, "reference": fixture["reference"], "cases": records, "steps": steps, "top_k": fixture["top_k"],
               "greedy_match": greedy, "top1_agreement": agreement, "max_abs_logit_diff_top_k": max_diff,
               "disagreements": disagreements,
               "max_disagreement_margin": max((d["reference_margin"] for d in disagreements), default=None)}
