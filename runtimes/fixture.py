@@ -128,7 +128,8 @@ def record(backend, tokenizer, reference_name: str, manifest: dict) -> dict | No
         cases.append({"name": case.name, "messages": _messages(case), "thinking_budget": case.thinking_budget,
                       "max_new_tokens": case.max_new_tokens, "thinking": thinking, "prompt_ids": prompt,
                       "token_ids": result.token_ids, "stopped_by_budget": result.stopped_by_budget,
-                      "steps": [top_k(row) for row in recorder.logits]})
+                      # a run that fills the context decodes the last token's position but generates no more
+                      "steps": [top_k(row) for row in recorder.logits[:len(result.token_ids)]]})
     if not cases:
         return None
     return {"format": FIXTURE_FORMAT, "version": FIXTURE_VERSION, "reference": reference_name, "top_k": TOP_K,

@@ -220,3 +220,24 @@ def test_the_apps_golden_fixture_is_tinys(shared_export):
     manifest = read_manifest(bundle)
     assert golden["criterion"] == criterion(manifest)
     assert check(load_backend(bundle, manifest), QwenTokenizer(bundle), golden, manifest)["passed"]
+
+
+def test_a_short_context_keeps_the_cases_that_fit(shared_export):
+    """24 positions: the /no_think prompt (27 tokens with tiny's tokenizer) does not fit and is left out; the others
+    fill the context and stop there, in the export as in verify."""
+    bundle = shared_export("--model", "tiny", "--target", "onnx", "--quant", "fp32", "--max-seq-len", "24")
+    fixture = fixture_of(bundle)
+    assert [c["name"] for c in fixture["cases"]] == ["thinking", "budget_cut"]
+    assert all(len(c["prompt_ids"]) + len(c["token_ids"]) == 24 for c in fixture["cases"])  # to the last position
+    result = verify(bundle)
+    assert result["ok"] and result["fixture"]["greedy_match"], result["problems"]
+
+
+def test_a_context_too_short_for_every_prompt_gets_no_fixture(tiny_tokenizer):
+    from runtimes.backends.reference import ReferenceBackend
+    from runtimes.fixture import record
+    from runtimes.model import from_pretrained
+
+    module, _ = from_pretrained("tiny", max_seq_len=16)
+    manifest = {"quant": {"name": "fp32"}, "kv_cache": {"dtype": "float32"}}
+    assert record(ReferenceBackend(module), tiny_tokenizer, "fp32", manifest) is None
