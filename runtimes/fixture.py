@@ -253,9 +253,9 @@ def check(backend, tokenizer, fixture: dict, manifest: dict) -> dict:
                         "top1_agreement": case_agreed / len(case["steps"]), "max_abs_logit_diff_top_k": case_diff})
     agreement = agreed / steps
     greedy = all(r["greedy_match"] for r in records)
-    report = {"backend": backend.name, "reference": fixture["reference"], "cases": records, "steps": steps, "top_k": fixture["top_k"],
-              "greedy_match": greedy, "top1_agreement": agreement, "max_abs_logit_diff_top_k": max_diff,
-              "disagreements": disagreements,
+    report = {"backend": backend.name, "reference": fixture["reference"], "cases": records, "steps": steps,
+              "top_k": fixture["top_k"], "greedy_match": greedy, "top1_agreement": agreement,
+              "max_abs_logit_diff_top_k": max_diff, "disagreements": disagreements,
               "max_disagreement_margin": max((d["reference_margin"] for d in disagreements), default=None)}
     if judged_by_agreement(manifest):
         near_ties = all(d["reference_margin"] <= NEAR_TIE_MARGIN for d in disagreements)

@@ -208,7 +208,8 @@ CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?",
 
 
 def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int = 32,
-                  tolerance: float = EXACT_TOLERANCE, thinking_budget: int | None = 32, reference_model: str | None = None, progress: bool = True) -> dict:
+                  tolerance: float = EXACT_TOLERANCE, thinking_budget: int | None = 32,
+                  reference_model: str | None = None, progress: bool = True) -> dict:
     """An exported artifact against its reference: teacher-forced logits over chat prompts run through
     prefill and decode, and greedy generation with the thinking budget."""
     from runtimes.reference import bundle_reference, fp32_reference  # torch, an extra: this module loads without
