@@ -117,16 +117,24 @@ def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], p
         tokenizer = QwenTokenizer(bundle)
         result = run(backend, tokenizer, [{"role": "user", "content": "What is 2 + 2?"}], budget=0,
                      max_new_tokens=new_tokens)
-        checked = reference_fixture.check(backend, tokenizer, fixture, manifest) if fixture else None
-    except UserError as exc:
-        problems.append(Problem("backend", f"a short generation failed: {exc}"))
-        return None, True, execution, None
     except Exception as exc:  # a bundle that loads but cannot run is bad, whatever the reason
-        problems.append(Problem("backend", f"a short generation failed: {type(exc).__name__}: "
-                                           f"{str(exc).splitlines()[0][:200]}"))
+        problems.append(Problem("backend", f"a short generation failed: {_reason(exc)}"))
         return None, True, execution, None
     if not result.token_ids:
         problems.append(Problem("backend", "a short generation produced no tokens"))
+    checked = None
+    if fixture is not None:
+        try:
+            checked = reference_fixture.check(backend, tokenizer, fixture, manifest)
+        except Exception as exc:
+            problems.append(Problem("backend", f"the reference fixture could not run: {_reason(exc)}"))
     if checked is not None and not checked["passed"]:
         problems.append(Problem("fixture", reference_fixture.describe_failure(checked)))
     return result.content, True, execution, checked
+
+
+def _reason(exc: Exception) -> str:
+    """One line for a failure: a UserError's own words, else the exception's type and first line."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
