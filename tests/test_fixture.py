@@ -123,8 +123,8 @@ def test_a_rounded_bundle_fails_a_flip_at_a_wide_margin(shared_export, tmp_path,
     code, out, _ = run_cli(capsys, "verify", "--bundle", str(bundle), "--json", str(report))
     result = json.loads(report.read_text())
     assert code == 1 and codes(result) == {"fixture"}, out
-    assert result["fixture"]["disagreements"] == [{"case": "thinking", "step": 0,
-                                                   "reference_margin": step["margin"]}]
+    # (another CPU's kernels may flip a near tie elsewhere too: this one is what must fail it)
+    assert {"case": "thinking", "step": 0, "reference_margin": step["margin"]} in result["fixture"]["disagreements"]
     assert result["fixture"]["top1_agreement"] < 0.99
 
 
@@ -143,7 +143,7 @@ def test_a_rounded_bundle_passes_a_flip_at_a_near_tie(shared_export, tmp_path):
     resign(bundle, fixture)
     result = verify(bundle)
     assert result["ok"], result["problems"]
-    assert result["fixture"]["top1_agreement"] < 1.0 and len(result["fixture"]["disagreements"]) == 1
+    assert {"case": case["name"], "step": index, "reference_margin": 0.0} in result["fixture"]["disagreements"]
 
 
 @pytest.mark.parametrize("break_it, words", [
