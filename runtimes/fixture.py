@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.bundle import Problem
+from runtimes.bundle import Problem, parse_manifest
 from runtimes.files import JSON_LIMIT, regular_file
+from runtimes.generate import prepare_prompt, run
 
 FIXTURE_FILE = "reference_fixture.json"
 FIXTURE_FORMAT = "qwen-edge-reference-fixture"
@@ -115,8 +116,6 @@ def criterion(manifest: dict) -> dict:
 def record(backend, tokenizer, reference_name: str, manifest: dict) -> dict | None:
     """The fixture: CASES generated greedily by `backend` (the bundle's reference), those whose prompt fits the
     context (a case that reaches the end of the context stops there); None when none fits."""
-    from runtimes.generate import prepare_prompt, run
-
     recorder = RecordingBackend(backend)
     cases = []
     for case in CASES:
@@ -182,8 +181,6 @@ def _shape_error(fixture, manifest: dict) -> str | None:
 
 def read(bundle: Path, manifest: dict) -> tuple[dict | None, list[Problem]]:
     """The bundle's fixture, or (None, problems); (None, []) when the bundle has none (exported before fixtures)."""
-    from runtimes.bundle import parse_manifest
-
     record_ = manifest.get("fixture")
     if record_ is None:
         return None, []
@@ -222,8 +219,6 @@ def check(backend, tokenizer, fixture: dict, manifest: dict) -> dict:
     Each case runs as `chat` runs it (greedy, the case's thinking budget and answer limit); where the tokens match
     the reference's, that run is the teacher-forced one, otherwise the backend is run again on the reference's
     tokens. Prompts are rendered and tokenized here and must equal the fixture's ids."""
-    from runtimes.generate import prepare_prompt, run
-
     recorder = RecordingBackend(backend)
     records, steps, agreed, max_diff, disagreements = [], 0, 0, 0.0, []
     for case in fixture["cases"]:
