@@ -106,7 +106,7 @@ public enum FixtureCheck {
                 throw malformed("a case is malformed (steps, tokens or limits)")
             }
             let budget = c["thinking_budget"]?.intValue
-            var sampler = Sampler()
+            var sampler = Sampler(.greedy)
             let result = try generator.run(recording, prompt: prompt, thinking: thinking, budget: budget,
                                            maxNewTokens: maxNewTokens, sampler: &sampler)
             let same = result.tokenIds == expected
