@@ -72,6 +72,7 @@ class RecordingBackend:
         self.backend = backend
         self.name = backend.name
         self.max_seq_len = backend.max_seq_len
+        self.vocab_size = backend.vocab_size
         self.logits: list[np.ndarray] = []
 
     @property
