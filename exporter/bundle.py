@@ -84,10 +84,15 @@ def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args
         "files": {str(p.relative_to(bundle_dir)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                   for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name not in (MANIFEST, DIGEST_FILE)},
     }
+    store_manifest(bundle_dir, manifest)
+    return manifest
+
+
+def store_manifest(bundle_dir: Path, manifest: dict) -> None:
+    """Write a schema-checked manifest.json and its digest (again, after a file is added to a written bundle)."""
     errors = schema_errors(manifest)
     if errors:
         raise AssertionError(f"exporter wrote an invalid manifest: {errors}")
     text = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
     (bundle_dir / MANIFEST).write_bytes(text)
     (bundle_dir / DIGEST_FILE).write_text(manifest_digest_line(text))
-    return manifest

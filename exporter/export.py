@@ -297,6 +297,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
     import hashlib
 
     from exporter.bundle import copy_tokenizer_files, write_manifest
+    from exporter.fixture import add_reference_fixture
     from runtimes.checkpoint import config_sha256
     from runtimes.tokenizer import QwenTokenizer
 
@@ -362,6 +363,7 @@ def _write_bundle(target: str, model: str, module, weights: dict, quant_fields: 
                               kv_dtype=kv_dtype, kv_bytes_per_value={"float32": 4, "float16": 2, "int8": 1}[kv_dtype],
                               kv_layout=kv_layout, entry_points=entry_points, tokenizer=QwenTokenizer(into),
                               extra=extra)
+    manifest = add_reference_fixture(into, manifest)
     return {"target": f"{target} ({profile})" if profile else target,
             "bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
             "manifest_sha256": hashlib.sha256((into / "manifest.json").read_bytes()).hexdigest(),

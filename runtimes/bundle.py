@@ -48,6 +48,7 @@ PROBLEM_CODES = {
     "generation_config": "generation_config.json is malformed or out of range",
     "weights": "a stored weight is NaN or infinite (verify reads ONNX initializers, .npy and .safetensors files)",
     "backend": "the bundle's entry points failed to load or run (verify without --no-run)",
+    "fixture": "the reference fixture is malformed, or the bundle's runtime fails it (verify without --no-run)",
 }
 
 # backend name in manifest.json → "module:class"

@@ -1,4 +1,6 @@
-"""`verify`: a bundle's contract (runtimes.bundle.check_bundle), then its backend, running a short generation.
+"""`verify`: a bundle's contract (runtimes.bundle.check_bundle), then its backend, running a short generation and
+the bundle's reference fixture (runtimes.fixture: the tokens and top-k logits its parity reference produced at
+export, judged with parity's criteria), on whatever backend runs here and without torch.
 
 Each check adds one problem; a bundle is good when there are none. The demo apps apply the same file and path
 rules with the same problem codes (tests/golden/tamper.json drives all three), so a bundle that passes here is one
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runtimes import fixture as reference_fixture
 from runtimes.backends.qnn import SOCS, create_session
 from runtimes.bundle import Problem, check_bundle, load_backend
 from runtimes.errors import UserError
@@ -24,23 +27,29 @@ from runtimes.weights import bundle_nonfinite
 
 def verify(bundle: str | Path, run: bool = True, new_tokens: int = 8) -> dict:
     """→ {"bundle", "ok", "problems": [{"code", "message"}], "notes": [...], "ran": bool,
-    "generation": text or None, and "execution" (what ran it) when the backend says}."""
+    "generation": text or None, "fixture": the fixture check's report (runtimes.fixture.check) or None, and
+    "execution" (what ran it) when the backend says}."""
     bundle = Path(bundle)
     manifest, problems = check_bundle(bundle)
     notes: list[str] = []
-    generation, ran, execution = None, False, None
+    generation, ran, execution, checked, fixture = None, False, None, None, None
     if manifest is not None and not problems:
         problems += _qnn_context_problems(manifest)
     if manifest is not None and not problems:
         found, unread = bundle_nonfinite(bundle, list(manifest["files"]))
         problems += [Problem("weights", line) for line in found]
         notes += unread
+        fixture, fixture_problems = reference_fixture.read(bundle, manifest)
+        problems += fixture_problems
+        if fixture is None and not fixture_problems:
+            notes.append("this bundle has no reference fixture (exported before bundles carried one): its numbers "
+                         "were not checked; export it again to check them")
     if manifest is not None and not problems and run:
-        generation, ran, execution = _generate(bundle, manifest, new_tokens, notes, problems)
+        generation, ran, execution, checked = _generate(bundle, manifest, new_tokens, notes, problems, fixture)
         if ran and not problems and execution and execution.get("execution_provider") == "QNNExecutionProvider":
             problems += _load_other_contexts(bundle, manifest, execution["soc"])
     result = {"bundle": str(bundle), "ok": not problems, "problems": [vars(p) for p in problems], "notes": notes,
-              "ran": ran, "generation": generation}
+              "ran": ran, "generation": generation, "fixture": checked}
     return {**result, "execution": execution} if execution else result
 
 
@@ -89,16 +98,18 @@ def _execution_note(execution: dict) -> str:
             f"{where}; CPU fallback disabled")
 
 
-def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], problems: list[Problem]):
-    """A short greedy chat on the bundle's backend → (text or None, ran, what ran it or None)."""
+def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], problems: list[Problem],
+              fixture: dict | None = None):
+    """A short greedy chat on the bundle's backend, then its reference fixture → (text or None, ran, what ran it or
+    None, the fixture check's report or None)."""
     try:
         backend = load_backend(bundle)
     except UserError as exc:
         if "needs macOS" in str(exc) or "runs on the device" in str(exc) or "not installed" in str(exc):
-            notes.append(f"entry points not run here: {exc}")
-            return None, False, None
+            notes.append(f"entry points not run here: {exc}" + ("; nor was the reference fixture" if fixture else ""))
+            return None, False, None, None
         problems.append(Problem("backend", f"the backend cannot load the bundle: {exc}"))
-        return None, False, None
+        return None, False, None, None
     execution = backend.describe() if hasattr(backend, "describe") else None
     if execution and "npu" in manifest:
         notes.append(_execution_note(execution))
@@ -106,13 +117,24 @@ def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], p
         tokenizer = QwenTokenizer(bundle)
         result = run(backend, tokenizer, [{"role": "user", "content": "What is 2 + 2?"}], budget=0,
                      max_new_tokens=new_tokens)
-    except UserError as exc:
-        problems.append(Problem("backend", f"a short generation failed: {exc}"))
-        return None, True, execution
     except Exception as exc:  # a bundle that loads but cannot run is bad, whatever the reason
-        problems.append(Problem("backend", f"a short generation failed: {type(exc).__name__}: "
-                                           f"{str(exc).splitlines()[0][:200]}"))
-        return None, True, execution
+        problems.append(Problem("backend", f"a short generation failed: {_reason(exc)}"))
+        return None, True, execution, None
     if not result.token_ids:
         problems.append(Problem("backend", "a short generation produced no tokens"))
-    return result.content, True, execution
+    checked = None
+    if fixture is not None:
+        try:
+            checked = reference_fixture.check(backend, tokenizer, fixture, manifest)
+        except Exception as exc:
+            problems.append(Problem("backend", f"the reference fixture could not run: {_reason(exc)}"))
+    if checked is not None and not checked["passed"]:
+        problems.append(Problem("fixture", reference_fixture.describe_failure(checked)))
+    return result.content, True, execution, checked
+
+
+def _reason(exc: Exception) -> str:
+    """One line for a failure: a UserError's own words, else the exception's type and first line."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"

@@ -74,9 +74,16 @@ def test_spec_matches_manifest_and_validates(bundles, quant):
     assert manifest["kv_cache"]["dtype"] == "float16"
     report = validate_bundle(bundles[quant], manifest)
     assert report["problems"] == []
+    from runtimes.fixture import FIXTURE_FILE
     from runtimes.verify import verify
 
-    assert verify(bundles[quant])["ok"]
+    result = verify(bundles[quant])
+    assert result["ok"]
+    # the fixture is written, listed and hashed like every file; off macOS it cannot run, and the note says so
+    assert manifest["fixture"]["file"] == FIXTURE_FILE and FIXTURE_FILE in manifest["files"]
+    assert json.loads((bundles[quant] / FIXTURE_FILE).read_text())["criterion"]["judged_by_agreement"]
+    if sys.platform != "darwin":
+        assert result["fixture"] is None and any("nor was the reference fixture" in n for n in result["notes"])
     assert report["spec_version"] >= 9  # iOS 18 / macOS 15: the first with states and multifunction packages
     arch = manifest["architecture"]
     chunks = [e for e in manifest["entry_points"] if "layers" in e]

@@ -30,10 +30,11 @@ LAYERS = (
     # running a bundle: the contract, the chat format, generation
     ("runtime", ("runtimes.bundle", "runtimes.verify", "runtimes.chat", "runtimes.tokenizer", "runtimes.thinking",
                  "runtimes.sampling", "runtimes.generate", "runtimes.tool_calls", "runtimes.messages",
-                 "runtimes.serve", "runtimes.models.*")),
+                 "runtimes.serve", "runtimes.fixture", "runtimes.models.*")),
     # [torch] the one Qwen3 module, checkpoints, quantization, and the backend that runs the module. model.py still
     # reads quant/kv.py's int8 rounding, so model and quant share a layer until int8 caches are cache classes
-    ("model", ("runtimes.model", "runtimes.checkpoint", "runtimes.quant.*", "runtimes.backends.reference")),
+    ("model", ("runtimes.model", "runtimes.checkpoint", "runtimes.quant.*", "runtimes.backends.reference",
+               "runtimes.reference")),
     ("eval", ("runtimes.eval.*",)),
     ("calibration", ("calibration.*",)),  # its builtin text includes eval's arithmetic chats
     ("exporter", ("exporter.*",)),
@@ -264,6 +265,7 @@ def test_bundles_run_and_verify_without_torch(tmp_path):
 
     verified = run("verify", "--bundle", str(bundle))
     assert verified.returncode == 0 and "OK; a short greedy generation ran" in verified.stdout, verified.stderr
+    assert "reference fixture passed" in verified.stdout  # the fixture's numbers, replayed without torch
     chat = run("chat", "--bundle", str(bundle), "--thinking-budget", "8", "What is 12 + 30?")
     assert chat.returncode == 0 and "reasoning tokens" in chat.stderr, chat.stderr
     export = run("--model", "tiny", "--target", "onnx", "--out", str(tmp_path / "x"))

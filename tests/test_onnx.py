@@ -293,7 +293,7 @@ def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
     import torch
 
     from runtimes.bundle import load_backend
-    from runtimes.eval.parity import _bundle_reference
+    from runtimes.reference import bundle_reference
     from runtimes.quant.kv import QMAX, SCALES_FILE
 
     tie = 1e-3  # of a code step: far above float32 reassociation, far below any real rounding difference
@@ -307,7 +307,7 @@ def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
     backend.prefill(ids)
     stored = [backend.past[i].numpy()[:, :, :len(ids)] for i in range(len(backend.past))]
     assert all(codes.dtype == np.int8 for codes in stored)
-    reference, _ = _bundle_reference(manifest, None, bundle)
+    reference, _ = bundle_reference(manifest, None, bundle)
     scales = torch.from_numpy(np.load(bundle / SCALES_FILE))
     unrounded = {}
 

@@ -98,6 +98,9 @@ def test_context_binaries_recorded(npu_bundles):
             nodes = onnx.load(str(npu_bundles["int4"] / name), load_external_data=False).graph.node
             assert [n.op_type for n in nodes] == ["EPContext"]  # the whole graph is one precompiled HTP context
     assert "qnn" not in read_manifest(npu_bundles["int8"])
+    for bundle in npu_bundles.values():  # the reference fixture, written by the fp16-arithmetic reference
+        fixture = read_manifest(bundle)["fixture"]
+        assert fixture["file"] in read_manifest(bundle)["files"] and "fp16 activations" in fixture["reference"]
 
 
 @pytest.mark.slow

@@ -33,10 +33,11 @@ from runtimes.backends.qnn import Htp
 from runtimes.backends.reference import ReferenceBackend
 from runtimes.bundle import read_manifest
 from runtimes.checkpoint import resolve_model_dir
-from runtimes.eval.parity import CHAT_PROMPTS, _bundle_reference, logit_metrics, summarize
+from runtimes.eval.parity import CHAT_PROMPTS, logit_metrics, summarize
 from runtimes.generate import prepare_prompt, run
 from runtimes.quant.recipe import apply_fake_quant
 from runtimes.quant.rtn import QuantizedTensor
+from runtimes.reference import bundle_reference
 from runtimes.tokenizer import QwenTokenizer
 
 MAX_SEQ_LEN, CHUNK = 128, 16
@@ -199,7 +200,7 @@ def main() -> None:
            overwrite=True, progress=False)
     manifest = read_manifest(out)
     if args.variant == "fp16":
-        reference = _bundle_reference(manifest, None)[0].module
+        reference = bundle_reference(manifest, None)[0].module
     else:
         reference = reference_module(args.quant)
         groups = linear_groups(reference, args.int8_head_qdq)

@@ -10,6 +10,7 @@ from exporter.commands.common import (MODEL_HELP, check_writable, max_new_tokens
 from runtimes.files import input_file
 from runtimes.errors import UserError
 from runtimes.eval.parity import bundle_parity, model_parity
+from runtimes.fixture import EXACT_TOLERANCE
 
 SUMMARY = "compare a bundle, or the edge module itself, against its reference"
 
@@ -26,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="thinking budget of the compared chat generations, --bundle only (default: 32)")
     p.add_argument("--reference", metavar="DIR|QDIR",
                    help="the model (or quantized checkpoint) the bundle came from (default: what its manifest names)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| (default: 1e-3)")
+    p.add_argument("--tolerance", type=float, default=EXACT_TOLERANCE,
+                   help=f"max |logit difference| (default: {EXACT_TOLERANCE})")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     memory_argument(p)
 

@@ -1,4 +1,4 @@
-"""`python -m exporter verify`: a bundle's contract, then its entry points on the backend here."""
+"""`python -m exporter verify`: a bundle's contract, then its entry points and reference fixture on the backend here."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from exporter.commands.common import check_writable, memory_argument, write_json
 from runtimes.verify import verify
 
-SUMMARY = "check a bundle's manifest, files and paths, then run it briefly"
+SUMMARY = "check a bundle's manifest, files and paths, then run it briefly and replay its reference fixture"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +31,12 @@ def run(args) -> int:
         return 1
     if result["ran"]:
         print(f"{args.bundle}: OK; a short greedy generation ran ({result['generation']!r})")
+        checked = result["fixture"]
+        if checked:
+            print(f"{args.bundle}: reference fixture passed ({checked['criterion']}): {len(checked['cases'])} "
+                  f"prompts, {checked['steps']} steps, greedy match {checked['greedy_match']}, top-1 agreement "
+                  f"{checked['top1_agreement']:.4f}, max |dlogit| on the top-{checked['top_k']} "
+                  f"{checked['max_abs_logit_diff_top_k']:.2e}")
     else:
         why = "--no-run" if args.no_run else "see the note above"
         print(f"{args.bundle}: files and manifest OK; entry points not run ({why})")

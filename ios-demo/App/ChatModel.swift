@@ -34,10 +34,13 @@ final class ChatModel: ObservableObject {
     @Published var turns: [Turn] = []
     @Published var busy = false
     @Published var error: String?
+    /// The last "Check bundle" result, one line.
+    @Published var bundleCheck: String?
     private var model: CoreMLRunner<CoreMLModel>?
     private var tokenizer: BundleTokenizer?
     private var manifest: BundleManifest?
     private var generationConfig = JSONObject()
+    private var bundleURL: URL?
 
     /// Bundles copied into the app by `python -m exporter deploy --bundle DIR --ios ios-demo` (App/Bundles/NAME),
     /// a resource folder of this target, so in its resource bundle (Bundle.module), not the main bundle.
@@ -77,6 +80,7 @@ final class ChatModel: ObservableObject {
                 generationConfig = JSONObject()
             }
             self.manifest = manifest
+            bundleURL = entry.url
             selected = name
             turns = []
             error = nil
@@ -157,6 +161,30 @@ final class ChatModel: ObservableObject {
                     self.error = message
                     self.busy = false
                 }
+            }
+        }
+    }
+
+    /// Replays the bundle's reference fixture through this device's Core ML model (the core's FixtureCheck): the
+    /// numbers of the compute units that run here against what the bundle's reference computed at export.
+    func checkBundle() {
+        guard let model, let manifest, let bundleURL, !busy else { return }
+        guard let file = manifest.fixtureFile else {
+            bundleCheck = "this bundle has no reference fixture (exported before bundles carried one)"
+            return
+        }
+        busy = true
+        Task.detached(priority: .userInitiated) {
+            let line: String
+            do {
+                let data = try Data(contentsOf: bundleURL.appendingPathComponent(file))
+                line = try FixtureCheck.run(manifest: manifest, fixture: data, model: model).summary
+            } catch {
+                line = "reference fixture could not run: \(error)"
+            }
+            await MainActor.run {
+                self.bundleCheck = line
+                self.busy = false
             }
         }
     }

@@ -56,7 +56,9 @@ struct ChatView: View {
                     HStack {
                         TextField("Ask", text: $input).textFieldStyle(.roundedBorder)
                         Button("Send") { chat.send(input) }.disabled(chat.busy)
+                        Button("Check bundle") { chat.checkBundle() }.disabled(chat.busy)
                     }
+                    if let check = chat.bundleCheck { Text(check).font(.caption) }
                 }
                 if let error = chat.error { Text(error).foregroundStyle(.red).font(.caption) }
             }

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from runtimes.bundle import load_backend, read_manifest
 from runtimes.errors import UserError
 from runtimes.files import read_text_file
+from runtimes.fixture import EXACT_TOLERANCE, ROUNDED_MIN_TOP1, judged_by_agreement
 from runtimes.generate import prepare_prompt, run
 from runtimes.tokenizer import QwenTokenizer, encode_ids
 
@@ -152,7 +153,7 @@ def _hf_reference(model_dir: Path):
 
 
 def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 32,
-                 tolerance: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+                 tolerance: float = EXACT_TOLERANCE, seed: int = 0, progress: bool = True) -> dict:
     """The fp32 edge module against transformers: teacher-forced logits, greedy tokens, KV-cache path."""
     from runtimes.checkpoint import QUANT_RECIPE, resolve_model_dir
     from runtimes.model import from_pretrained
@@ -202,88 +203,22 @@ def model_parity(model: str, prompts_file: str | None = None, new_tokens: int = 
     return report
 
 
-ROUNDED_MIN_TOP1 = 0.99  # fp16 and dynamically quantized activations: teacher-forced top-1 agreement bar
 CHAT_PROMPTS = ("What is 47 + 385?", "What is 4821 - 9377?", "What is 306 * 7?", "What is 90210 + 12345?",
                 "Write a haiku about the sea.", "def fibonacci(n):")
 
 
-def _bundle_reference(manifest: dict, reference_model: str | None, bundle_dir: Path | None = None):
-    """The parity reference of a bundle: its source model in fp32, with the bundle's quantized weights
-    dequantized (fake-quant) and activations and scales rounded as its kernels do."""
-    from runtimes.backends.reference import ReferenceBackend
-    from runtimes.checkpoint import config_sha256
-    from runtimes.quant.recipe import apply_fake_quant, reference_weights
-
-    quant = manifest["quant"]
-    source = reference_model or manifest["source_model"]["id"]
-    module, weights, config = reference_weights(source, quant, manifest["max_seq_len"])
-    if config_sha256(config) != manifest["source_model"]["config_sha256"]:
-        raise UserError(f"{source} is not the model this bundle was exported from (config differs); "
-                        "pass the right one with --reference")
-    activations = quant.get("activations", "float")
-    apply_fake_quant(module, weights, activations, quant.get("int4_scale_dtype", "float32"),
-                     quant.get("int8_scale_dtype", "float32"))
-    if (manifest.get("npu") or {}).get("activations") == "float16":  # the NPU graphs compute in fp16: so does this
-        _compute_in_fp16(module)
-        name = "fp16" if not weights else f"fake-quant {quant['name']}"
-        return ReferenceBackend(module), name + " (fp16 activations and KV cache, as the NPU graphs)"
-    kv_dtype = manifest["kv_cache"]["dtype"]
-    if kv_dtype == "int8":  # the cache's rounding, with the scales the graph stores it with
-        import torch
-
-        from runtimes.quant.kv import load_scales
-
-        scales = load_scales(bundle_dir, module.args)
-        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_scales=scales)
-    elif kv_dtype != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
-        import torch
-
-        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_dtype=getattr(torch, kv_dtype))
-    name = "fp32" if not weights else f"fake-quant {quant['name']}"
-    return ReferenceBackend(module), name + (f" ({activations} activations)" if activations != "float" else "") \
-        + (", int8 KV cache" if kv_dtype == "int8" else "")
-
-
-def _compute_in_fp16(module) -> None:
-    """Weights, activations, RoPE tables and KV cache in fp16, as the npu profile's graphs keep them. Each linear
-    multiplies its fp16 values in fp32 and rounds the result to fp16 (an fp16 matmul that accumulates in fp32):
-    torch's own fp16 matmul gives that too, but runs on a CPU about six times slower than fp32."""
-    import torch
-
-    class Fp16Linear(torch.nn.Module):
-        def __init__(self, weight: torch.Tensor):
-            super().__init__()
-            self.weight32 = weight.detach().half().float()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.linear(x.float(), self.weight32).half()
-
-    module.half()
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear) and child.bias is None:
-                setattr(parent, name, Fp16Linear(child.weight))
-
-
-def _fp32_reference(manifest: dict, reference_model: str | None):
-    """The bundle's source model in fp32, unquantized (what an NPU bundle's fp16 arithmetic and quantization cost
-    together)."""
-    from runtimes.backends.reference import ReferenceBackend
-    from runtimes.quant.recipe import load_module
-
-    module, _ = load_module(reference_model or manifest["source_model"]["id"], manifest["max_seq_len"])
-    return ReferenceBackend(module)
-
-
-def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int = 32, tolerance: float = 1e-3,
-                  thinking_budget: int | None = 32, reference_model: str | None = None, progress: bool = True) -> dict:
+def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int = 32,
+                  tolerance: float = EXACT_TOLERANCE, thinking_budget: int | None = 32,
+                  reference_model: str | None = None, progress: bool = True) -> dict:
     """An exported artifact against its reference: teacher-forced logits over chat prompts run through
     prefill and decode, and greedy generation with the thinking budget."""
+    from runtimes.reference import bundle_reference, fp32_reference  # torch, an extra: this module loads without
+
     manifest = read_manifest(bundle)
     tokenizer = QwenTokenizer(bundle)
     backend = load_backend(bundle, manifest)
-    reference, reference_name = _bundle_reference(manifest, reference_model, Path(bundle))
-    fp32 = _fp32_reference(manifest, reference_model) if "npu" in manifest else None
+    reference, reference_name = bundle_reference(manifest, reference_model, Path(bundle))
+    fp32 = fp32_reference(manifest, reference_model) if "npu" in manifest else None
     texts = CHAT_PROMPTS
     if prompts_file:
         texts = [p.text for p in read_prompts(prompts_file, Path(bundle) / "tokenizer.json",
@@ -326,15 +261,7 @@ def bundle_parity(bundle: str, prompts_file: str | None = None, new_tokens: int 
         versus = summarize([{"teacher_forced": r["versus_fp32"], "greedy_match": True} for r in records])
         report["versus_fp32"] = {k: versus[k] for k in ("teacher_forced_top1_agreement", "max_abs_logit_diff",
                                                         "mean_kl")}
-    quant = manifest["quant"]
-    rounded = (quant["name"] == "fp16" or quant.get("activations", "float") != "float"
-               or manifest["kv_cache"]["dtype"] in ("float16", "int8") or manifest.get("profile") == "coreml"
-               or any(quant.get(f"int{b}_scale_dtype", "float32") != "float32" for b in (4, 8)))
-    if rounded:
-        # fp16 (and Core ML, which computes in fp16) rounds every weight and activation, dynamically quantized
-        # kernels round activations their own way, and an int8 cache rounds every key and value: the reference
-        # rounds alike, but which side of a rounding tie a value lands on depends on the CPU's float arithmetic,
-        # and a flip moves later logits by more than any fixed bound. Judged by agreement, not by a logit bound
+    if judged_by_agreement(manifest):  # the kernels round: see runtimes.fixture.judged_by_agreement
         report["criterion"] = f"teacher_forced_top1_agreement >= {ROUNDED_MIN_TOP1}"
         report["passed"] = report["teacher_forced_top1_agreement"] >= ROUNDED_MIN_TOP1
     else:  # same weights on both sides: the graph must compute what the reference computes

@@ -51,6 +51,8 @@ public struct BundleManifest: Sendable {
     public var entryPoints: [EntryPoint]
     public var entryFiles: [String] { entryPoints.map(\.file) }
     public var numHiddenLayers: Int
+    /// The reference fixture's file (FixtureCheck runs it), or nil for a bundle exported before fixtures.
+    public var fixtureFile: String?
 
     /// Why a manifest was refused: `code` is manifest_invalid, format_version or schema.
     public struct Invalid: Error, CustomStringConvertible, Sendable {
@@ -124,6 +126,7 @@ public struct BundleManifest: Sendable {
         self.files = files
         numHiddenLayers = try int(try object(m["architecture"], "architecture")["num_hidden_layers"],
                                   "architecture.num_hidden_layers")
+        fixtureFile = try m["fixture"].map { try string(try object($0, "fixture")["file"], "fixture.file") }
         guard let points = m["entry_points"]?.arrayValue, !points.isEmpty else { throw fail("entry_points is empty") }
         func tensors(_ value: JSONValue?, _ what: String) throws -> [Tensor] {
             try (value?.arrayValue ?? []).map { t in

@@ -8,6 +8,7 @@ import androidx.compose.runtime.setValue
 import androidx.lifecycle.AndroidViewModel
 import androidx.lifecycle.viewModelScope
 import dev.qwenedge.core.ChatTemplate
+import dev.qwenedge.core.FixtureCheck
 import dev.qwenedge.core.Generator
 import dev.qwenedge.core.Json
 import dev.qwenedge.core.Message
@@ -42,6 +43,7 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
     private var generationConfig: Map<String, Any> = emptyMap()
     private val sampler = BatterySampler(app)
     var lastEnergyFile by mutableStateOf<String?>(null)
+    var bundleCheck by mutableStateOf<String?>(null) // the last "Check bundle" result, one line
     private var lastTokens = 0
 
     fun refresh() {
@@ -129,6 +131,31 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
                     turn.stats = "TTFT %.0f ms  prefill %.0f tok/s  decode %.1f tok/s  (%s)".format(
                         result.ttftMs, result.prefillTokensPerS, result.decodeTokensPerS, result.finishReason)
                 }
+            }
+        }
+    }
+
+    /** Replays the bundle's reference fixture through this phone's model (the core's FixtureCheck): the numbers
+     *  of the kernels that run here against what the bundle's reference computed at export. */
+    fun checkBundle() {
+        val entry = selected ?: return
+        val model = model ?: return
+        val manifest = entry.manifest!!
+        val file = manifest.fixtureFile
+        if (file == null) {
+            bundleCheck = "this bundle has no reference fixture (exported before bundles carried one)"
+            return
+        }
+        busy = true
+        viewModelScope.launch(Dispatchers.Default) {
+            val line = try {
+                FixtureCheck.run(manifest, File(entry.dir, file).readBytes(), model).summary()
+            } catch (e: Exception) {
+                "reference fixture could not run: ${e.message}"
+            }
+            withContext(Dispatchers.Main) {
+                busy = false
+                bundleCheck = line
             }
         }
     }

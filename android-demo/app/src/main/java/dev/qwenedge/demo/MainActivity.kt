@@ -80,7 +80,9 @@ fun ChatScreen(chat: ChatViewModel) {
             Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
                 Button(enabled = !chat.busy, onClick = { chat.send(input) }) { Text("Send") }
                 Button(enabled = !chat.busy, onClick = { chat.exportEnergy() }) { Text("Export energy") }
+                Button(enabled = !chat.busy, onClick = { chat.checkBundle() }) { Text("Check bundle") }
             }
+            chat.bundleCheck?.let { Text(it, style = MaterialTheme.typography.bodySmall) }
             chat.lastEnergyFile?.let { Text("energy record: $it", style = MaterialTheme.typography.bodySmall) }
         }
     }

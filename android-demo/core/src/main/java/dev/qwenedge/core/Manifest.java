@@ -50,6 +50,8 @@ public final class Manifest {
     public final List<String> entryFiles;
     /** The first entry point takes exactly one token per call (a static-shape program). */
     public final boolean singleTokenEntry;
+    /** The reference fixture's file (FixtureCheck runs it), or null for a bundle exported before fixtures. */
+    public final String fixtureFile;
 
     private Manifest(Map<String, Object> m) {
         target = Json.string(m.get("target"), "target");
@@ -109,6 +111,8 @@ public final class Manifest {
                     && Long.valueOf(1).equals(((List<?>) shape).get(1));
         }
         singleTokenEntry = single;
+        Object fixture = m.get("fixture");
+        fixtureFile = fixture == null ? null : Json.string(Json.object(fixture, "fixture").get("file"), "fixture.file");
     }
 
     /** Parses and checks a manifest's UTF-8 bytes; Manifest.Invalid says what is wrong (one line) and its code. */
