@@ -127,6 +127,57 @@ def _exports_section(path: Path) -> list[str]:
     return lines
 
 
+ARM64_COMMAND = ("tools/arm64/build_root.sh    # the Debian arm64 root, PyPI's aarch64 wheels, the executorch wheel\n"
+                 "tools/et_runner/build.sh .cache/arm64/bin .cache/arm64/root/opt/qwen-edge/executorch/executorch\n"
+                 "python -m tools.arm64.check --root .cache/arm64/root --runner .cache/arm64/bin/et_runner "
+                 "--bundle B ... --numbers arm64-parity.json")
+
+
+def _logits(compared: dict) -> str:
+    margin = compared["max_disagreement_margin"]
+    flips = "" if margin is None else f" (flips at margins <= {margin:.2f})"
+    return f"{compared['max_abs_logit_diff']:.2g} | {compared['top1_agreement']:.3f}{flips}"
+
+
+def _arm64_section(path: Path) -> list[str]:
+    """Bundles on aarch64 kernels under QEMU against this host's kernels and the reference (tools/arm64/check)."""
+    result = json.loads(path.read_text())
+    lines = ["## aarch64 kernels (QEMU) against x86-64 and the reference", "",
+             f"Each bundle of `tiny` ran `verify` and then greedy generation and teacher-forced logits over the "
+             f"reference's greedy continuation of {len(result['prompts'])} chat prompts ({result['new_tokens']} new "
+             f"tokens, thinking budget {result['thinking_budget']}; {result['bundles'][0]['x86_64']['versus_reference']['positions']} "
+             "positions each) on the reference (torch, fake-quant for quantized bundles), on this host's kernels "
+             f"({result['host']}) and on aarch64 kernels under {result['qemu']} for each CPU model. ONNX bundles ran "
+             f"in the arm64 root's Python 3.11 with PyPI's aarch64 onnxruntime {result['onnxruntime']} (MLAS's NEON "
+             "kernels, and its dot-product ones where the CPU model has them); ExecuTorch bundles ran through "
+             "`et_runner` built against the aarch64 executorch wheel's runtime libraries (XNNPACK's aarch64 kernels "
+             "for the linear layers, the wheel's optimized and quantized kernels for the rest) with the runner's own "
+             "`llama::update_cache` / `llama::custom_sdpa` kernels (the wheel has ExecuTorch's only inside a "
+             "library that links libtorch; docs/executorch.md). |dlogit| is over the whole vocabulary; top-1 is the "
+             "fraction of positions whose argmax agrees, with the widest top-2 margin of the other side where they "
+             "differ.", "", "```", ARM64_COMMAND, "```", "",
+             "| CPU model | ISA |", "|---|---|"]
+    lines += [f"| {cpu} | {isa} |" for cpu, isa in result["cpu_models"].items()]
+    lines += ["", "| bundle | kernels | verify | greedy = x86-64 | greedy = reference | max \\|dlogit\\| vs x86-64 "
+              "| top-1 vs x86-64 | max \\|dlogit\\| vs reference | top-1 vs reference |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for b in result["bundles"]:
+        name = f"{b['target']} {b['quant']}"
+        x86 = b["x86_64"]
+        lines.append(f"| {name} | x86-64 (this host) | | | {'yes' if x86['greedy_match_reference'] else 'no'} | | "
+                     f"| {_logits(x86['versus_reference'])} |")
+        for cpu, r in b["aarch64"].items():
+            lines.append(f"| {name} | aarch64 {cpu} | {'pass' if r['verify_ok'] else 'FAIL'} "
+                         f"| {'yes' if r['greedy_match_x86_64'] else 'no'} "
+                         f"| {'yes' if r['greedy_match_reference'] else 'no'} "
+                         f"| {_logits(r['versus_x86_64'])} | {_logits(r['versus_reference'])} |")
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
+    lines += ["", f"References: " + "; ".join(sorted({f"{b['target']} {b['quant']}: {b['reference']}"
+                                                    for b in result["bundles"]})) + ".",
+              f"Wall time of the runs (verify and logits, all bundles; 2 shared cores): {seconds}."]
+    return lines
+
+
 def _demote(markdown: str) -> list[str]:
     """A rendered report without its own title (the section heading replaces it)."""
     lines = markdown.rstrip("\n").split("\n")
@@ -205,6 +256,8 @@ def render(examples: Path, out: Path, model_dir: Path) -> str:
         if not name.startswith("peers"):
             for plot in report.plots(result, img / path.stem):
                 lines += ["", f"![{plot.stem.replace('_', ' ')}](img/{path.stem}/{plot.name})"]
+    if (examples / "arm64-parity.json").exists():
+        lines += [""] + _arm64_section(examples / "arm64-parity.json")
     if (examples / "exports.json").exists():
         lines += [""] + _exports_section(examples / "exports.json")
     lines += [""] + _tiny_section(model_dir)

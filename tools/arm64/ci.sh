@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# CI's aarch64 step: bundles of the tiny model (ONNX fp32, int8, int4; ExecuTorch fp32 and 8da4w) exported here, then
+# `verify` on each under QEMU's aarch64 CPU models neoverse-n1 (dotprod) and cortex-a72 (no dotprod): ONNX bundles in
+# the arm64 root's Python with PyPI's aarch64 onnxruntime, ExecuTorch bundles through et_runner cross-compiled
+# against the aarch64 executorch wheel's runtime libraries. Fails when verify fails on any bundle or CPU model.
+# Needs root (apt-get for the tools, unshare for the CPU list QEMU shows); run from the project's venv.
+# The root is cached in .cache/arm64 (or $QWEN_EDGE_ARM64_CACHE) and rebuilt only when its inputs change.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+start=$(date +%s)
+cache="${QWEN_EDGE_ARM64_CACHE:-$PWD/.cache/arm64}"
+root="$(PYTHON=python tools/arm64/build_root.sh "$cache" | tail -1)"
+runner="$(tools/et_runner/build.sh "$cache/bin" "$root/opt/qwen-edge/executorch/executorch" | tail -1)"
+built=$(date +%s)
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+bundles=()
+for quant in fp32 int8 int4; do
+  python -m exporter --model tiny --target onnx --quant "$quant" --out "$work/onnx-$quant" >/dev/null
+  bundles+=(--bundle "$work/onnx-$quant")
+done
+for quant in fp32 8da4w; do
+  python -m exporter --model tiny --target executorch --quant "$quant" --max-seq-len 256 --out "$work/executorch-$quant" \
+    >/dev/null
+  bundles+=(--bundle "$work/executorch-$quant")
+done
+exported=$(date +%s)
+python -m tools.arm64.check --root "$root" --runner "$runner" "${bundles[@]}" --work "$work/check"
+end=$(date +%s)
+echo "aarch64 step: $((end - start)) s (root and runner $((built - start)) s, exports $((exported - built)) s," \
+  "verify under QEMU $((end - exported)) s)"
