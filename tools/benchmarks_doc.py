@@ -127,10 +127,15 @@ def _exports_section(path: Path) -> list[str]:
     return lines
 
 
-ARM64_COMMAND = ("tools/arm64/build_root.sh    # the Debian arm64 root, PyPI's aarch64 wheels, the executorch wheel\n"
+ARM64_COMMAND = ("for q in fp32 int8 int4; do python -m exporter --model tiny --target onnx --quant $q --out onnx-$q; "
+                 "done\n"
+                 "for q in fp32 8da4w; do python -m exporter --model tiny --target executorch --quant $q "
+                 "--max-seq-len 256 --out et-$q; done\n"
+                 "tools/arm64/build_root.sh    # the Debian arm64 root, PyPI's aarch64 wheels, the executorch wheel\n"
                  "tools/et_runner/build.sh .cache/arm64/bin .cache/arm64/root/opt/qwen-edge/executorch/executorch\n"
                  "python -m tools.arm64.check --root .cache/arm64/root --runner .cache/arm64/bin/et_runner "
-                 "--bundle B ... --numbers arm64-parity.json")
+                 "--bundle onnx-fp32 --bundle onnx-int8 --bundle onnx-int4 --bundle et-fp32 --bundle et-8da4w "
+                 "--numbers arm64-parity.json")
 
 
 def _logits(compared: dict) -> str:
@@ -143,11 +148,11 @@ def _arm64_section(path: Path) -> list[str]:
     """Bundles on aarch64 kernels under QEMU against this host's kernels and the reference (tools/arm64/check)."""
     result = json.loads(path.read_text())
     lines = ["## aarch64 kernels (QEMU) against x86-64 and the reference", "",
-             f"Each bundle of `tiny` ran `verify` and then greedy generation and teacher-forced logits over the "
-             f"reference's greedy continuation of {len(result['prompts'])} chat prompts ({result['new_tokens']} new "
-             f"tokens, thinking budget {result['thinking_budget']}; {result['bundles'][0]['x86_64']['versus_reference']['positions']} "
-             "positions each) on the reference (torch, fake-quant for quantized bundles), on this host's kernels "
-             f"({result['host']}) and on aarch64 kernels under {result['qemu']} for each CPU model. ONNX bundles ran "
+             f"Each bundle of `tiny` ran `verify`, then the chat's greedy generation of {len(result['prompts'])} "
+             f"prompts (thinking budget {result['thinking_budget']}, {result['new_tokens']} new tokens) and "
+             "teacher-forced logits over the reference's generation (prompt and answer positions), on the reference "
+             f"(torch; fake-quant for quantized bundles), on this host's kernels ({result['host']}) and on aarch64 "
+             f"kernels under {result['qemu']}, once per CPU model. ONNX bundles ran "
              f"in the arm64 root's Python 3.11 with PyPI's aarch64 onnxruntime {result['onnxruntime']} (MLAS's NEON "
              "kernels, and its dot-product ones where the CPU model has them); ExecuTorch bundles ran through "
              "`et_runner` built against the aarch64 executorch wheel's runtime libraries (XNNPACK's aarch64 kernels "
@@ -156,14 +161,16 @@ def _arm64_section(path: Path) -> list[str]:
              "library that links libtorch; docs/executorch.md). |dlogit| is over the whole vocabulary; top-1 is the "
              "fraction of positions whose argmax agrees, with the widest top-2 margin of the other side where they "
              "differ.", "", "```", ARM64_COMMAND, "```", "",
-             "| CPU model | ISA |", "|---|---|"]
-    lines += [f"| {cpu} | {isa} |" for cpu, isa in result["cpu_models"].items()]
-    lines += ["", "| bundle | kernels | verify | greedy = x86-64 | greedy = reference | max \\|dlogit\\| vs x86-64 "
+             "| CPU model | what it stands for | AT_HWCAP features it shows (of dotprod, fp16, SVE) |", "|---|---|---|"]
+    lines += [f"| {cpu} | {m['description']} | {', '.join(m['hwcap']) or 'none'} |"
+              for cpu, m in result["cpu_models"].items()]
+    lines += ["", "| bundle | positions | kernels | verify | greedy = x86-64 | greedy = reference | max \\|dlogit\\| vs x86-64 "
               "| top-1 vs x86-64 | max \\|dlogit\\| vs reference | top-1 vs reference |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for b in result["bundles"]:
         name = f"{b['target']} {b['quant']}"
         x86 = b["x86_64"]
+        name += f" | {x86['versus_reference']['positions']}"
         lines.append(f"| {name} | x86-64 (this host) | | | {'yes' if x86['greedy_match_reference'] else 'no'} | | "
                      f"| {_logits(x86['versus_reference'])} |")
         for cpu, r in b["aarch64"].items():

@@ -6,10 +6,11 @@
 ROOT is tools/arm64/build_root.sh's Debian arm64 root. For each CPU model, one emulated Python (the root's 3.11,
 PyPI's aarch64 wheels, this tree's code) runs `python -m exporter verify --bundle B --json` for every bundle
 (tools/arm64/guest.py); the exit status is 1 when any bundle fails verify on any CPU model. With --numbers, the
-host also builds each bundle's parity reference (torch: the fake-quant model for quantized bundles), takes its
-greedy continuation of a few chat prompts as the token path, and records greedy ids and teacher-forced logits on
-the reference, on this host's kernels and on each aarch64 CPU model; FILE gets the comparison (the data of
-docs/benchmarks.md's aarch64 table).
+host also builds each bundle's parity reference (torch: the fake-quant model for quantized bundles), takes its chat
+generation of a few prompts (greedy, with a thinking budget) as the token path, and records the chat's greedy ids
+and teacher-forced logits on the reference, on this host's kernels and on each aarch64 CPU model, with the ISA
+features each CPU model shows programs (AT_HWCAP); FILE gets the comparison (the data of docs/benchmarks.md's
+aarch64 table).
 
 QEMU runs inside a private mount namespace (unshare -m, so root) where /sys/devices/system/cpu is the root's fake
 one (possible/present/online = 0-1, nothing else): onnxruntime's cpuinfo segfaults on the host's CPU topology
@@ -32,6 +33,7 @@ import numpy as np
 
 from runtimes.backends.executorch_runner import RUNNER_ENV
 from runtimes.bundle import read_manifest
+from runtimes.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST = Path(__file__).with_name("guest.py")
@@ -43,6 +45,8 @@ CPU_MODELS = {
     "neoverse-n1": "ARMv8.2-A with dotprod, fp16 (Neoverse N1, as Cortex-A76 phones)",
     "cortex-a72": "ARMv8.0-A without dotprod (Cortex-A72)",
 }
+# AT_HWCAP bits (Linux arm64 uapi hwcap.h) that decide kernel paths: int8 dot products, fp16 arithmetic, SVE
+HWCAP_BITS = {"asimddp (dotprod)": 20, "asimdhp (fp16)": 10, "sve": 22}
 PROMPTS = ("What is the capital of France?", "def fibonacci(n):")
 NEW_TOKENS = 16
 THINKING_BUDGET = 8
@@ -61,6 +65,15 @@ def qemu_command(root: Path, cpu: str, argv: list[str]) -> list[str]:
             "qemu-aarch64-static", "-cpu", cpu, "-L", str(root), *argv]
 
 
+def cpu_features(root: Path, cpu: str) -> list[str]:
+    """The HWCAP features of HWCAP_BITS that QEMU's `cpu` model shows an aarch64 program."""
+    probe = "import ctypes; print(ctypes.CDLL(None).getauxval(16))"
+    done = subprocess.run(qemu_command(root, cpu, [str(root / "usr/bin/python3.11"), "-c", probe]),
+                          env=guest_env(root), capture_output=True, text=True, check=True)
+    hwcap = int(done.stdout.split()[-1])
+    return [name for name, bit in HWCAP_BITS.items() if hwcap >> bit & 1]
+
+
 def run_guest(plan: Path, root: Path | None, cpu: str | None, runner: Path | None = None) -> tuple[int, float, str]:
     """The guest over a plan → (exit status, seconds, output): on this host (cpu None); in the root's Python under
     QEMU; or, with `runner`, on this host's Python with ExecuTorch's numbers from the aarch64 runner under QEMU."""
@@ -77,8 +90,8 @@ def run_guest(plan: Path, root: Path | None, cpu: str | None, runner: Path | Non
 
 
 def reference_paths(bundle: Path) -> tuple[str, list[dict], list[np.ndarray]]:
-    """The bundle's parity reference (torch, this host): its greedy continuation of PROMPTS as token paths, and its
-    teacher-forced logits over them → (reference name, [{"ids", "split"}], [logits])."""
+    """The bundle's parity reference (torch, this host): its chat generation for each of PROMPTS (greedy, the
+    thinking budget) as token paths, and its teacher-forced logits over them → (reference name, cases, [logits])."""
     from runtimes.eval.parity import _bundle_reference
     from runtimes.generate import prepare_prompt, run
     from runtimes.tokenizer import QwenTokenizer
@@ -95,7 +108,8 @@ def reference_paths(bundle: Path) -> tuple[str, list[dict], list[np.ndarray]]:
         reference.reset()
         result = run(reference, tokenizer, messages, budget=THINKING_BUDGET, max_new_tokens=NEW_TOKENS)
         ids = prompt + result.token_ids
-        sequences.append({"ids": ids, "split": len(prompt)})
+        sequences.append({"content": text, "budget": THINKING_BUDGET, "max_new_tokens": NEW_TOKENS, "ids": ids,
+                          "split": len(prompt)})
         logits.append(teacher_forced(reference, ids, len(prompt)))
     return name, sequences, logits
 
@@ -111,12 +125,26 @@ def compare(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict:
             "max_disagreement_margin": float((top2[:, 1] - top2[:, 0]).max()) if len(top2) else None}
 
 
+def _backend_name(bundle: Path) -> str | None:
+    """The manifest's backend, read without verifying (verify, on aarch64, reports what is wrong with the bundle)."""
+    try:
+        return json.loads((bundle / "manifest.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_run(path: Path, count: int) -> tuple[list[list[int]], list[np.ndarray]]:
     data = np.load(path)
     return [data[f"greedy_{i}"].tolist() for i in range(count)], [data[f"logits_{i}"] for i in range(count)]
 
 
 def check(args) -> int:
+    if not (args.root / "usr/bin/python3.11").is_file():
+        raise UserError(f"{args.root} is not an arm64 root with Python 3.11; build one with tools/arm64/build_root.sh")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise UserError("the aarch64 check runs QEMU in a private mount namespace (unshare -m), which needs root: "
+                        + (probe.stderr.strip() or f"exit {probe.returncode}"))
     work = Path(args.work or tempfile.mkdtemp(prefix="arm64-check-"))
     work.mkdir(parents=True, exist_ok=True)
     bundles = [Path(b).resolve() for b in args.bundle]
@@ -127,14 +155,14 @@ def check(args) -> int:
 
     def plan_for(tag: str, chosen: list[Path], how: str) -> Path:
         entries = [{"bundle": str(b), "verify_json": str(work / f"{b.name}.{tag}.verify.json"),
-                    "sequences": references[b][1] if b in references else [],
+                    "cases": references[b][1] if b in references else [],
                     "out": str(work / f"{b.name}.{tag}.npz")} for b in chosen]
         path = work / f"plan.{tag}.{how}.json"
         path.write_text(json.dumps({"bundles": entries}))
         return path
 
     runs, failed = {}, False
-    executorch = [b for b in bundles if read_manifest(b)["backend"] == "executorch"]
+    executorch = [b for b in bundles if _backend_name(b) == "executorch"]
     if executorch and not args.runner:
         raise SystemExit("error: ExecuTorch bundles run on aarch64 through the runner: pass --runner (an aarch64 "
                          "et_runner from tools/et_runner/build.sh)")
@@ -183,8 +211,9 @@ def write_numbers(args, bundles, references, work: Path, runs: dict) -> None:
     qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     report = {
         "command": "python -m tools.arm64.check " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "host": f"{platform.machine()} ({_host_cpu()})", "qemu": qemu, "onnxruntime": onnxruntime.__version__,
-        "cpu_models": {cpu: CPU_MODELS.get(cpu, cpu) for cpu in args.cpu},
+        "host": f"{platform.machine()} {_host_cpu()}", "qemu": qemu, "onnxruntime": onnxruntime.__version__,
+        "cpu_models": {cpu: {"description": CPU_MODELS.get(cpu, cpu),
+                             "hwcap": cpu_features(args.root, cpu)} for cpu in args.cpu},
         "prompts": list(PROMPTS), "new_tokens": NEW_TOKENS, "thinking_budget": THINKING_BUDGET,
         "seconds": {k: round(v, 1) for k, v in runs.items()}, "bundles": records,
     }
@@ -193,10 +222,12 @@ def write_numbers(args, bundles, references, work: Path, runs: dict) -> None:
 
 
 def _host_cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    """The host's CPU name and the x86 features that pick ONNX Runtime's and XNNPACK's kernels."""
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{name} with {', '.join(shown) or 'no AVX2'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     args.cpu = args.cpu or list(CPU_MODELS)
     args.root = args.root.resolve()
     args.runner = args.runner.resolve() if args.runner else None
-    return check(args)
+    try:
+        return check(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 `python tools/arm64/guest.py PLAN.json` reads a plan {"bundles": [{"bundle", "verify_json", "sequences", "out"}]}:
 for each bundle it runs `python -m exporter verify --bundle B --json F` (the CLI itself, in this process, so the ARM
-step checks whatever verify checks), then, where the plan gives token sequences, greedy generation from each
-sequence's prompt and teacher-forced logits over the whole sequence, saved as one .npz per bundle. Exit status:
-1 when any bundle failed verify.
+step checks whatever verify checks), then, where the plan gives cases (a chat message, its thinking budget and
+answer limit, and the reference's token path), the chat's greedy generation as `chat` and parity run it (the budget
+may force `</think>`) and teacher-forced logits over the reference's path, saved as one .npz per bundle. Exit
+status: 1 when any bundle failed verify.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 
 from exporter.cli import main as exporter_main
 from runtimes.bundle import load_backend
-from runtimes.eval.parity import greedy
+from runtimes.generate import run
+from runtimes.tokenizer import QwenTokenizer
 
 
 def teacher_forced(backend, ids: list[int], split: int) -> np.ndarray:
@@ -30,16 +32,17 @@ def teacher_forced(backend, ids: list[int], split: int) -> np.ndarray:
 
 def run_bundle(entry: dict) -> int:
     code = exporter_main(["verify", "--bundle", entry["bundle"], "--json", entry["verify_json"]])
-    if code != 0 or not entry.get("sequences"):
+    if code != 0 or not entry.get("cases"):
         return code
     backend = load_backend(Path(entry["bundle"]))
+    tokenizer = QwenTokenizer(Path(entry["bundle"]))
     arrays = {}
-    for i, seq in enumerate(entry["sequences"]):
-        ids, split = seq["ids"], seq["split"]
+    for i, case in enumerate(entry["cases"]):
         backend.reset()
-        tokens, _ = greedy(backend.prefill, backend.decode, ids[:split], len(ids) - split)
-        arrays[f"greedy_{i}"] = np.array(tokens, dtype=np.int64)
-        arrays[f"logits_{i}"] = teacher_forced(backend, ids, split)
+        result = run(backend, tokenizer, [{"role": "user", "content": case["content"]}], budget=case["budget"],
+                     max_new_tokens=case["max_new_tokens"])
+        arrays[f"greedy_{i}"] = np.array(result.token_ids, dtype=np.int64)
+        arrays[f"logits_{i}"] = teacher_forced(backend, case["ids"], case["split"])
     np.savez(entry["out"], machine=np.array(platform.machine()), **arrays)
     return 0
 
