@@ -152,15 +152,25 @@ def _arm64_section(path: Path) -> list[str]:
              f"prompts (thinking budget {result['thinking_budget']}, {result['new_tokens']} new tokens) and "
              "teacher-forced logits over the reference's generation (prompt and answer positions), on the reference "
              f"(torch; fake-quant for quantized bundles), on this host's kernels ({result['host']}) and on aarch64 "
-             f"kernels under {result['qemu']}, once per CPU model. ONNX bundles ran "
-             f"in the arm64 root's Python 3.11 with PyPI's aarch64 onnxruntime {result['onnxruntime']} (MLAS's NEON "
-             "kernels, and its dot-product ones where the CPU model has them); ExecuTorch bundles ran through "
-             "`et_runner` built against the aarch64 executorch wheel's runtime libraries (XNNPACK's aarch64 kernels "
-             "for the linear layers, the wheel's optimized and quantized kernels for the rest) with the runner's own "
+             f"kernels under {result['qemu']}, once per CPU model. ONNX bundles ran in the arm64 root's Python 3.11 "
+             f"with PyPI's aarch64 onnxruntime {result['onnxruntime']}, whose MLAS picks its NEON kernels by the "
+             "features the CPU shows (the two CPU models give different int8 and int4 logits, so they took different "
+             "paths; which kernel ran is MLAS's choice, not recorded). ExecuTorch bundles ran through `et_runner` "
+             "built against the aarch64 executorch wheel's runtime libraries (XNNPACK's aarch64 kernels for every "
+             "linear, the wheel's optimized and quantized kernels for the rest) with the runner's own "
              "`llama::update_cache` / `llama::custom_sdpa` kernels (the wheel has ExecuTorch's only inside a "
-             "library that links libtorch; docs/executorch.md). |dlogit| is over the whole vocabulary; top-1 is the "
-             "fraction of positions whose argmax agrees, with the widest top-2 margin of the other side where they "
-             "differ.", "", "```", ARM64_COMMAND, "```", "",
+             "library that links libtorch; docs/executorch.md); both CPU models gave XNNPACK's 8da4w the same "
+             "logits (its int8 x int4 products sum in integers, with or without dotprod). |dlogit| is over the whole "
+             "vocabulary; top-1 is the fraction of positions whose argmax agrees, with the widest top-2 margin of "
+             "the other side where they differ. No phone was run: QEMU executes the aarch64 instructions, not a "
+             "phone's timing.", "",
+             "Where each target's bundles have been run (numbers against their reference): ONNX CPU bundles on "
+             "x86-64 (this host: AVX-512 with VNNI) and on "
+             "aarch64 with and without dotprod (below); ONNX NPU bundles on Qualcomm's HTP simulator on x86-64 "
+             "(docs/qnn.md); ExecuTorch XNNPACK bundles on x86-64 (ExecuTorch's Python runtime) and on aarch64 with "
+             "and without dotprod (et_runner, below); Core ML bundles and ExecuTorch's Core ML and QNN delegates "
+             "were not executed (Apple devices, Qualcomm's SDK).",
+             "", "```", ARM64_COMMAND, "```", "",
              "| CPU model | what it stands for | AT_HWCAP features it shows (of dotprod, fp16, SVE) |", "|---|---|---|"]
     lines += [f"| {cpu} | {m['description']} | {', '.join(m['hwcap']) or 'none'} |"
               for cpu, m in result["cpu_models"].items()]
