@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 GUEST = Path(__file__).with_name("guest.py")
 
 # QEMU CPU models and the ISA each gives ONNX Runtime's MLAS and XNNPACK: with and without the dot-product
-# instructions (int8 GEMMs: SDOT/UDOT vs widening multiplies). SVE models (max, a64fx) run ten times slower under
-# QEMU and phones' kernels do not use SVE, so neither is one of the defaults.
+# instructions (int8 GEMMs: SDOT/UDOT vs widening multiplies). SVE models (max, a64fx) run about ten times slower
+# under QEMU (issue 33: 812 vs 72 ms per token), so neither is a default.
 CPU_MODELS = {
     "neoverse-n1": "ARMv8.2-A with dotprod, fp16 (Neoverse N1, as Cortex-A76 phones)",
     "cortex-a72": "ARMv8.0-A without dotprod (Cortex-A72)",
@@ -148,15 +148,16 @@ def check(args) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="arm64-check-"))
     work.mkdir(parents=True, exist_ok=True)
     bundles = [Path(b).resolve() for b in args.bundle]
+    keys = {b: f"{i}.{b.name}" for i, b in enumerate(bundles)}  # work file names, unique for same-named bundles
     references = {}
     if args.numbers:
         for b in bundles:
             references[b] = reference_paths(b)
 
     def plan_for(tag: str, chosen: list[Path], how: str) -> Path:
-        entries = [{"bundle": str(b), "verify_json": str(work / f"{b.name}.{tag}.verify.json"),
+        entries = [{"bundle": str(b), "verify_json": str(work / f"{keys[b]}.{tag}.verify.json"),
                     "cases": references[b][1] if b in references else [],
-                    "out": str(work / f"{b.name}.{tag}.npz")} for b in chosen]
+                    "out": str(work / f"{keys[b]}.{tag}.npz")} for b in chosen]
         path = work / f"plan.{tag}.{how}.json"
         path.write_text(json.dumps({"bundles": entries}))
         return path
@@ -164,8 +165,8 @@ def check(args) -> int:
     runs, failed = {}, False
     executorch = [b for b in bundles if _backend_name(b) == "executorch"]
     if executorch and not args.runner:
-        raise SystemExit("error: ExecuTorch bundles run on aarch64 through the runner: pass --runner (an aarch64 "
-                         "et_runner from tools/et_runner/build.sh)")
+        raise UserError("ExecuTorch bundles run on aarch64 through the runner: pass --runner (an aarch64 et_runner "
+                        "from tools/et_runner/build.sh)")
     jobs = [("x86_64", None, bundles, None)] if args.numbers else []
     for cpu in args.cpu:
         jobs.append((cpu, cpu, [b for b in bundles if b not in executorch], None))
@@ -182,27 +183,27 @@ def check(args) -> int:
             print(f"error: verify failed on {where} (exit {code})", file=sys.stderr)
             failed = True
     if args.numbers and not failed:
-        write_numbers(args, bundles, references, work, runs)
+        write_numbers(args, keys, references, work, runs)
     return 1 if failed else 0
 
 
-def write_numbers(args, bundles, references, work: Path, runs: dict) -> None:
+def write_numbers(args, keys: dict, references: dict, work: Path, runs: dict) -> None:
     import onnxruntime
 
     records = []
-    for b in bundles:
+    for b, key in keys.items():
         name, sequences, ref_logits = references[b]
         ref_ids = [s["ids"][s["split"]:] for s in sequences]
         manifest = read_manifest(b)
-        x86_ids, x86_logits = load_run(work / f"{b.name}.x86_64.npz", len(sequences))
+        x86_ids, x86_logits = load_run(work / f"{key}.x86_64.npz", len(sequences))
         record = {"bundle": b.name, "target": manifest["target"], "backend": manifest["backend"],
                   "quant": manifest["quant"]["name"], "reference": name,
                   "x86_64": {"greedy_match_reference": x86_ids == ref_ids,
                              "versus_reference": compare(x86_logits, ref_logits)},
                   "aarch64": {}}
         for cpu in args.cpu:
-            ids, logits = load_run(work / f"{b.name}.{cpu}.npz", len(sequences))
-            verify = json.loads((work / f"{b.name}.{cpu}.verify.json").read_text())
+            ids, logits = load_run(work / f"{key}.{cpu}.npz", len(sequences))
+            verify = json.loads((work / f"{key}.{cpu}.verify.json").read_text())
             record["aarch64"][cpu] = {"verify_ok": verify["ok"], "greedy_match_x86_64": ids == x86_ids,
                                       "greedy_match_reference": ids == ref_ids,
                                       "versus_x86_64": compare(logits, x86_logits),
