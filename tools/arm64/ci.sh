@@ -5,13 +5,20 @@
 # the arm64 root's Python with PyPI's aarch64 onnxruntime, ExecuTorch bundles through et_runner cross-compiled
 # against the aarch64 executorch wheel's runtime libraries. Fails when verify fails on any bundle or CPU model.
 # Needs root (apt-get for the tools, unshare for the CPU list QEMU shows); run from the project's venv.
-# The root is cached in .cache/arm64 (or $QWEN_EDGE_ARM64_CACHE) and rebuilt only when its inputs change.
+# The root and the runner are cached in .cache/arm64 (or $QWEN_EDGE_ARM64_CACHE) and rebuilt only when their inputs
+# change.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
 cache="${QWEN_EDGE_ARM64_CACHE:-$PWD/.cache/arm64}"
 root="$(PYTHON=python tools/arm64/build_root.sh "$cache" | tail -1)"
-runner="$(tools/et_runner/build.sh "$cache/bin" "$root/opt/qwen-edge/executorch/executorch" | tail -1)"
+et="$root/opt/qwen-edge/executorch"
+runner="$cache/bin/et_runner"
+runner_stamp="$(cat tools/et_runner/et_runner.cpp tools/et_runner/build.sh "$et/.stamp" | sha256sum | cut -c1-16)"
+if [ ! -x "$runner" ] || [ "$(cat "$runner.stamp" 2>/dev/null)" != "$runner_stamp" ]; then
+  tools/et_runner/build.sh "$cache/bin" "$et/executorch" >/dev/null
+  echo "$runner_stamp" > "$runner.stamp"
+fi
 built=$(date +%s)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
