@@ -25,7 +25,8 @@ LAYERS = (
     ("base", ("runtimes", "runtimes.errors", "runtimes.files", "runtimes.quiet")),
     # one file per backend; bundle.load_backend and generate sit above them
     ("backends", ("runtimes.backends", "runtimes.backends.onnxruntime", "runtimes.backends.qnn",
-                  "runtimes.backends.coreml", "runtimes.backends.executorch")),
+                  "runtimes.backends.coreml", "runtimes.backends.executorch",
+                  "runtimes.backends.executorch_runner")),
     # running a bundle: the contract, the chat format, generation
     ("runtime", ("runtimes.bundle", "runtimes.verify", "runtimes.chat", "runtimes.tokenizer", "runtimes.thinking",
                  "runtimes.sampling", "runtimes.generate", "runtimes.tool_calls", "runtimes.messages",

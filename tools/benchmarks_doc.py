@@ -174,7 +174,8 @@ def _arm64_section(path: Path) -> list[str]:
              "| CPU model | what it stands for | AT_HWCAP features it shows (of dotprod, fp16, SVE) |", "|---|---|---|"]
     lines += [f"| {cpu} | {m['description']} | {', '.join(m['hwcap']) or 'none'} |"
               for cpu, m in result["cpu_models"].items()]
-    lines += ["", "| bundle | positions | kernels | verify | greedy = x86-64 | greedy = reference | max \\|dlogit\\| vs x86-64 "
+    lines += ["", "| bundle | positions | kernels | verify | greedy = x86-64 | greedy = reference "
+              "| max \\|dlogit\\| vs x86-64 "
               "| top-1 vs x86-64 | max \\|dlogit\\| vs reference | top-1 vs reference |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for b in result["bundles"]:

@@ -37,7 +37,8 @@ if [ "$(cat "$root/.qwen-edge-root" 2>/dev/null)" != "$root_stamp" ]; then
   ours "$root"; ours "$root.partial"
   rm -rf "$root.partial"
   mkdir -p "$root.partial" && touch "$root.partial/.qwen-edge-partial"
-  debootstrap --arch=arm64 --foreign --variant=minbase --include=python3 bookworm "$root.partial" >"$cache/debootstrap.log" 2>&1 \
+  debootstrap --arch=arm64 --foreign --variant=minbase --include=python3 bookworm "$root.partial" \
+    >"$cache/debootstrap.log" 2>&1 \
     || { echo "error: debootstrap's first stage failed; see $cache/debootstrap.log" >&2; exit 2; }
   for deb in "$root.partial"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$root.partial"; done
   # cpuinfo (in onnxruntime and XNNPACK) reads the CPU list and topology from /sys; QEMU passes the host's through,
@@ -61,8 +62,9 @@ if [ "$(cat "$deps/.stamp" 2>/dev/null)" != "$deps_stamp" ]; then
   wheel="$(ls "$cache"/wheel/qwen_edge-*.whl)"
   # the project's own metadata says what the base install needs (no torch); the project itself is not kept here
   # (the check puts the tree under test first on PYTHONPATH)
-  "$python" -m pip install -q --target "$deps.partial" "${pip_arm64[@]}" -c "$repo/constraints.txt" "$wheel[onnxruntime]"
-  rm -rf "$deps.partial"/qwen_edge-*.dist-info "$deps.partial"/runtimes "$deps.partial"/exporter "$deps.partial"/calibration
+  "$python" -m pip install -q --target "$deps.partial" "${pip_arm64[@]}" -c "$repo/constraints.txt" \
+    "$wheel[onnxruntime]"
+  rm -rf "$deps.partial"/qwen_edge-*.dist-info "$deps.partial"/{runtimes,exporter,calibration}
   echo "$deps_stamp" > "$deps.partial/.stamp"
   mv "$deps.partial" "$deps"
 fi

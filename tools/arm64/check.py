@@ -231,7 +231,7 @@ def _host_cpu() -> str:
     return f"{name} with {', '.join(shown) or 'no AVX2'}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.arm64.check", description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, required=True, help="the arm64 root (tools/arm64/build_root.sh)")
     p.add_argument("--bundle", action="append", required=True, help="a bundle to run (repeat)")
@@ -239,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runner", type=Path, help="the aarch64 et_runner, for ExecuTorch bundles")
     p.add_argument("--numbers", help="also compare with this host and the reference; write the JSON here")
     p.add_argument("--work", help="where plans, verify results and logits go (default: a new temporary folder)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.cpu = args.cpu or list(CPU_MODELS)
     args.root = args.root.resolve()
     args.runner = args.runner.resolve() if args.runner else None

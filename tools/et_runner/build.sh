@@ -10,7 +10,8 @@ out="$1"
 if [ $# -ge 2 ]; then
   et="$2"; cxx=aarch64-linux-gnu-g++
 else
-  et="$(${PYTHON:-python3} -c 'import importlib.util as u; print(u.find_spec("executorch").submodule_search_locations[0])')"
+  et="$(${PYTHON:-python3} -c 'import importlib.util as u
+print(u.find_spec("executorch").submodule_search_locations[0])')"
   cxx=${CXX:-g++}
 fi
 mkdir -p "$out"

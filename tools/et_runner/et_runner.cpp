@@ -179,7 +179,8 @@ void print_top(const std::vector<float>& row, int k) {
 
 // --serve: one request per line on stdin, one answer each on stdout, until end of input:
 //   "forward ID,ID,..."  the ids at the current position → "logits N" then N little-endian float32 (the last
-//                        position's logits); "reset" → "ok" (the position rewinds to 0; later rows overwrite the cache)
+//                        position's logits); "reset" → "ok" (the position rewinds to 0; later rows overwrite
+//                        the cache)
 // runtimes/backends/executorch_runner.py drives it as a Backend, so verify and chat run bundles through it.
 int serve(Runner& runner) {
   std::string line;
