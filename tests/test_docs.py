@@ -51,7 +51,7 @@ def doc_commands() -> list[tuple[str, str, list[str]]]:
         for line in lines:
             line = re.sub(r"(^|\s)#.*", "", line)  # a comment
             for piece in re.split(r"\s(?:&&|\|\||\||;)\s|;\s|\s&(?=\s|$)", line):  # and, or, pipe, then, background
-                match = re.search(r"\bpython -m (exporter|tools\.\w+)\b(.*)", piece)
+                match = re.search(r"\bpython -m (exporter|tools(?:\.\w+)+)\b(.*)", piece)
                 if match:
                     argv = [t.strip("[]") for t in shlex.split(match.group(2))]
                     found.append((page.name, match.group(1), [t for t in argv if t]))

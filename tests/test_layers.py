@@ -26,7 +26,8 @@ LAYERS = (
               "runtimes.weights", "runtimes.rope")),
     # one file per backend; bundle.load_backend and generate sit above them
     ("backends", ("runtimes.backends", "runtimes.backends.onnxruntime", "runtimes.backends.qnn",
-                  "runtimes.backends.coreml", "runtimes.backends.executorch")),
+                  "runtimes.backends.coreml", "runtimes.backends.executorch",
+                  "runtimes.backends.executorch_runner")),
     # running a bundle: the contract, the chat format, generation
     ("runtime", ("runtimes.bundle", "runtimes.verify", "runtimes.chat", "runtimes.tokenizer", "runtimes.thinking",
                  "runtimes.sampling", "runtimes.generate", "runtimes.tool_calls", "runtimes.messages",

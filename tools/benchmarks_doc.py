@@ -127,6 +127,75 @@ def _exports_section(path: Path) -> list[str]:
     return lines
 
 
+ARM64_COMMAND = ("for q in fp32 int8 int4; do python -m exporter --model tiny --target onnx --quant $q --out onnx-$q; "
+                 "done\n"
+                 "for q in fp32 8da4w; do python -m exporter --model tiny --target executorch --quant $q "
+                 "--max-seq-len 256 --out et-$q; done\n"
+                 "tools/arm64/build_root.sh    # the Debian arm64 root, PyPI's aarch64 wheels, the executorch wheel\n"
+                 "tools/et_runner/build.sh .cache/arm64/bin .cache/arm64/root/opt/qwen-edge/executorch/executorch\n"
+                 "python -m tools.arm64.check --root .cache/arm64/root --runner .cache/arm64/bin/et_runner "
+                 "--bundle onnx-fp32 --bundle onnx-int8 --bundle onnx-int4 --bundle et-fp32 --bundle et-8da4w "
+                 "--numbers arm64-parity.json")
+
+
+def _logits(compared: dict) -> str:
+    margin = compared["max_disagreement_margin"]
+    flips = "" if margin is None else f" (flips at margins <= {margin:.2f})"
+    return f"{compared['max_abs_logit_diff']:.2g} | {compared['top1_agreement']:.3f}{flips}"
+
+
+def _arm64_section(path: Path) -> list[str]:
+    """Bundles on aarch64 kernels under QEMU against this host's kernels and the reference (tools/arm64/check)."""
+    result = json.loads(path.read_text())
+    lines = ["## aarch64 kernels (QEMU) against x86-64 and the reference", "",
+             f"Each bundle of `tiny` ran `verify`, then the chat's greedy generation of {len(result['prompts'])} "
+             f"prompts (thinking budget {result['thinking_budget']}, {result['new_tokens']} new tokens) and "
+             "teacher-forced logits over the reference's generation (prompt and answer positions), on the reference "
+             f"(torch; fake-quant for quantized bundles), on this host's kernels ({result['host']}) and on aarch64 "
+             f"kernels under {result['qemu']}, once per CPU model. ONNX bundles ran in the arm64 root's Python 3.11 "
+             f"with PyPI's aarch64 onnxruntime {result['onnxruntime']}, whose MLAS picks its NEON kernels by the "
+             "features the CPU shows (the two CPU models give different int8 and int4 logits, so they took different "
+             "paths; which kernel ran is MLAS's choice, not recorded). ExecuTorch bundles ran through `et_runner` "
+             "built against the aarch64 executorch wheel's runtime libraries (XNNPACK's aarch64 kernels for every "
+             "linear, the wheel's optimized and quantized kernels for the rest) with the runner's own "
+             "`llama::update_cache` / `llama::custom_sdpa` kernels (the wheel has ExecuTorch's only inside a "
+             "library that links libtorch; docs/executorch.md); both CPU models gave XNNPACK's 8da4w the same "
+             "logits (its int8 x int4 products sum in integers, with or without dotprod). |dlogit| is over the whole "
+             "vocabulary; top-1 is the fraction of positions whose argmax agrees, with the widest top-2 margin of "
+             "the other side where they differ. No phone was run: QEMU executes the aarch64 instructions, not a "
+             "phone's timing.", "",
+             "Where each target's bundles have been run (numbers against their reference): ONNX CPU bundles on "
+             "x86-64 (this host: AVX-512 with VNNI) and on "
+             "aarch64 with and without dotprod (below); ONNX NPU bundles on Qualcomm's HTP simulator on x86-64 "
+             "(docs/qnn.md); ExecuTorch XNNPACK bundles on x86-64 (ExecuTorch's Python runtime) and on aarch64 with "
+             "and without dotprod (et_runner, below); Core ML bundles and ExecuTorch's Core ML and QNN delegates "
+             "were not executed (Apple devices, Qualcomm's SDK).",
+             "", "```", ARM64_COMMAND, "```", "",
+             "| CPU model | what it stands for | AT_HWCAP features it shows (of dotprod, fp16, SVE) |", "|---|---|---|"]
+    lines += [f"| {cpu} | {m['description']} | {', '.join(m['hwcap']) or 'none'} |"
+              for cpu, m in result["cpu_models"].items()]
+    lines += ["", "| bundle | positions | kernels | verify | greedy = x86-64 | greedy = reference "
+              "| max \\|dlogit\\| vs x86-64 "
+              "| top-1 vs x86-64 | max \\|dlogit\\| vs reference | top-1 vs reference |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for b in result["bundles"]:
+        name = f"{b['target']} {b['quant']}"
+        x86 = b["x86_64"]
+        name += f" | {x86['versus_reference']['positions']}"
+        lines.append(f"| {name} | x86-64 (this host) | | | {'yes' if x86['greedy_match_reference'] else 'no'} | | "
+                     f"| {_logits(x86['versus_reference'])} |")
+        for cpu, r in b["aarch64"].items():
+            lines.append(f"| {name} | aarch64 {cpu} | {'pass' if r['verify_ok'] else 'FAIL'} "
+                         f"| {'yes' if r['greedy_match_x86_64'] else 'no'} "
+                         f"| {'yes' if r['greedy_match_reference'] else 'no'} "
+                         f"| {_logits(r['versus_x86_64'])} | {_logits(r['versus_reference'])} |")
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
+    lines += ["", f"References: " + "; ".join(sorted({f"{b['target']} {b['quant']}: {b['reference']}"
+                                                    for b in result["bundles"]})) + ".",
+              f"Wall time of the runs (verify and logits, all bundles; 2 shared cores): {seconds}."]
+    return lines
+
+
 def _demote(markdown: str) -> list[str]:
     """A rendered report without its own title (the section heading replaces it)."""
     lines = markdown.rstrip("\n").split("\n")
@@ -205,6 +274,8 @@ def render(examples: Path, out: Path, model_dir: Path) -> str:
         if not name.startswith("peers"):
             for plot in report.plots(result, img / path.stem):
                 lines += ["", f"![{plot.stem.replace('_', ' ')}](img/{path.stem}/{plot.name})"]
+    if (examples / "arm64-parity.json").exists():
+        lines += [""] + _arm64_section(examples / "arm64-parity.json")
     if (examples / "exports.json").exists():
         lines += [""] + _exports_section(examples / "exports.json")
     lines += [""] + _tiny_section(model_dir)

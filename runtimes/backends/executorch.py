@@ -7,11 +7,13 @@ the program's attention is causal from its start position).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from runtimes.backends.executorch_runner import RUNNER_ENV, ExecuTorchRunnerBackend
 from runtimes.errors import UserError
 from runtimes.quiet import c_stderr_hidden
 
@@ -38,6 +40,12 @@ def _runtime():
     return portable_lib
 
 
+def _check_profile(manifest: dict) -> None:
+    if manifest.get("profile") not in (None, "xnnpack"):
+        raise UserError(f"this bundle is delegated to {manifest['profile']}, which runs on the device (Core ML on "
+                        "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime or runner here")
+
+
 class ExecuTorchBackend:
     name = "executorch"
 
@@ -45,10 +53,8 @@ class ExecuTorchBackend:
         import torch
 
         self.torch = torch
+        _check_profile(manifest)
         lib = _runtime()
-        if manifest.get("profile") not in (None, "xnnpack"):
-            raise UserError(f"this bundle is delegated to {manifest['profile']}, which runs on the device (Core ML on "
-                            "Apple hardware, QNN on Snapdragon), not in ExecuTorch's Python runtime here")
         if threads:
             with c_stderr_hidden(python_too=True):
                 lib._unsafe_reset_threadpool(threads)
@@ -78,6 +84,10 @@ class ExecuTorchBackend:
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int | None = None):
+        """ExecuTorch's Python runtime, or the native runner that $QWEN_EDGE_EXECUTORCH_RUNNER names."""
+        if os.environ.get(RUNNER_ENV):
+            _check_profile(manifest)
+            return ExecuTorchRunnerBackend.from_bundle(bundle, manifest, os.environ[RUNNER_ENV])
         return cls(bundle / manifest["entry_points"][0]["file"], manifest, threads)
 
     def reset(self) -> None:
