@@ -241,3 +241,21 @@ def test_a_context_too_short_for_every_prompt_gets_no_fixture(tiny_tokenizer):
     module, _ = from_pretrained("tiny", max_seq_len=16)
     manifest = {"quant": {"name": "fp32"}, "kv_cache": {"dtype": "float32"}}
     assert record(ReferenceBackend(module), tiny_tokenizer, "fp32", manifest) is None
+
+
+def test_an_export_whose_reference_does_not_fit_is_written_without_a_fixture(tmp_path, capsys, monkeypatch):
+    """The fixture's fp32 reference is a second copy of the model (~16 GB for 4B): where it does not fit beside the
+    export, the bundle is written all the same, without a fixture, and the export says why."""
+    import exporter.fixture
+    from runtimes import memory
+
+    monkeypatch.setattr(exporter.fixture, "model_need", lambda arch, positions: memory.MemoryNeed(1 << 50, 0, 0,
+                                                                                                   positions))
+    out = tmp_path / "b"
+    code, _, err = run_cli(capsys, "--model", "tiny", "--target", "onnx", "--max-seq-len", "128", "--out", str(out))
+    assert code == 0, err
+    assert "the bundle is written without a fixture" in err and err.count("\n") <= 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "fixture" not in manifest and not (out / FIXTURE_FILE).exists()
+    result = verify(out)
+    assert result["ok"] and any("no reference fixture" in note for note in result["notes"])

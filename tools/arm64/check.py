@@ -92,14 +92,14 @@ def run_guest(plan: Path, root: Path | None, cpu: str | None, runner: Path | Non
 def reference_paths(bundle: Path) -> tuple[str, list[dict], list[np.ndarray]]:
     """The bundle's parity reference (torch, this host): its chat generation for each of PROMPTS (greedy, the
     thinking budget) as token paths, and its teacher-forced logits over them → (reference name, cases, [logits])."""
-    from runtimes.eval.parity import _bundle_reference
+    from runtimes.reference import bundle_reference
     from runtimes.generate import prepare_prompt, run
     from runtimes.tokenizer import QwenTokenizer
 
     from tools.arm64.guest import teacher_forced
 
     manifest = read_manifest(bundle)
-    reference, name = _bundle_reference(manifest, None, bundle)
+    reference, name = bundle_reference(manifest, None, bundle)
     tokenizer = QwenTokenizer(bundle)
     sequences, logits = [], []
     for text in PROMPTS:
