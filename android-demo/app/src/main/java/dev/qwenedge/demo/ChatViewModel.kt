@@ -93,7 +93,7 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
             val channels = mapOf("reasoning" to mutableListOf<Int>(), "content" to mutableListOf<Int>())
             val started = System.nanoTime()
             var first = 0L
-            val generator = Generator(manifest.special, manifest.stopThinkingIds)
+            val generator = Generator(manifest.special, manifest.stopThinkingIds, manifest.vocabSize)
             val result = try {
                 // Qwen advises against greedy decoding in thinking mode (endless repetition): sample by the mode in
                 // effect (Params throws on a generation_config.json value out of range)

@@ -92,7 +92,7 @@ public final class FixtureCheck {
         double tolerance = number(criterion.get("exact_tolerance"), "exact_tolerance");
         double minTop1 = number(criterion.get("rounded_min_top1"), "rounded_min_top1");
         double nearTie = number(criterion.get("near_tie_margin"), "near_tie_margin");
-        Generator generator = new Generator(manifest.special, manifest.stopThinkingIds);
+        Generator generator = new Generator(manifest.special, manifest.stopThinkingIds, manifest.vocabSize);
         Recording recording = new Recording(model);
         Report report = new Report();
         int agreed = 0;

@@ -29,10 +29,26 @@ public final class Generator {
 
     private final SpecialTokens special;
     private final int[] stopThinkingIds;
+    private final int vocabSize;
 
-    public Generator(SpecialTokens special, int[] stopThinkingIds) {
+    /** vocabSize: the embedding's rows (the manifest's architecture.vocab_size); no id past them reaches the model. */
+    public Generator(SpecialTokens special, int[] stopThinkingIds, int vocabSize) {
+        if (vocabSize < 1) {
+            throw new IllegalArgumentException("vocabSize must be >= 1");
+        }
         this.special = special;
         this.stopThinkingIds = stopThinkingIds.clone();
+        this.vocabSize = vocabSize;
+    }
+
+    /** An id the backend would read past its embedding with (ExecuTorch crashes on one), as one line. */
+    private void checkIds(int[] ids, String what) {
+        for (int id : ids) {
+            if (id < 0 || id >= vocabSize) {
+                throw new IllegalArgumentException(what + " holds token id " + id + ", outside the model's "
+                        + vocabSize + " embedding rows: the tokenizer does not belong to this model");
+            }
+        }
     }
 
     /** prompt: token ids of ChatTemplate.render(...); thinking: whether that prompt opened thinking mode. */
@@ -44,6 +60,8 @@ public final class Generator {
         if (budget != null && budget < 0) {
             throw new IllegalArgumentException("thinking budget must be >= 0");
         }
+        checkIds(prompt, "the prompt");
+        checkIds(stopThinkingIds, "the stop-thinking text");
         if (prompt.length >= model.maxSeqLen()) {
             throw new IllegalArgumentException("the prompt is " + prompt.length + " tokens but the context holds "
                     + model.maxSeqLen());
@@ -63,6 +81,10 @@ public final class Generator {
         while (model.position() < model.maxSeqLen()) {
             Integer forced = controller.forcedToken();
             int token = forced != null ? forced : sampler.sample(logits, prompt, result.tokenIds);
+            if (token < 0 || token >= vocabSize) {  // logits wider than the embedding (padded): never feed one back
+                throw new IllegalStateException("the model's " + logits.length + " logits chose token id " + token
+                        + ", outside its " + vocabSize + " embedding rows");
+            }
             if (firstToken < 0) {
                 firstToken = System.nanoTime();
             }

@@ -65,11 +65,13 @@ public final class Manifest {
         List<Object> eosList = Json.array(s.get("eos"), "special_tokens.eos");
         int[] eos = new int[eosList.size()];
         for (int i = 0; i < eos.length; i++) {
-            eos[i] = token(eosList.get(i), "special_tokens.eos");
+            eos[i] = token(eosList.get(i), "special_tokens.eos", vocabSize);
         }
-        special = new SpecialTokens(token(s.get("im_start"), "im_start"), token(s.get("im_end"), "im_end"),
-                token(s.get("think_open"), "think_open"), token(s.get("think_close"), "think_close"),
-                token(s.get("endoftext"), "endoftext"), eos);
+        special = new SpecialTokens(token(s.get("im_start"), "special_tokens.im_start", vocabSize),
+                token(s.get("im_end"), "special_tokens.im_end", vocabSize),
+                token(s.get("think_open"), "special_tokens.think_open", vocabSize),
+                token(s.get("think_close"), "special_tokens.think_close", vocabSize),
+                token(s.get("endoftext"), "special_tokens.endoftext", vocabSize), eos);
         Map<String, Object> thinking = Json.object(m.get("thinking"), "thinking");
         stopThinkingText = Json.string(thinking.get("stop_text"), "thinking.stop_text");
         List<Object> ids = Json.array(thinking.get("stop_token_ids"), "thinking.stop_token_ids");
@@ -78,7 +80,7 @@ public final class Manifest {
         }
         stopThinkingIds = new int[ids.size()];
         for (int i = 0; i < ids.size(); i++) {
-            stopThinkingIds[i] = token(ids.get(i), "thinking.stop_token_ids");
+            stopThinkingIds[i] = token(ids.get(i), "thinking.stop_token_ids", vocabSize);
         }
         Map<String, FileEntry> fileMap = new LinkedHashMap<>();
         for (Map.Entry<String, Object> e : Json.object(m.get("files"), "files").entrySet()) {
@@ -163,10 +165,15 @@ public final class Manifest {
         return (int) v;
     }
 
-    private static int token(Object value, String what) {
+    /** A token id the model can be fed: one of the embedding's vocabSize rows (a larger id reads past it). */
+    private static int token(Object value, String what, int vocabSize) {
         long v = Json.integer(value, what);
-        if (v < 0 || v > Integer.MAX_VALUE) {
+        if (v < 0) {
             throw new IllegalArgumentException(what + " is not a token id");
+        }
+        if (v >= vocabSize) {
+            throw new IllegalArgumentException(what + " " + v + " is past architecture.vocab_size " + vocabSize
+                    + " (the embedding's rows)");
         }
         return (int) v;
     }

@@ -99,7 +99,8 @@ public class GoldenTest {
         SpecialTokens special = new SpecialTokens((int) Json.integer(ids.get("im_start"), "im_start"), imEnd,
                 (int) Json.integer(ids.get("think_open"), "think_open"),
                 (int) Json.integer(ids.get("think_close"), "think_close"), eot, new int[] {imEnd, eot});
-        Generator generator = new Generator(special, ints(golden.get("stop_thinking_ids")));
+        int vocab = Manifest.parse(Files.readAllBytes(root().resolve("tests/golden/bundle/manifest.json"))).vocabSize;
+        Generator generator = new Generator(special, ints(golden.get("stop_thinking_ids")), vocab);
         int maxNew = (int) Json.integer(golden.get("max_new_tokens"), "max_new_tokens");
         List<Object> cases = Json.array(golden.get("cases"), "cases");
         assertEquals(8, cases.size());
@@ -113,7 +114,7 @@ public class GoldenTest {
             assertEquals(c.get("prompt_text"), ChatTemplate.render(conversation, true, thinking));
             int[] prompt = ints(c.get("prompt_ids"));
             int[] expected = ints(c.get("generated_ids"));
-            Generator.Result result = generator.run(new ScriptedModel(prompt.length, expected, 512), prompt,
+            Generator.Result result = generator.run(new ScriptedModel(prompt.length, expected, vocab), prompt,
                     thinking, budget, maxNew, Sampler.greedy(), null);
             int[] got = result.tokenIds.stream().mapToInt(Integer::intValue).toArray();
             assertArrayEquals("tokens of " + c.get("messages") + " budget " + budget, expected, got);
