@@ -116,7 +116,8 @@ final class ChatModel: ObservableObject {
                     enableThinking: thinks)
                 let prompt = tokenizer.encodePrompt(text)
                 var channels: [String: [Int]] = ["reasoning": [], "content": []]
-                let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds)
+                let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds,
+                                          vocabSize: manifest.vocabSize)
                 var sampler = Sampler(sampling)
                 let started = Date()
                 var first: Date?

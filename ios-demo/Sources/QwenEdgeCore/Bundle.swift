@@ -106,17 +106,31 @@ public struct BundleManifest: Sendable {
         backend = try string(m["backend"], "backend")
         quant = try string(try object(m["quant"], "quant")["name"], "quant.name")
         maxSeqLen = try int(m["max_seq_len"], "max_seq_len")
-        vocabSize = try int(try object(m["architecture"], "architecture")["vocab_size"], "architecture.vocab_size")
+        let rows = try int(try object(m["architecture"], "architecture")["vocab_size"], "architecture.vocab_size")
+        vocabSize = rows
         qwen3Template = m["chat_template"]?.stringValue != "checkpoint"
+        // A token id the model can be fed: one of the embedding's vocab_size rows (a larger id reads past it).
+        func tokenID(_ value: JSONValue?, _ what: String) throws -> Int {
+            let id = try int(value, what)
+            guard id < rows else {
+                throw fail("\(what) \(id) is past architecture.vocab_size \(rows) (the embedding's rows)")
+            }
+            return id
+        }
+        func tokenIDs(_ value: JSONValue?, _ what: String) throws -> [Int] {
+            guard let items = value?.arrayValue, !items.isEmpty else { throw fail("\(what) is not a non-empty array") }
+            return try items.map { try tokenID($0, what) }
+        }
         let s = try object(m["special_tokens"], "special_tokens")
-        special = SpecialTokens(imStart: try int(s["im_start"], "im_start"), imEnd: try int(s["im_end"], "im_end"),
-                                thinkOpen: try int(s["think_open"], "think_open"),
-                                thinkClose: try int(s["think_close"], "think_close"),
-                                endOfText: try int(s["endoftext"], "endoftext"),
-                                eos: try ints(s["eos"], "special_tokens.eos"))
+        special = SpecialTokens(imStart: try tokenID(s["im_start"], "special_tokens.im_start"),
+                                imEnd: try tokenID(s["im_end"], "special_tokens.im_end"),
+                                thinkOpen: try tokenID(s["think_open"], "special_tokens.think_open"),
+                                thinkClose: try tokenID(s["think_close"], "special_tokens.think_close"),
+                                endOfText: try tokenID(s["endoftext"], "special_tokens.endoftext"),
+                                eos: try tokenIDs(s["eos"], "special_tokens.eos"))
         let thinking = try object(m["thinking"], "thinking")
         stopThinkingText = try string(thinking["stop_text"], "thinking.stop_text")
-        stopThinkingIds = try ints(thinking["stop_token_ids"], "thinking.stop_token_ids")
+        stopThinkingIds = try tokenIDs(thinking["stop_token_ids"], "thinking.stop_token_ids")
         var files: [String: FileEntry] = [:]
         for (name, value) in try object(m["files"], "files").entries {
             let entry = try object(value, "files.\(name)")

@@ -92,7 +92,8 @@ public enum FixtureCheck {
         let minTop1 = try number(criterion["rounded_min_top1"], "rounded_min_top1")
         let nearTie = try number(criterion["near_tie_margin"], "near_tie_margin")
         guard let cases = fixture["cases"]?.arrayValue, !cases.isEmpty else { throw malformed("no cases") }
-        let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds)
+        let generator = Generator(special: manifest.special, stopThinkingIds: manifest.stopThinkingIds,
+                                  vocabSize: manifest.vocabSize)
         let recording = Recording(model)
         var report = Report()
         var agreed = 0

@@ -220,18 +220,34 @@ public struct Generator: Sendable {
         public var ttftMs = 0.0, prefillTokensPerS = 0.0, decodeTokensPerS = 0.0
     }
 
+    /// A token id outside the model's embedding rows: fed to a backend it would read past the table (ExecuTorch
+    /// crashes on one), so the loop refuses it first.
+    public struct TokenOutOfRange: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
     public let special: SpecialTokens
     public let stopThinkingIds: [Int]
+    /// The embedding's rows (the manifest's architecture.vocab_size); no id outside 0..<vocabSize reaches the model.
+    public let vocabSize: Int
 
-    public init(special: SpecialTokens, stopThinkingIds: [Int]) {
-        self.special = special
-        self.stopThinkingIds = stopThinkingIds
+    public init(special: SpecialTokens, stopThinkingIds: [Int], vocabSize: Int) {
+        (self.special, self.stopThinkingIds, self.vocabSize) = (special, stopThinkingIds, vocabSize)
+    }
+
+    private func checkIDs(_ ids: [Int], _ what: String) throws {
+        if let bad = ids.first(where: { !(0..<vocabSize).contains($0) }) {
+            throw TokenOutOfRange(description: "\(what) holds token id \(bad), outside the model's \(vocabSize) "
+                                  + "embedding rows: the tokenizer does not belong to this model")
+        }
     }
 
     /// `onToken(channel, id, forced)`: channel is "reasoning" or "content".
     public func run(_ model: LanguageModel, prompt: [Int], thinking: Bool, budget: Int?, maxNewTokens: Int,
                     sampler: inout Sampler, onToken: ((String, Int, Bool) -> Void)? = nil) throws -> Result {
         precondition(maxNewTokens >= 1, "maxNewTokens must be >= 1")
+        try checkIDs(prompt, "the prompt")
+        try checkIDs(stopThinkingIds, "the stop-thinking text")
         var result = Result()
         result.thinking = thinking
         var controller = ThinkingBudget(budget: thinking ? budget : nil, thinkOpen: special.thinkOpen,
@@ -245,6 +261,10 @@ public struct Generator: Sendable {
         while model.position < model.maxSeqLen {
             let forced = controller.forcedToken()
             let token = forced ?? sampler.sample(logits, prompt: prompt, generated: result.tokenIds)
+            guard (0..<vocabSize).contains(token) else {  // logits wider than the embedding (padded): never feed one
+                throw TokenOutOfRange(description: "the model's \(logits.count) logits chose token id \(token), "
+                                      + "outside its \(vocabSize) embedding rows")
+            }
             if firstToken == nil { firstToken = Date() }
             result.tokenIds.append(token)
             let wasInside = controller.inside

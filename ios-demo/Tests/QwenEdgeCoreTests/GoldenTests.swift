@@ -40,7 +40,10 @@ final class GoldenTests: XCTestCase {
         let special = SpecialTokens(imStart: ids["im_start"]!, imEnd: ids["im_end"]!, thinkOpen: ids["think_open"]!,
                                     thinkClose: ids["think_close"]!, endOfText: ids["endoftext"]!,
                                     eos: [ids["im_end"]!, ids["endoftext"]!])
-        let generator = Generator(special: special, stopThinkingIds: golden["stop_thinking_ids"] as! [Int])
+        let vocab = try BundleManifest.parse(Data(contentsOf: repoRoot.appendingPathComponent(
+            "tests/golden/bundle/manifest.json"))).vocabSize
+        let generator = Generator(special: special, stopThinkingIds: golden["stop_thinking_ids"] as! [Int],
+                                  vocabSize: vocab)
         let cases = golden["cases"] as! [[String: Any]]
         XCTAssertEqual(cases.count, 8)
         var cut = 0
@@ -56,7 +59,7 @@ final class GoldenTests: XCTestCase {
             let prompt = c["prompt_ids"] as! [Int]
             let expected = c["generated_ids"] as! [Int]
             var sampler = Sampler(.greedy)
-            let result = try generator.run(ScriptedModel(promptLength: prompt.count, script: expected, vocab: 512),
+            let result = try generator.run(ScriptedModel(promptLength: prompt.count, script: expected, vocab: vocab),
                                            prompt: prompt, thinking: thinking, budget: budget,
                                            maxNewTokens: golden["max_new_tokens"] as! Int, sampler: &sampler)
             XCTAssertEqual(result.tokenIds, expected, "tokens of \(messages) budget \(String(describing: budget))")
