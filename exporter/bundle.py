@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__
-from runtimes.bundle import DIGEST_FILE, FORMAT_VERSION, MANIFEST, manifest_digest_line, schema_errors
+from runtimes.bundle import DIGEST_FILE, FORMAT_VERSION, KV_BYTES, MANIFEST, manifest_digest_line, schema_errors
 from runtimes.checkpoint import load_config
 from runtimes.errors import UserError
 from runtimes.files import sha256_file
@@ -34,14 +36,10 @@ def copy_tokenizer_files(model_dir: Path, bundle_dir: Path) -> None:
             shutil.copy2(model_dir / name, bundle_dir / name)
 
 
-TARGET_LIBRARIES = {"onnx": ("onnx", "onnxruntime"), "executorch": ("executorch", "torchao"),
-                    "coreml": ("coremltools", "torchao")}
-
-
-def library_versions(target: str) -> dict[str, str]:
+def library_versions(libraries: tuple[str, ...]) -> dict[str, str]:
     """The tool and the libraries that shaped this bundle's bytes (same versions + same inputs = same bundle)."""
     versions = {}
-    for name in ("qwen-edge", "torch", "numpy", "safetensors", "tokenizers", *TARGET_LIBRARIES.get(target, ())):
+    for name in ("qwen-edge", "torch", "numpy", "safetensors", "tokenizers", *libraries):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
@@ -54,33 +52,49 @@ def kv_cache_bytes(args, positions: int, bytes_per_value: int) -> int:
     return 2 * args.num_hidden_layers * args.num_key_value_heads * args.head_dim * positions * bytes_per_value
 
 
-def write_manifest(bundle_dir: Path, *, source_id: str, config_sha256: str, args, target: str, backend: str,
-                   quant: dict, max_seq_len: int, kv_dtype: str, kv_bytes_per_value: int, kv_layout: str,
-                   entry_points: list[dict], tokenizer, profile: str | None = None, extra: dict | None = None) -> dict:
-    """Hash every file already in `bundle_dir`, then write a schema-checked manifest.json beside them.
+@dataclass(frozen=True)
+class BundleFacts:
+    """What a manifest records beside the file table. `args` is the module's ModelArgs; `tokenizer` a runtimes
+    QwenTokenizer of the bundle; `libraries` the target's (library_versions); `extra` the top-level fields a
+    target adds (the onnx npu profile's "npu" and "qnn")."""
+    source_id: str
+    config_sha256: str
+    args: Any
+    target: str
+    backend: str
+    quant: dict
+    max_seq_len: int
+    kv_dtype: str
+    kv_layout: str
+    entry_points: list[dict]
+    tokenizer: Any
+    libraries: tuple[str, ...] = ()
+    profile: str | None = None
+    extra: dict = field(default_factory=dict)
 
-    `args` is the module's ModelArgs; `tokenizer` a runtimes QwenTokenizer of the bundle; `extra` the top-level
-    fields a target adds (the onnx npu profile's "npu" and "qnn").
-    """
-    special = tokenizer.special
-    kv_bytes = kv_cache_bytes(args, max_seq_len, kv_bytes_per_value)
+
+def write_manifest(bundle_dir: Path, facts: BundleFacts) -> dict:
+    """Hash every file already in `bundle_dir`, then write a schema-checked manifest.json beside them."""
+    f, args = facts, facts.args
+    special = f.tokenizer.special
+    kv_bytes = kv_cache_bytes(args, f.max_seq_len, KV_BYTES[f.kv_dtype])
     manifest = {
         "format": "qwen-edge-bundle", "format_version": FORMAT_VERSION, "created_by": f"qwen-edge {__version__}",
-        "versions": library_versions(target),
-        "source_model": {"id": source_id, "config_sha256": config_sha256},
+        "versions": library_versions(f.libraries),
+        "source_model": {"id": f.source_id, "config_sha256": f.config_sha256},
         "architecture": {**{name: getattr(args, name) for name in ARCHITECTURE_FIELDS},
                          **({"rope_scaling": args.rope_scaling.manifest()} if args.rope_scaling else {})},
-        "target": target, "backend": backend, **({"profile": profile} if profile else {}),
-        "quant": quant, "max_seq_len": max_seq_len,
-        "kv_cache": {"layout": kv_layout, "dtype": kv_dtype,
-                     "positions": max_seq_len, "bytes_at_max_context": kv_bytes},
-        "entry_points": entry_points, **(extra or {}),
+        "target": f.target, "backend": f.backend, **({"profile": f.profile} if f.profile else {}),
+        "quant": f.quant, "max_seq_len": f.max_seq_len,
+        "kv_cache": {"layout": f.kv_layout, "dtype": f.kv_dtype,
+                     "positions": f.max_seq_len, "bytes_at_max_context": kv_bytes},
+        "entry_points": f.entry_points, **f.extra,
         "special_tokens": {"im_start": special.im_start, "im_end": special.im_end, "think_open": special.think_open,
                            "think_close": special.think_close, "endoftext": special.endoftext,
                            "eos": sorted(special.stop)},
-        "thinking": {"stop_text": STOP_THINKING_TEXT, "stop_token_ids": tokenizer.encode(STOP_THINKING_TEXT)},
+        "thinking": {"stop_text": STOP_THINKING_TEXT, "stop_token_ids": f.tokenizer.encode(STOP_THINKING_TEXT)},
         # qwen3: the apps render it with their own code; checkpoint: only the template itself renders it
-        "chat_template": "checkpoint" if tokenizer.own_template else "qwen3",
+        "chat_template": "checkpoint" if f.tokenizer.own_template else "qwen3",
         "files": {str(p.relative_to(bundle_dir)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                   for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name not in (MANIFEST, DIGEST_FILE)},
     }

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from exporter.targets.registry import TARGETS
 from runtimes.bundle import MANIFEST, check_bundle, unsafe_path
 from runtimes.errors import UserError
 from runtimes.files import read_json, regular_file, sha256_file
@@ -26,7 +27,6 @@ RANDOM_MODEL_MARKER = "qwen-edge-random-model.json"
 # inside each temporary (.NAME.partial-PID-TOKEN) and set-aside (.NAME.old-PID-TOKEN) directory: {"pid", "token"},
 # the same as in its name; remove_stale touches no directory without it
 WORK_MARKER = ".qwen-edge-work.json"
-TARGET_DIRS = ("onnx", "executorch", "coreml")
 KINDS = ("bundle", "bundles", "quantized checkpoint", "random model")
 
 
@@ -111,8 +111,8 @@ def owner(path: Path) -> tuple[str | None, str]:
                 more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
                 return None, f"it is not a {kind} exactly as this tool wrote it: {differences[0]}{more}"
             return kind, ""
-    if all(e.split("/")[0] in TARGET_DIRS for e in entries):
-        for name in TARGET_DIRS:
+    if all(e.split("/")[0] in TARGETS for e in entries):
+        for name in TARGETS:
             if os.path.lexists(path / name):
                 found, why = owner(path / name) if (path / name).is_dir() else (None, "it is a file")
                 if found != "bundle":

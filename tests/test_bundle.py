@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from exporter.bundle import copy_tokenizer_files, write_manifest
+from exporter.bundle import BundleFacts, copy_tokenizer_files, write_manifest
 from runtimes.checkpoint import load_config, resolve_model_dir
 from runtimes.model import ModelArgs
 from runtimes.checkpoint import config_sha256
@@ -24,12 +24,11 @@ def bundle(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\x00" * 1000)
     copy_tokenizer_files(TINY, tmp_path)
     config = load_config(TINY)
-    manifest = write_manifest(tmp_path, source_id="tiny", config_sha256=config_sha256(config),
-                              args=ModelArgs.from_config(config), target="onnx", backend="onnxruntime",
-                              quant={"name": "fp32", "method": "none", "bits": 32}, max_seq_len=256,
-                              kv_dtype="float32", kv_bytes_per_value=4, kv_layout="[1, kv_heads, positions, head_dim]",
-                              entry_points=ENTRY,
-                              tokenizer=QwenTokenizer(tmp_path))
+    manifest = write_manifest(tmp_path, BundleFacts(
+        source_id="tiny", config_sha256=config_sha256(config), args=ModelArgs.from_config(config), target="onnx",
+        backend="onnxruntime", quant={"name": "fp32", "method": "none", "bits": 32}, max_seq_len=256,
+        kv_dtype="float32", kv_layout="[1, kv_heads, positions, head_dim]", entry_points=ENTRY,
+        tokenizer=QwenTokenizer(tmp_path)))
     return tmp_path, manifest
 
 

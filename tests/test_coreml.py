@@ -119,11 +119,12 @@ def test_validation_catches_a_manifest_that_lies(bundles):
 def test_files_hold_our_exact_codes_and_scales(bundles):
     """Every int4 linear and the int8 embedding table (also the tied LM head): our codes and fp16 scales."""
     from exporter.export import prepare
+    from exporter.options import QuantOptions
 
     quant = "int4"
     manifest = read_manifest(bundles[quant])
     q = manifest["quant"]
-    _, weights, *_ = prepare("tiny", quant, q["group_size"], True, q["embedding"], "builtin", 128, 512, MAX_SEQ_LEN,
+    _, weights, *_ = prepare("tiny", QuantOptions(quant, q["group_size"], embedding=q["embedding"]), MAX_SEQ_LEN,
                              progress=False)
     stored = {(codes.shape, np.asarray(codes, dtype=np.int8).tobytes()): scales
               for codes, scales in validate_bundle(bundles[quant], manifest)["quantized"]}

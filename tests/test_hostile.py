@@ -385,22 +385,26 @@ def test_template_operations_cannot_exhaust_memory(source):
 
 def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, capsys):
     """--profile, --npu-chunk, --qnn-soc, --activations and --delegate reach the targets they apply to under --target
-    all (the targets are stubbed: what is checked is what each one receives)."""
-    import exporter.export as export_module
+    all, each target writing its own scheme (the targets' writers are stubbed: what is checked is what each one
+    receives)."""
+    from exporter.targets.registry import TARGETS
+    from exporter.targets.target import Artifact
 
     seen = {}
 
-    def fake_write(target, model, module, weights, quant_fields, config, model_dir, into, max_seq_len, profile,
-                   npu_chunk, delegate, activations, kv_cache, qnn_socs, calib, seq_len):
-        seen[target] = dict(profile=profile, npu_chunk=npu_chunk, delegate=delegate, activations=activations,
-                            quant=quant_fields["name"], qnn_socs=qnn_socs)
-        assert (kv_cache, calib, seq_len) == ("auto", "arithmetic", 512)  # what the int8 KV cache's calibration reads
-        (into / "model.bin").write_bytes(b"x")
-        return {"target": target, "bytes": 1, "manifest_sha256": "0" * 64,
-                "kv_cache": {"target": target, "dtype": "float32", "positions": max_seq_len, "bytes": 1}}
+    def fake_write(target, request):
+        o = request.options
+        seen[target.name] = dict(profile=o.profile, npu_chunk=o.npu_chunk, delegate=o.delegate,
+                                 activations=o.activations, quant=request.quant["name"], scheme=request.scheme.name,
+                                 qnn_socs=o.qnn_socs)
+        assert (o.kv_cache, o.quant.calib, o.quant.seq_len) == ("auto", "arithmetic", 512)  # the int8 KV cache's
+        (request.into / "model.bin").write_bytes(b"x")
+        entry = {"name": "forward", "file": "model.bin", "inputs": [], "outputs": []}
+        return Artifact([entry], "float32", "none (stub)")
 
-    monkeypatch.setattr(export_module, "_write_bundle", fake_write)
-    monkeypatch.setattr(export_module, "_check_libraries", lambda *a: None)
+    for target in TARGETS.values():
+        monkeypatch.setattr(target, "write", lambda request, target=target: fake_write(target, request))
+        monkeypatch.setattr(target, "check_libraries", lambda options: None)
     code, _, err = run_cli(capsys, "--model", "tiny", "--target", "all", "--quant", "8da4w", "--activations", "int8",
                            "--profile", "npu", "--npu-chunk", "16", "--embedding", "none", "--out",
                            str(tmp_path / "all"))
@@ -409,11 +413,10 @@ def test_target_all_passes_each_option_to_its_targets(monkeypatch, tmp_path, cap
                            "--npu-chunk", "16", "--qnn-soc", "8gen3", "--delegate", "coreml", "--calib", "arithmetic",
                            "--out", str(tmp_path / "all"))
     assert code == 0, err
-    assert seen["onnx"] == dict(profile="npu", npu_chunk=16, delegate="xnnpack", activations=None, quant="int4",
-                                qnn_socs=["8gen3"])
-    assert seen["executorch"] == dict(profile="cpu", npu_chunk=16, delegate="coreml", activations=None,
-                                      quant="8da4w", qnn_socs=None)
-    assert seen["coreml"]["profile"] == "cpu" and seen["coreml"]["quant"] == "int4"
+    everyone = dict(profile="npu", npu_chunk=16, delegate="coreml", activations=None, qnn_socs=("8gen3",))
+    assert seen["onnx"] == dict(everyone, quant="int4", scheme="int4")
+    assert seen["executorch"] == dict(everyone, quant="8da4w", scheme="8da4w")
+    assert seen["coreml"] == dict(everyone, quant="int4", scheme="int4")
 
 
 # ---- round 3 (issue 32): paths that are not what they claim; each was a hang, a traceback or a late failure ------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.bundle import copy_tokenizer_files, write_manifest
+from exporter.bundle import BundleFacts, copy_tokenizer_files, write_manifest
 from exporter.commands.common import model_argument
 from exporter.make_model import QWEN3_GENERATION_CONFIG
 from exporter.output import atomic_output_dir
@@ -163,10 +163,11 @@ def _fixture(out: Path, model: str, model_dir: Path) -> None:
     entry = [{"name": "forward", "file": "model.bin", "inputs": [{"name": "tokens", "dtype": "int64",
                                                                    "shape": [1, "seq_len"]}],
               "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, config["vocab_size"]]}]}]
-    write_manifest(out, source_id=model, config_sha256=config_sha256(config), args=ModelArgs.from_config(config),
-                   target="reference", backend="reference", quant={"name": "fp32", "method": "none", "bits": 32},
-                   max_seq_len=256, kv_dtype="float32", kv_bytes_per_value=4, kv_layout="none (fixture)",
-                   entry_points=entry, tokenizer=QwenTokenizer(out))
+    write_manifest(out, BundleFacts(source_id=model, config_sha256=config_sha256(config),
+                                    args=ModelArgs.from_config(config), target="reference", backend="reference",
+                                    quant={"name": "fp32", "method": "none", "bits": 32}, max_seq_len=256,
+                                    kv_dtype="float32", kv_layout="none (fixture)", entry_points=entry,
+                                    tokenizer=QwenTokenizer(out)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ import torch
 
 from calibration.datasets import calibration_set
 from exporter.export import export, prepare
+from exporter.options import ExportOptions, QuantOptions
 from exporter.targets import onnx_npu
 from runtimes.backends.onnxruntime import NpuBackend
 from runtimes.backends.qnn import Htp
@@ -133,8 +134,8 @@ def linear_groups(module, with_head: bool) -> dict[str, list[str]]:
 
 
 def tiny(quant: str):
-    return prepare("tiny", quant, 64, True, "int8" if quant != "fp32" else "none", "builtin", 16, 128, MAX_SEQ_LEN,
-                   progress=False)[:2]
+    options = QuantOptions(quant, 64, embedding="int8" if quant != "fp32" else "none", samples=16, seq_len=128)
+    return prepare("tiny", options, MAX_SEQ_LEN, progress=False)[:2]
 
 
 def reference_module(quant: str):
@@ -196,8 +197,8 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     tokenizer = QwenTokenizer(resolve_model_dir("tiny"))
-    export("tiny", "onnx", args.quant, str(out), group_size=64, max_seq_len=MAX_SEQ_LEN, profile="npu", npu_chunk=CHUNK,
-           overwrite=True, progress=False)
+    export(ExportOptions("tiny", "onnx", str(out), QuantOptions(args.quant, 64), max_seq_len=MAX_SEQ_LEN, profile="npu",
+                         npu_chunk=CHUNK, overwrite=True, progress=False))
     manifest = read_manifest(out)
     if args.variant == "fp16":
         reference = bundle_reference(manifest, None)[0].module

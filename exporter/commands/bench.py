@@ -7,7 +7,7 @@ import argparse
 from exporter.commands.common import (check_output_dir, check_writable, int_list, max_new_tokens_argument,
                                       memory_argument, need_torch, write_json, write_text)
 from runtimes.errors import UserError
-from runtimes.eval.bench.measure import bench
+from runtimes.eval.bench.measure import BenchOptions, bench
 from runtimes.eval.bench.report import markdown, plots
 from runtimes.files import read_text_file
 
@@ -59,12 +59,11 @@ def run(args) -> int:
         read_text_file(args.text, "--text", "give a UTF-8 text file for perplexity")
     if not args.no_accuracy:
         need_torch("bench's accuracy (against the PyTorch model; --no-accuracy measures without it)")
-    result = bench(args.bundle, against=args.against, threads=args.threads,
-                   prompt_lengths=int_list(args.prompt_lengths, "--prompt-lengths"), new_tokens=args.max_new_tokens,
-                   runs=args.runs, text_file=args.text, windows=args.windows, tasks=args.tasks,
-                   problems=args.problems, budgets=int_list(args.budgets, "--budgets", allow_none=True),
-                   soc=args.soc, energy_meter=args.energy, android_energy=args.android_energy,
-                   accuracy=not args.no_accuracy)
+    result = bench(args.bundle, BenchOptions(
+        against=args.against, threads=args.threads, prompt_lengths=int_list(args.prompt_lengths, "--prompt-lengths"),
+        new_tokens=args.max_new_tokens, runs=args.runs, text_file=args.text, windows=args.windows, tasks=args.tasks,
+        problems=args.problems, budgets=int_list(args.budgets, "--budgets", allow_none=True), soc=args.soc,
+        energy_meter=args.energy, android_energy=args.android_energy, accuracy=not args.no_accuracy))
     report = markdown(result)
     if args.json:
         write_json(args.json, result)

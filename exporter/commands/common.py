@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from exporter.options import QuantOptions
 from runtimes.errors import UserError
 from runtimes.files import input_file, what_is
 from runtimes.memory import FLAG
@@ -56,6 +57,12 @@ def memory_argument(p: argparse.ArgumentParser) -> None:
                    help="the memory this command may plan to use, e.g. 8G: before loading, the model's weights, KV "
                         "cache at the context asked for and working memory are added up and refused past it "
                         "(default: the memory available here; a larger SIZE runs anyway, none skips the check)")
+
+
+def quant_options(args, name: str | None) -> QuantOptions:
+    """quant_arguments' flags, and --quant `name`, as QuantOptions."""
+    return QuantOptions(name=name, group_size=args.group_size, symmetric=not args.asymmetric, embedding=args.embedding,
+                        calib=args.calib, samples=args.samples, seq_len=args.seq_len, device=check_device(args.device))
 
 
 def out_arguments(p: argparse.ArgumentParser, what: str) -> None:

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtimes import quiet
-from runtimes.model import Qwen3, share_weights
+from exporter.targets.swaps import replace_modules
+from runtimes.model import Attend, Qwen3, RMSNorm, share_weights
 from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
 
@@ -85,7 +86,7 @@ def _quiet():
             lg.setLevel(level)
 
 
-def _coremltools():
+def load_coremltools():
     try:
         with _quiet():
             import coremltools as ct
@@ -118,12 +119,11 @@ def _fix_int_cast() -> None:
 
 
 class DequantWeight(nn.Module):
-    """Our codes and fp16 scales; forward dequantizes (coremltools keeps this as a constexpr op)."""
+    """Our codes and fp16 scales; forward dequantizes (coremltools keeps this as a constexpr op). Symmetric codes
+    only (export refuses others first)."""
 
     def __init__(self, qt: QuantizedTensor):
         super().__init__()
-        if not qt.symmetric:
-            raise UserError("the Core ML target takes symmetric weights only; drop --asymmetric")
         self.register_buffer("q", qt.q.to(torch.int8).contiguous())
         # float16 values (the precision the file keeps them in) held as float32 so the traced graph stays float32
         self.register_buffer("scales", qt.scales.to(torch.float16).float().contiguous())
@@ -146,8 +146,8 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.dequant())
 
 
-class QuantEmbedding(nn.Module):
-    """A row gather from the dequantized table."""
+class DequantEmbedding(nn.Module):
+    """A row gather from the dequantized table (a DequantWeight, shared with the tied LM head)."""
 
     def __init__(self, weight: DequantWeight):
         super().__init__()
@@ -199,35 +199,47 @@ class ScaledRMSNorm(nn.Module):
         return self.weight * (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + floor * floor))
 
 
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-           "mlp.up_proj", "mlp.down_proj")
+def replace_rms_norms_with_scaled(model: nn.Module) -> None:
+    replace_modules(model, RMSNorm, lambda name, norm: ScaledRMSNorm(norm))
+
+
+def replace_linears_with_quantized(model: Qwen3, weights: dict[str, QuantizedTensor]) -> None:
+    """Each linear with a quantized weight (named as in the full model) multiplies by its dequantized codes."""
+    replace_modules(model, nn.Linear, lambda name, linear: QuantLinear(DequantWeight(weights[f"{name}.weight"]))
+                    if f"{name}.weight" in weights else None)
+
+
+def replace_embedding_with_quantized(model: Qwen3, table: QuantizedTensor) -> None:
+    """The embedding gathers from the dequantized table; a tied LM head multiplies by the same table."""
+    weight = DequantWeight(table)
+    replace_modules(model, nn.Embedding, lambda name, embedding: DequantEmbedding(weight))
+    if model.args.tie_word_embeddings:
+        model.lm_head = QuantLinear(weight)  # the head multiplies by the rows the embedding gathers: one table
+
+
+def replace_attention_with_states(model: Qwen3, caches: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The attention cores of the model's layers, in order, on the chunk's state buffers (layer i of the chunk
+    writes slice i)."""
+    a, order = model.args, iter(range(len(model.layers)))
+    replace_modules(model, Attend, lambda name, old: StateAttend(next(order), a.num_attention_heads,
+                                                                 a.num_key_value_heads, caches))
 
 
 def for_coreml(module: Qwen3, quantized: dict[str, QuantizedTensor], layers: range | None = None) -> Qwen3:
-    """The model with Core ML's weight swaps, beside `module` (sharing its tensors): quantized linears and the
-    quantized embedding as dequantize ops on our codes, the tied LM head over the embedding's table. With `layers`
-    it keeps only those decoder layers (a chunk's; the chunk installs their attention cores)."""
+    """The model with Core ML's weight swaps, beside `module` (sharing its tensors): fp16-safe norms, quantized
+    linears and the quantized embedding as dequantize ops on our codes, the tied LM head over the embedding's
+    table. With `layers` it keeps only those decoder layers (a chunk's; the chunk installs their attention cores)."""
     model = share_weights(module)
     layers = range(module.args.num_hidden_layers) if layers is None else layers
     model.layers = nn.ModuleList(model.layers[i] for i in layers)
-    model.norm = ScaledRMSNorm(model.norm)
-    for block, index in zip(model.layers, layers):
-        for norm in ("input_layernorm", "post_attention_layernorm", "self_attn.q_norm", "self_attn.k_norm"):
-            owner, _, attr = norm.rpartition(".")
-            parent = block.get_submodule(owner) if owner else block
-            setattr(parent, attr, ScaledRMSNorm(getattr(parent, attr)))
-        for linear in LINEARS:
-            qt = quantized.get(f"layers.{index}.{linear}.weight")
-            if qt is not None:
-                owner, _, attr = linear.rpartition(".")
-                setattr(block.get_submodule(owner), attr, QuantLinear(DequantWeight(qt)))
+    replace_rms_norms_with_scaled(model)
+    # the kept layers' linears under their names in the full model, where the quantized weights are named
+    renamed = {f"layers.{position}.{name.split('.', 2)[2]}": qt for position, index in enumerate(layers)
+               for name, qt in quantized.items() if name.startswith(f"layers.{index}.")}
+    replace_linears_with_quantized(model, {**renamed, **{name: qt for name, qt in quantized.items()
+                                                         if not name.startswith("layers.")}})
     if "embed_tokens.weight" in quantized:
-        table = DequantWeight(quantized["embed_tokens.weight"])
-        model.embed_tokens = QuantEmbedding(table)
-        if module.args.tie_word_embeddings:
-            model.lm_head = QuantLinear(table)  # the head multiplies by the rows the embedding gathers: one table
-    if "lm_head.weight" in quantized:
-        model.lm_head = QuantLinear(DequantWeight(quantized["lm_head.weight"]))
+        replace_embedding_with_quantized(model, quantized["embed_tokens.weight"])
     return model
 
 
@@ -245,9 +257,7 @@ class LayerChunk(nn.Module):
         self.register_buffer("rope_sin", module.rope_sin[:max_seq_len].float().clone())
         model = for_coreml(module, quantized, layers)
         model.embed_tokens = nn.Identity()  # the chunk takes hidden states: the embedding is embed_head's
-        for index, layer in enumerate(model.layers):
-            layer.self_attn.attend = StateAttend(index, a.num_attention_heads, a.num_key_value_heads,
-                                                 (self.k_cache, self.v_cache))
+        replace_attention_with_states(model, (self.k_cache, self.v_cache))
         model.norm = model.lm_head = None  # the LM head's: not part of a chunk
         self.model, self.layers = model, layers
 
@@ -467,7 +477,7 @@ def convert_chunk(ct, module: Qwen3, quantized: dict[str, QuantizedTensor], inde
 def export_coreml(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
                   chunk_bytes: int | None = None) -> list[dict]:
     """Write embed_head.mlpackage and chunk_<i>.mlpackage into out_dir → the manifest's entry points."""
-    ct = _coremltools()
+    ct = load_coremltools()
     with _quiet():
         import torchao.quantization.quant_primitives  # noqa: F401  (registers torchao::dequantize_affine)
     chunks = plan_chunks(module, quantized, chunk_bytes or CHUNK_BYTES)

@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from exporter.targets.swaps import replace_modules
 from runtimes.backends.executorch import load_kernels
-from runtimes.model import Qwen3, share_weights
+from runtimes.model import Attend, Qwen3, share_weights
 from runtimes.quiet import c_stderr_hidden, stage
 from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
@@ -45,7 +46,6 @@ from runtimes.errors import UserError
 MODEL_FILE = "model.pte"
 ACTIVATIONS = "int8-dynamic-per-token"
 INT4_SCALE_DTYPE = "bfloat16"  # XNNPACK's qb4w kernels keep group scales in bf16 (the partitioner converts them)
-DELEGATES = ("xnnpack", "coreml", "qnn")
 STATIC_DELEGATES = ("coreml",)  # delegates that need the static single-token program
 
 
@@ -67,21 +67,21 @@ def _quiet():
 
 def _intx_weight(qt: QuantizedTensor, dtype: torch.dtype, dynamic_activations: bool = True):
     """Our codes and scales as a torchao tensor: with dynamic activations it lowers to XNNPACK's dynamically
-    quantized linear; without, to a weight-only dequantize (what the Core ML delegate keeps as constexpr ops)."""
+    quantized linear; without, to a weight-only dequantize (what the Core ML delegate keeps as constexpr ops).
+    Symmetric codes only (export refuses others first)."""
     from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
         IntxUnpackedToInt8Tensor, IntxUnpackedToInt8TensorActivationQuantization)
 
-    if not qt.symmetric:
-        raise UserError("XNNPACK's low-bit linears take symmetric weights only; drop --asymmetric for executorch")
     return IntxUnpackedToInt8Tensor(
         qt.q.to(torch.int8), qt.scales.to(dtype), torch.zeros_like(qt.scales, dtype=torch.int8),
         torch.int4 if qt.bits == 4 else torch.int8, (1, qt.group_size), dtype,
         IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN if dynamic_activations else None)
 
 
-class QuantEmbedding(nn.Module):
-    """Row gather from our quantized table, dequantized by ExecuTorch's embedding kernels: int8 per row
-    (embedding_byte) or int4 group-wise (embedding_4bit: two codes per byte, (even + 8) << 4 | (odd + 8))."""
+class KernelQuantEmbedding(nn.Module):
+    """Row gather from our quantized table by ExecuTorch's quantized embedding kernels, which dequantize the rows
+    they gather: int8 per row (embedding_byte) or int4 group-wise (embedding_4bit: two codes per byte,
+    (even + 8) << 4 | (odd + 8))."""
 
     def __init__(self, qt: QuantizedTensor, dtype: torch.dtype):
         super().__init__()
@@ -123,25 +123,42 @@ class CacheOpsAttend(nn.Module):
         return out.reshape(bsz, seq_len, -1)
 
 
+def replace_embedding_with_quantized(model: Qwen3, table: QuantizedTensor, dtype: torch.dtype) -> None:
+    replace_modules(model, nn.Embedding, lambda name, old: KernelQuantEmbedding(table, dtype))
+
+
+def replace_linears_with_quantized(model: Qwen3, weights: dict[str, QuantizedTensor], dtype: torch.dtype,
+                                   dynamic: bool) -> None:
+    """Each linear with a quantized weight computes on torchao tensors of our codes (dynamic: 8-bit dynamic
+    activations, XNNPACK's kernels; else weight-only)."""
+    for name, linear in model.named_modules():
+        qt = weights.get(f"{name}.weight")
+        if isinstance(linear, nn.Linear) and qt is not None:
+            linear.weight = nn.Parameter(_intx_weight(qt, dtype, dynamic), requires_grad=False)
+
+
+def replace_attention_with_custom_sdpa(model: Qwen3, max_seq_len: int, dtype: torch.dtype) -> None:
+    """Every attention core on ExecuTorch's cache ops (ExecuTorch's own exporter calls its swap
+    replace_sdpa_with_custom_op)."""
+    a = model.args
+    replace_modules(model, Attend, lambda name, old: CacheOpsAttend(max_seq_len, a.num_key_value_heads, a.head_dim,
+                                                                    dtype))
+
+
 def for_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype,
                    dynamic: bool = True) -> Qwen3:
     """The model with ExecuTorch's swaps, beside `module` (sharing its tensors): weights in `dtype`, quantized
-    linears as torchao tensors of our codes (dynamic: 8-bit dynamic activations, XNNPACK's kernels; else
-    weight-only), the quantized table gathered by ExecuTorch's embedding kernels, and attention on its cache ops."""
+    linears as torchao tensors of our codes, the quantized table gathered by ExecuTorch's embedding kernels, and
+    attention on its cache ops."""
     model = share_weights(module).to(dtype)
     table = quantized.get("embed_tokens.weight")
+    weights = {name: qt for name, qt in quantized.items() if name != "embed_tokens.weight"}
     if table is not None:
-        model.embed_tokens = QuantEmbedding(table, dtype)
-    weights = dict(quantized)
-    if module.args.tie_word_embeddings and table is not None:
-        weights["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
-    for name, qt in weights.items():
-        if name != "embed_tokens.weight":
-            model.get_submodule(name.removesuffix(".weight")).weight = nn.Parameter(
-                _intx_weight(qt, dtype, dynamic), requires_grad=False)
-    for layer in model.layers:
-        layer.self_attn.attend = CacheOpsAttend(max_seq_len, module.args.num_key_value_heads, module.args.head_dim,
-                                                dtype)
+        replace_embedding_with_quantized(model, table, dtype)
+        if module.args.tie_word_embeddings:
+            weights["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
+    replace_linears_with_quantized(model, weights, dtype, dynamic)
+    replace_attention_with_custom_sdpa(model, max_seq_len, dtype)
     return model
 
 
@@ -237,7 +254,7 @@ def _partitioners(delegate: str) -> list:
         raise UserError("--delegate qnn: this version lowers to XNNPACK and Core ML only; the QNN SDK was found but "
                         "its static-shape, PT2E-quantized flow is not wired up yet (use --target onnx --profile npu "
                         "for QNN's ONNX Runtime execution provider)")
-    raise UserError(f"unknown delegate {delegate!r}; choose one of {', '.join(DELEGATES)}")
+    raise ValueError(f"unknown delegate {delegate!r}")  # the CLI's choices are the target's (executorch_target.py)
 
 
 def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, bos_id: int, eos_ids: list[int],

@@ -23,6 +23,7 @@ Runtime's fused SkipSimplifiedLayerNormalization / SimplifiedLayerNormalization.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,15 @@ from exporter.targets.onnx_graph import Graph, as_numpy, nbits_weights, save
 from runtimes.quant.rtn import QuantizedTensor
 
 OPSET = 21
+
+
+class AttentionInputs(NamedTuple):
+    """What every layer's GroupQueryAttention reads besides its own q, k, v and cache, in the kernel's order."""
+    seqlens_k: object  # the total length after this call, minus one
+    total_sequence_length: object
+    cos_cache: object
+    sin_cache: object
+
 MODEL_FILE = "model.onnx"
 
 
@@ -180,7 +190,7 @@ class CpuBuilder:
             w = g.op("DequantizeLinear", codes, scales, axis=0)
         return g.op("Reshape", self.to_fp32(g.op("Gemm", flat, w, transB=1)), g.const([1, -1, a.vocab_size]))
 
-    def attention(self, i: int, q, k, v, seqlens_k, total, cos, sin, past_key, past_value):
+    def attention(self, i: int, q, k, v, shared: AttentionInputs, past_key, past_value):
         """GroupQueryAttention; a float16 cache under float32 activations runs it in float16, its inputs cast to it.
 
         An int8 cache runs the kernel's PER_TENSOR mode with scale 1 on keys and values divided by their
@@ -207,7 +217,7 @@ class CpuBuilder:
             quantized = (None, None, None, unit, unit)  # position_ids, attention_bias, head_sink, k_scale, v_scale
             attrs = {"k_quant_type": "PER_TENSOR", "v_quant_type": "PER_TENSOR", "kv_cache_bit_width": 8}
         out, present_key, present_value = g.op(
-            "GroupQueryAttention", q, k, v, past_key, past_value, seqlens_k, total, cos, sin, *quantized, outputs=3,
+            "GroupQueryAttention", q, k, v, past_key, past_value, *shared, *quantized, outputs=3,
             domain="com.microsoft", num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads,
             do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(a.head_dim)), **attrs)
         if self.kv_dtype == "int8":
@@ -227,6 +237,7 @@ class CpuBuilder:
         last = g.op("Gather", g.op("Squeeze", inputs["position_ids"], g.const([0])), g.const(-1))
         total = self.cast(g.op("Add", last, g.const(1)), "int32")
         seqlens_k = g.op("Reshape", self.cast(last, "int32"), g.const([1]))
+        shared = AttentionInputs(seqlens_k, total, cos, sin)
         x = self.embed(inputs["input_ids"])
         # [1, S, n*hd] <-> [1, S, n, hd] by constant shapes (0 copies the dimension): no shape arithmetic per layer
         heads_shape, flat_shape = g.const([0, 0, -1, hd]), g.const([0, 0, -1])
@@ -240,8 +251,8 @@ class CpuBuilder:
                      flat_shape)
             k = g.op("Reshape", self.rms_norm(g.op("Reshape", k, heads_shape), p + "self_attn.k_norm.weight"),
                      flat_shape)
-            attn, present_key, present_value = self.attention(i, q, k, v, seqlens_k, total, cos, sin,
-                                                              inputs[f"past_key_{i}"], inputs[f"past_value_{i}"])
+            attn, present_key, present_value = self.attention(i, q, k, v, shared, inputs[f"past_key_{i}"],
+                                                              inputs[f"past_value_{i}"])
             presents += [present_key, present_value]
             h, x = self.add_norm(x, self.linear(attn, p + "self_attn.o_proj.weight"),
                                  p + "post_attention_layernorm.weight")

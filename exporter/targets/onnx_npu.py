@@ -64,10 +64,8 @@ HOST = ("inputs_embeds = embed.onnx(input_ids) on the CPU; attention_bias [1, 1,
 
 def check_weights(quantized: dict[str, QuantizedTensor]) -> None:
     """Refuse weights HTP's MatMulNBits or the host's table cannot hold (the CLI refuses the flags that lead here;
-    a quantized checkpoint can still bring them)."""
+    a quantized checkpoint can still bring them; export refuses asymmetric ones for every target that says so)."""
     for name, qt in quantized.items():
-        if not qt.symmetric:
-            raise UserError("the npu profile takes symmetric weights only (HTP's MatMulNBits); drop --asymmetric")
         if qt.bits == 4 and name == "embed_tokens.weight":
             raise UserError("the npu profile keeps the embedding / LM head table as int8 per row or fp16; use "
                             "--embedding int8 (default) or none")
@@ -263,14 +261,13 @@ def compile_context(bundle_dir: Path, soc: str) -> dict:
 
 
 def export_npu_bundle(module, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int, chunk: int,
-                      quant_fields: dict, socs: list[str] | None = None) -> tuple[list[dict], dict]:
+                      socs: list[str] | None = None) -> tuple[list[dict], dict, dict]:
     """The npu profile's graphs, and context binaries for each SoC in `socs` -> (entry points, the manifest's
-    "npu" and "qnn" fields). Records in quant_fields that the graphs keep scales in fp16."""
+    "npu" and "qnn" fields, its quant fields: the graphs keep scales in fp16)."""
     from runtimes.quiet import stage
 
     check_weights(quantized)
-    for bits in sorted({qt.bits for qt in quantized.values()}):
-        quant_fields[f"int{bits}_scale_dtype"] = "float16"
+    quant_fields = {f"int{bits}_scale_dtype": "float16" for bits in sorted({qt.bits for qt in quantized.values()})}
     entries = export_npu(module, quantized, out_dir, max_seq_len, chunk)
     fields = {"npu": {"activations": "float16", "chunk": chunk, "mask_value": MASK_VALUE, "host": HOST}}
     if socs:
@@ -281,4 +278,4 @@ def export_npu_bundle(module, quantized: dict[str, QuantizedTensor], out_dir: Pa
             with stage(f"onnx: compiling the npu graphs for {soc} (HTP v{SOCS[soc].htp_arch})"):
                 contexts.append(compile_context(out_dir, soc))
         fields["qnn"] = {"contexts": contexts}
-    return entries, fields
+    return entries, fields, quant_fields

@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -106,42 +107,59 @@ def heldout_text_windows(tokenizer, text_file: str | None, n: int, length: int) 
     return [ids[i:i + length] for i in range(0, len(ids) - length + 1, length)][:n], str(path)
 
 
-def bench(bundles: Sequence[str], against: str | None = None, threads: int | None = None,
-          prompt_lengths: Sequence[int] = (32, 128), new_tokens: int = 64, runs: int = 3,
-          text_file: str | None = None, windows: int = 64, window_len: int = 256, tasks: str = "arithmetic",
-          problems: int = 50, budgets: Sequence[int | None] = DEFAULT_BUDGETS, soc: str = "lpddr5x-4nm-cpu",
-          energy_meter: str = "auto", android_energy: str | None = None, accuracy: bool = True,
-          progress: bool = True) -> dict:
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `bench` measures and how (the command's flags)."""
+    against: str | None = None  # the full-precision model accuracy is measured against (default: each source)
+    threads: int | None = None
+    prompt_lengths: Sequence[int] = (32, 128)
+    new_tokens: int = 64
+    runs: int = 3
+    text_file: str | None = None  # held-out text for perplexity (default: the bundled text)
+    windows: int = 64
+    window_len: int = 256
+    tasks: str = "arithmetic"
+    problems: int = 50
+    budgets: Sequence[int | None] = DEFAULT_BUDGETS
+    soc: str = "lpddr5x-4nm-cpu"
+    energy_meter: str = "auto"
+    android_energy: str | None = None
+    accuracy: bool = True
+    progress: bool = True
+
+
+def bench(bundles: Sequence[str], options: BenchOptions = BenchOptions()) -> dict:
+    o = options
     if not bundles:
         raise UserError("give at least one --bundle DIR")
-    if soc not in load_profiles():
-        raise UserError(f"unknown --soc {soc!r}; choose one of {', '.join(sorted(load_profiles()))}")
-    for flag, value in (("--runs", runs), ("--max-new-tokens", new_tokens), ("--windows", windows),
-                        ("--problems", problems)):
+    if o.soc not in load_profiles():
+        raise UserError(f"unknown --soc {o.soc!r}; choose one of {', '.join(sorted(load_profiles()))}")
+    for flag, value in (("--runs", o.runs), ("--max-new-tokens", o.new_tokens), ("--windows", o.windows),
+                        ("--problems", o.problems)):
         if value < 1:
             raise UserError(f"{flag} must be >= 1 (got {value})")
     manifests = {b: read_manifest(b) for b in bundles}  # every input is checked before any slow work
-    task_items = read_tasks(tasks, problems) if accuracy else None
-    if accuracy and text_file is not None and not Path(text_file).is_file():
-        raise UserError(f"--text {text_file}: no such file")
-    android = import_android(android_energy) if android_energy else None
+    task_items = read_tasks(o.tasks, o.problems) if o.accuracy else None
+    if o.accuracy and o.text_file is not None and not Path(o.text_file).is_file():
+        raise UserError(f"--text {o.text_file}: no such file")
+    android = import_android(o.android_energy) if o.android_energy else None
     if android is not None and android["bundle"] not in [Path(b).name for b in bundles]:
-        raise UserError(f"{android_energy} records bundle {android['bundle']!r}, which is none of the --bundle "
+        raise UserError(f"{o.android_energy} records bundle {android['bundle']!r}, which is none of the --bundle "
                         "directories; the record counts for the bundle it was measured on only")
-    if energy_meter not in ("auto", "none"):
-        available_meter(energy_meter)  # a named meter that cannot be read here fails now, not as a silent estimate
+    if o.energy_meter not in ("auto", "none"):
+        available_meter(o.energy_meter)  # a named meter that cannot be read here fails now, not as a silent estimate
     fp_cache: dict[str, dict] = {}
     rows = []
-    steps = len(bundles) * (2 if accuracy else 1)
-    with tqdm(total=steps, desc="bench", unit="step", disable=not progress) as bar:
+    steps = len(bundles) * (2 if o.accuracy else 1)
+    with tqdm(total=steps, desc="bench", unit="step", disable=not o.progress) as bar:
         for bundle in bundles:
             manifest = manifests[bundle]
-            lengths = [n for n in prompt_lengths if n + new_tokens <= manifest["max_seq_len"]]
+            lengths = [n for n in o.prompt_lengths if n + o.new_tokens <= manifest["max_seq_len"]]
             if not lengths:
                 raise UserError(f"{bundle}: every --prompt-lengths value + --max-new-tokens exceeds its context "
                                 f"of {manifest['max_seq_len']}")
             bar.set_postfix_str(f"{Path(bundle).name}: speed")
-            speed = _speed_in_child(bundle, threads, lengths, new_tokens, runs, energy_meter)
+            speed = _speed_in_child(bundle, o.threads, lengths, o.new_tokens, o.runs, o.energy_meter)
             bar.update(1)
             row = _row(bundle, manifest, speed)
             if android is not None and android["bundle"] == Path(bundle).name:
@@ -149,18 +167,18 @@ def bench(bundles: Sequence[str], against: str | None = None, threads: int | Non
             elif speed["energy"] is not None:
                 row["energy"] = speed["energy"]
             else:
-                row["energy"] = estimate(*_traffic(manifest, lengths[-1] + new_tokens // 2), tokens=1, profile=soc)
-            if accuracy:
+                row["energy"] = estimate(*_traffic(manifest, lengths[-1] + o.new_tokens // 2), tokens=1,
+                                         profile=o.soc)
+            if o.accuracy:
                 bar.set_postfix_str(f"{Path(bundle).name}: accuracy")
-                row["accuracy"] = _accuracy(bundle, manifest, against, fp_cache, QwenTokenizer(bundle), text_file,
-                                            windows, window_len, task_items, budgets)
+                row["accuracy"] = _accuracy(bundle, manifest, o, fp_cache, task_items)
                 bar.update(1)
             rows.append(row)
     return {"created_by": "python -m exporter bench", "date": time.strftime("%Y-%m-%d"),
             "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
                         "processor": platform.processor() or "unknown"},
-            "settings": {"threads": threads, "prompt_lengths": list(prompt_lengths), "new_tokens": new_tokens,
-                         "runs": runs, "soc_profile": soc, "energy_meter": energy_meter},
+            "settings": {"threads": o.threads, "prompt_lengths": list(o.prompt_lengths), "new_tokens": o.new_tokens,
+                         "runs": o.runs, "soc_profile": o.soc, "energy_meter": o.energy_meter},
             "bundles": rows}
 
 
@@ -249,13 +267,13 @@ def _traffic(manifest: dict, context: int) -> tuple[float, float]:
     return bytes_read_per_token(manifest, context), 2.0 * params
 
 
-def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows, window_len, task_items,
-              budgets) -> dict:
+def _accuracy(bundle, manifest, options: BenchOptions, fp_cache, task_items) -> dict:
     from runtimes.backends.reference import ReferenceBackend  # torch: bench --no-accuracy runs without it
 
-    source = against or manifest["source_model"]["id"]
+    tokenizer, o = QwenTokenizer(bundle), options
+    source = o.against or manifest["source_model"]["id"]
     max_len = manifest["max_seq_len"]
-    length = min(window_len, max_len)
+    length = min(o.window_len, max_len)
     if source not in fp_cache:
         fp = ReferenceBackend.from_model(source, max_seq_len=max_len)
         fp_cache[source] = {"backend": fp, "task": {}}
@@ -263,12 +281,12 @@ def _accuracy(bundle, manifest, against, fp_cache, tokenizer, text_file, windows
     fp = fp_entry["backend"]
     if fp.max_seq_len < length:
         fp_entry["backend"] = fp = ReferenceBackend.from_model(source, max_seq_len=length)
-    token_windows, text_source = heldout_text_windows(tokenizer, text_file, windows, length)
+    token_windows, text_source = heldout_text_windows(tokenizer, o.text_file, o.windows, length)
     backend = load_backend(bundle, manifest)
     tf = teacher_forced(backend, fp, token_windows)
     items, task_source = task_items
     curve = []
-    for budget in budgets:
+    for budget in o.budgets:
         key = (task_source, len(items), budget)
         if key not in fp_entry["task"]:
             fp_entry["task"][key] = task_accuracy(fp, tokenizer, items, budget)["accuracy"]

@@ -1,0 +1,63 @@
+"""The ExecuTorch target: its options, checks and libraries; executorch.py writes the .pte (imported when a bundle
+is written: it needs torch, torchao and ExecuTorch)."""
+
+from __future__ import annotations
+
+from exporter.options import ExportOptions
+from exporter.targets.schemes import QuantScheme
+from exporter.targets.target import Artifact, BundleRequest, OwnOption
+from runtimes.errors import UserError
+from runtimes.tokenizer import QwenTokenizer
+
+KV_LAYOUT = "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program"
+
+
+class ExecuTorchTarget:
+    name = "executorch"
+    backend = "executorch"
+    libraries = ("executorch", "torchao")
+    own_options = (OwnOption("delegate", "--delegate applies to --target executorch only", neutral=("xnnpack",)),)
+    hints = {"profile": "for ExecuTorch NPUs choose --delegate coreml or qnn"}
+    choices = {"delegate": ("xnnpack", "coreml", "qnn")}
+
+    def scheme_for(self, scheme: QuantScheme) -> QuantScheme:
+        return scheme.for_target(self.name)
+
+    def needs_int8_table(self, options: ExportOptions) -> bool:
+        return False
+
+    def stores_float16(self, options: ExportOptions) -> bool:
+        return options.delegate == "coreml"  # the Core ML delegate keeps fp16 weights and scales
+
+    def symmetric_only(self, options: ExportOptions) -> str | None:
+        return "the executorch target (XNNPACK's low-bit linears)"
+
+    def check_options(self, options: ExportOptions, scheme: QuantScheme, alone: bool) -> None:
+        if alone and options.activations == "float" and scheme.quantized:
+            raise UserError("XNNPACK runs quantized linears with 8-bit dynamic activations only; drop --activations "
+                            "float, or use --quant fp32/fp16 for float activations")
+
+    def check_libraries(self, options: ExportOptions) -> None:
+        from exporter.targets.executorch import check_delegate  # torch and ExecuTorch: only when exporting
+
+        check_delegate(options.delegate)
+
+    def write(self, r: BundleRequest) -> Artifact:
+        from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
+
+        fp16, delegate = r.scheme.name == "fp16", r.options.delegate
+        special = QwenTokenizer(r.into).special
+        entry_points = export_executorch(r.module, r.weights, r.into, r.options.max_seq_len, bos_id=special.endoftext,
+                                         eos_ids=sorted(special.stop), fp16=fp16, delegate=delegate)
+        fields = {}
+        if delegate == "xnnpack":
+            if r.weights:
+                fields["activations"] = ACTIVATIONS
+            if any(qt.bits == 4 for qt in r.weights.values()):
+                fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
+        else:  # Core ML: weight-only constexpr ops with float16 scales, fp16 compute
+            fields = {f"int{bits}_scale_dtype": "float16" for bits in sorted({qt.bits for qt in r.weights.values()})}
+        return Artifact(entry_points, "float16" if fp16 else "float32", KV_LAYOUT, fields, profile=delegate)
+
+
+EXECUTORCH = ExecuTorchTarget()
