@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 
@@ -35,6 +36,9 @@ def configure(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
+_STDERR_SWAP = threading.RLock()
+
+
 @contextlib.contextmanager
 def c_stderr_hidden(python_too: bool = False):
     """Hide what C code writes to file descriptor 2 inside the block (Python's own sys.stderr keeps working, so
@@ -43,21 +47,24 @@ def c_stderr_hidden(python_too: bool = False):
     if VERBOSE:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    python_stderr = sys.stderr
-    sys.stderr = open(os.devnull, "w") if python_too else os.fdopen(
-        os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding or "utf-8", errors="backslashreplace")
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sys.stderr.flush()
-            sys.stderr.close()
-            sys.stderr = python_stderr
+    # one block at a time: file descriptor 2 and sys.stderr are the process's, and two threads that saved and
+    # restored them interleaved (serve tokenizes in worker threads) would leave a closed sys.stderr behind
+    with _STDERR_SWAP:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        python_stderr = sys.stderr
+        sys.stderr = open(os.devnull, "w") if python_too else os.fdopen(
+            os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding or "utf-8", errors="backslashreplace")
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sys.stderr.flush()
+                sys.stderr.close()
+                sys.stderr = python_stderr
 
 
 @contextlib.contextmanager

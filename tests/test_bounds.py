@@ -298,3 +298,28 @@ def test_executorch_says_nothing_on_stderr_without_verbose(shared_export):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().startswith("[0 reasoning tokens") and len(proc.stderr.strip().splitlines()) == 1, \
         proc.stderr
+
+
+def test_tokenizing_in_many_threads_keeps_stderr(tiny_tokenizer):
+    """encode hides what the tokenizers library writes to file descriptor 2 (a panic's report); serve tokenizes in
+    worker threads, and swaps of fd 2 and sys.stderr that interleaved left a closed sys.stderr behind (the process
+    then lost its error output)."""
+    import sys
+    import threading
+
+    before = sys.stderr
+    failures = []
+
+    def work():
+        try:
+            for _ in range(200):
+                tiny_tokenizer.encode("What is 12 + 30?")
+        except Exception as exc:  # noqa: BLE001 — any failure in a thread is the finding
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and sys.stderr is before and not sys.stderr.closed

@@ -28,6 +28,7 @@ class ExecuTorchRunnerBackend:
     def __init__(self, pte_path: Path, manifest: dict, command: str):
         self.command = shlex.split(command)
         self.max_seq_len = manifest["max_seq_len"]
+        self.vocab_size = manifest["architecture"]["vocab_size"]
         self.position = 0
         self.stderr = tempfile.TemporaryFile()  # read only when it fails; a pipe nobody reads could fill and block it
         try:
