@@ -37,27 +37,23 @@ def what_is(path: Path) -> str:
 def input_file(path: str | Path, flag: str, fix: str) -> Path:
     """`path` when it is a regular file (a link to one is fine); otherwise a UserError, before anything opens it:
     a FIFO or a device would block or never end, a directory cannot be read as text."""
-    path = Path(path).expanduser()
-    try:
-        kind = what_is(path)
-    except OSError as exc:
-        why = "does not exist" if not os.path.lexists(path) else f"cannot be read ({exc.strerror})"
-        raise UserError(f"{flag} {path} {why}; {fix}") from None
-    if kind != "a regular file":
-        raise UserError(f"{flag} {path} is {kind}, not a regular file; {fix}")
-    return path
+    return _input_of_kind(path, "a regular file", flag, fix)
 
 
 def input_dir(path: str | Path, what: str, fix: str) -> Path:
     """`path` when it is a directory (a link to one is fine); otherwise a UserError that says what it is."""
+    return _input_of_kind(path, "a directory", what, fix)
+
+
+def _input_of_kind(path: str | Path, kind: str, name: str, fix: str) -> Path:
     path = Path(path).expanduser()
     try:
-        kind = what_is(path)
+        found = what_is(path)
     except OSError as exc:
         why = "does not exist" if not os.path.lexists(path) else f"cannot be read ({exc.strerror})"
-        raise UserError(f"{what} {path} {why}; {fix}") from None
-    if kind != "a directory":
-        raise UserError(f"{what} {path} is {kind}, not a directory; {fix}")
+        raise UserError(f"{name} {path} {why}; {fix}") from None
+    if found != kind:
+        raise UserError(f"{name} {path} is {found}, not {kind}; {fix}")
     return path
 
 

@@ -19,14 +19,14 @@ from tests.conftest import ET_8DA4W, ROOT, run_module
 
 def test_a_runner_that_cannot_start_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot start.*tools/et_runner/build.sh"):
-        ExecuTorchRunnerBackend(tmp_path / "model.pte", {"max_seq_len": 8}, str(tmp_path / "no-such-runner"))
+        ExecuTorchRunnerBackend(tmp_path / "model.pte", {"max_seq_len": 8, "architecture": {"vocab_size": 16}}, str(tmp_path / "no-such-runner"))
 
 
 def test_a_runner_that_stops_says_why(tmp_path):
     script = tmp_path / "runner.py"
     script.write_text("import sys\nsys.stderr.write('note\\nerror: ExecuTorch cannot load the forward method of "
                       "m.pte\\n')\nsys.exit(2)\n")
-    backend = ExecuTorchRunnerBackend(tmp_path / "m.pte", {"max_seq_len": 8}, f"{sys.executable} {script}")
+    backend = ExecuTorchRunnerBackend(tmp_path / "m.pte", {"max_seq_len": 8, "architecture": {"vocab_size": 16}}, f"{sys.executable} {script}")
     with pytest.raises(UserError, match=r"runner stopped \(error: ExecuTorch cannot load the forward method of "
                                         r"m.pte, exit 2\)"):
         backend.prefill([1, 2])
@@ -35,7 +35,7 @@ def test_a_runner_that_stops_says_why(tmp_path):
 def test_positions_past_the_context_never_reach_the_runner(tmp_path):
     script = tmp_path / "runner.py"
     script.write_text("import sys\nsys.stdin.read()\n")  # answers nothing: a request sent would hang the test
-    backend = ExecuTorchRunnerBackend(tmp_path / "m.pte", {"max_seq_len": 4}, f"{sys.executable} {script}")
+    backend = ExecuTorchRunnerBackend(tmp_path / "m.pte", {"max_seq_len": 4, "architecture": {"vocab_size": 16}}, f"{sys.executable} {script}")
     with pytest.raises(UserError, match="5 positions exceed the bundle's context of 4"):
         backend.prefill([1, 2, 3, 4, 5])
     backend.close()

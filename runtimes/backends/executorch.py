@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtimes.backends.executorch_runner import RUNNER_ENV, ExecuTorchRunnerBackend
+from runtimes.backends.executorch_runner import RUNNER_ENV, ExecuTorchRunnerBackend, prefill_last_position
 from runtimes.errors import UserError
 from runtimes.quiet import c_stderr_hidden
 
@@ -109,14 +109,7 @@ class ExecuTorchBackend:
         return logits[0].float().numpy()
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """Logits of the last position; with all_logits=True ([T, vocab]) the prompt runs one token per call,
-        since the program returns only the last position's logits (as ExecuTorch's LLM runner expects)."""
-        token_ids = [int(t) for t in token_ids]
-        if not token_ids:
-            raise UserError("cannot prefill an empty prompt")
-        if all_logits:
-            return np.stack([self._forward([t]) for t in token_ids])
-        return self._forward(token_ids)
+        return prefill_last_position(self._forward, token_ids, all_logits)
 
     def decode(self, token_id: int) -> np.ndarray:
         return self._forward([int(token_id)])

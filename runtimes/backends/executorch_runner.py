@@ -22,6 +22,17 @@ from runtimes.errors import UserError
 RUNNER_ENV = "QWEN_EDGE_EXECUTORCH_RUNNER"
 
 
+def prefill_last_position(forward, token_ids: Sequence[int], all_logits: bool) -> np.ndarray:
+    """Prefill through a program that returns only the last position's logits (as ExecuTorch's LLM runner expects):
+    `forward(ids)` → those logits; all_logits ([T, vocab]) runs the prompt one token per call."""
+    token_ids = [int(t) for t in token_ids]
+    if not token_ids:
+        raise UserError("cannot prefill an empty prompt")
+    if all_logits:
+        return np.stack([forward([t]) for t in token_ids])
+    return forward(token_ids)
+
+
 class ExecuTorchRunnerBackend:
     name = "executorch"
 
@@ -78,14 +89,7 @@ class ExecuTorchRunnerBackend:
         return np.frombuffer(data, dtype="<f4").copy()
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """As the executorch backend's: the program returns the last position's logits, so all_logits runs the
-        prompt one token per call."""
-        token_ids = [int(t) for t in token_ids]
-        if not token_ids:
-            raise UserError("cannot prefill an empty prompt")
-        if all_logits:
-            return np.stack([self._forward([t]) for t in token_ids])
-        return self._forward(token_ids)
+        return prefill_last_position(self._forward, token_ids, all_logits)
 
     def decode(self, token_id: int) -> np.ndarray:
         return self._forward([int(token_id)])
