@@ -103,7 +103,7 @@ def _generate(bundle: Path, manifest: dict, new_tokens: int, notes: list[str], p
     """A short greedy chat on the bundle's backend, then its reference fixture → (text or None, ran, what ran it or
     None, the fixture check's report or None)."""
     try:
-        backend = load_backend(bundle)
+        backend = load_backend(bundle, manifest)  # checked just now by check_bundle: not hashed again
     except UserError as exc:
         if "needs macOS" in str(exc) or "runs on the device" in str(exc) or "not installed" in str(exc):
             notes.append(f"entry points not run here: {exc}" + ("; nor was the reference fixture" if fixture else ""))
