@@ -2,7 +2,13 @@
 
     inputs   input_ids int64 [1, S], position_ids int64 [1, S] (absolute positions P..P+S-1),
              past_key_{i} / past_value_{i} [1, kv_heads, C, head_dim] (the KV cache's dtype)
-    outputs  logits float32 [1, S, vocab], present_key_{i} / present_value_{i} [1, kv_heads, max(C, P+S), head_dim]
+    outputs  logits float32 [1, 1, vocab] (the last position's), present_key_{i} / present_value_{i}
+             [1, kv_heads, max(C, P+S), head_dim]
+
+Only the last position's logits: generation needs no other, and the LM head over every row of a prompt is a quarter
+of a 2048-token prompt's multiply-adds for the 0.6B shape (ORT-GenAI's builder prunes the same way with its
+prune_lm_head option, and its runtime accepts such graphs). A teacher-forced evaluation that wants every position's
+logits feeds the tokens one per call (runtimes.backends.prefill_last_position), as for ExecuTorch programs.
 
 Attention is ONNX Runtime's GroupQueryAttention (RoPE, causal grouped-query attention and the KV update in one
 kernel). With C = max_seq_len and each present bound to its past's buffer (the onnxruntime backend and ORT-GenAI
@@ -175,7 +181,7 @@ class CpuBuilder:
         return self.from_fp32(rows)
 
     def logits(self, h):
-        """The LM head: float32 logits [1, S, vocab]."""
+        """The LM head: float32 logits [1, S, vocab] for hidden states [1, S, hidden]."""
         g, a = self.g, self.a
         head = "embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
         qt = self.q.get(head)
@@ -261,7 +267,8 @@ class CpuBuilder:
             act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
             following = f"layers.{i + 1}.input_layernorm.weight" if i + 1 < layers else "norm.weight"
             h, x = self.add_norm(x, self.linear(act, p + "mlp.down_proj.weight"), following)
-        outputs = [self.logits(h)] + presents
+        last = g.op("Unsqueeze", g.op("Gather", h, g.const(-1), axis=1), g.const([1]))  # [1, 1, hidden]
+        outputs = [self.logits(last)] + presents
         for value, t in zip(outputs, entry["outputs"]):
             g.output(value, t["name"], t["dtype"], t["shape"])
         return g.model()
@@ -275,7 +282,7 @@ def entry_point(args, max_seq_len: int, kv_dtype: str = "float32") -> dict:
     return {"name": "forward", "file": MODEL_FILE,
             "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "sequence"]},
                        {"name": "position_ids", "dtype": "int64", "shape": [1, "sequence"]}] + kv("past", "past"),
-            "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "sequence", args.vocab_size]}]
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 1, args.vocab_size]}]
             + kv("present", "total")}
 
 

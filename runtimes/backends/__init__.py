@@ -16,6 +16,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from runtimes.errors import UserError
+
 
 class Backend(Protocol):
     name: str
@@ -28,3 +30,15 @@ class Backend(Protocol):
     def decode(self, token_id: int) -> np.ndarray: ...
 
     def reset(self) -> None: ...
+
+
+def prefill_last_position(forward, token_ids: Sequence[int], all_logits: bool) -> np.ndarray:
+    """Prefill through a program that returns only the last position's logits (ExecuTorch's programs, as its LLM
+    runner expects; ONNX CPU graphs, whose LM head runs on the last row only): `forward(ids)` → those logits;
+    all_logits ([T, vocab]) runs the prompt one token per call."""
+    token_ids = [int(t) for t in token_ids]
+    if not token_ids:
+        raise UserError("cannot prefill an empty prompt")
+    if all_logits:
+        return np.stack([forward([t]) for t in token_ids])
+    return forward(token_ids)

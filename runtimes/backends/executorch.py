@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from runtimes.backends.executorch_runner import RUNNER_ENV, ExecuTorchRunnerBackend, prefill_last_position
+from runtimes.backends import prefill_last_position
+from runtimes.backends.executorch_runner import RUNNER_ENV, ExecuTorchRunnerBackend
 from runtimes.errors import UserError
 from runtimes.quiet import c_stderr_hidden
 

@@ -17,20 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
+from runtimes.backends import prefill_last_position
 from runtimes.errors import UserError
 
 RUNNER_ENV = "QWEN_EDGE_EXECUTORCH_RUNNER"
 
-
-def prefill_last_position(forward, token_ids: Sequence[int], all_logits: bool) -> np.ndarray:
-    """Prefill through a program that returns only the last position's logits (as ExecuTorch's LLM runner expects):
-    `forward(ids)` → those logits; all_logits ([T, vocab]) runs the prompt one token per call."""
-    token_ids = [int(t) for t in token_ids]
-    if not token_ids:
-        raise UserError("cannot prefill an empty prompt")
-    if all_logits:
-        return np.stack([forward([t]) for t in token_ids])
-    return forward(token_ids)
 
 
 class ExecuTorchRunnerBackend:

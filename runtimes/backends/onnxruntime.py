@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from runtimes.backends import prefill_last_position
 from runtimes.backends.qnn import Htp, default_provider
 from runtimes.errors import UserError
 from runtimes.rope import rope_tables, yarn_from_manifest
@@ -55,6 +56,8 @@ class OnnxRuntimeBackend:
         self.vocab = self.vocab_size = arch["vocab_size"]
         self.position = 0
         self.past: list = []
+        # graphs exported before the LM head was pruned return every position's logits
+        self.every_position = self.session.get_outputs()[0].shape[1] != 1
         self.reset()
         self._check_capacity(model_path)
 
@@ -116,17 +119,20 @@ class OnnxRuntimeBackend:
         binding = self.binding
         binding.bind_cpu_input("input_ids", np.asarray([token_ids], dtype=np.int64))
         binding.bind_cpu_input("position_ids", np.arange(position, position + n, dtype=np.int64)[None])
-        # decode writes into one buffer made once; a prompt's logits (up to ~1 GB) live only for their call
-        logits = self.step_logits if n == 1 else self.ort.OrtValue.ortvalue_from_shape_and_type(
-            [1, n, self.vocab], np.float32)
+        # one buffer made once; an older graph's prompt logits (up to ~1 GB) live only for their call
+        rows = n if self.every_position else 1
+        logits = self.step_logits if rows == 1 else self.ort.OrtValue.ortvalue_from_shape_and_type(
+            [1, rows, self.vocab], np.float32)
         binding.bind_ortvalue_output("logits", logits)
         self.session.run_with_iobinding(binding, options)
-        out = logits.numpy()[0]  # a view of the buffer, which the next decode step rewrites
-        return out.copy() if n == 1 else out
+        out = logits.numpy()[0]  # a view of the buffer, which the next step rewrites
+        return out.copy() if rows == 1 else out
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         if len(token_ids) == 0:
             raise UserError("cannot prefill an empty prompt")
+        if not self.every_position:
+            return prefill_last_position(lambda ids: self._run(ids)[-1], token_ids, all_logits)
         logits = self._run(list(token_ids))
         return logits if all_logits else logits[-1]
 
