@@ -31,6 +31,10 @@ def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
     if manifest["backend"] != backend:
         raise UserError(f"the {app} demo runs {runtime} bundles; {bundle} is a {manifest['target']} bundle "
                         f"(export with --target {backend})")
+    if backend == "executorch" and manifest["kv_cache"]["dtype"] == "int8":
+        raise UserError(f"{bundle} keeps its KV cache in int8 on qwen-edge's own kernels, which the {app} demo's "
+                        "prebuilt ExecuTorch library lacks; export it with --kv-cache auto for the demo, or build "
+                        "ExecuTorch with runtimes/kernels/kv8_attention.cpp (docs/executorch.md)")
     return Path(bundle).resolve()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from exporter.output import atomic_output_dir, check_output
 from exporter.targets.schemes import QuantScheme, scheme_named
 from runtimes.checkpoint import CONFIG_DTYPES, config_sha256, load_config, resolve_model_dir, shard_files
 from runtimes.errors import UserError
+from runtimes.files import cache_root
 from runtimes.model import from_pretrained
 from runtimes.quant.recipe import (QuantRecipe, check_device, choose_group_size, is_quantized_checkpoint,
                                    load_quantized, quantize_module, save_quantized)
@@ -50,14 +50,6 @@ def default_embedding(embedding: str, scheme: QuantScheme, int8_table: bool = Fa
     if embedding != "auto":
         return embedding
     return "int4" if scheme.bits == 4 and not int8_table else "int8"
-
-
-def cache_root() -> Path:
-    """Where exports keep what is slow to recompute: $QWEN_EDGE_CACHE, else $XDG_CACHE_HOME/qwen-edge, else
-    ~/.cache/qwen-edge."""
-    if os.environ.get("QWEN_EDGE_CACHE"):
-        return Path(os.environ["QWEN_EDGE_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "qwen-edge"
 
 
 def awq_cached(module, model_dir: Path, config: dict, quant: QuantOptions, max_seq_len: int, progress: bool):

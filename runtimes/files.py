@@ -120,3 +120,11 @@ def file_table(root: Path, skip: tuple[str, ...] = ()) -> dict[str, dict]:
         if path.is_file() and name not in skip:
             table[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     return table
+
+
+def cache_root() -> Path:
+    """Where exports and runtimes keep what is slow to recompute: $QWEN_EDGE_CACHE, else $XDG_CACHE_HOME/qwen-edge, else
+    ~/.cache/qwen-edge."""
+    if os.environ.get("QWEN_EDGE_CACHE"):
+        return Path(os.environ["QWEN_EDGE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "qwen-edge"

@@ -71,23 +71,20 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Fixed buffers [1, kv_heads, max_seq_len, head_dim]; `update` writes in place. With `scales` ([2, kv_heads,
-    head_dim]: the keys' and the values'), each new entry is rounded as an int8 cache with those per-channel scales
-    would round it (runtimes/quant/kv.fake_quant), and is kept dequantized."""
+    """Fixed buffers [1, kv_heads, max_seq_len, head_dim]; `update` writes in place. A subclass changes what an entry
+    becomes on its way in (`store`): runtimes/quant/kv.Int8KVCache rounds it as an int8 cache would."""
 
-    def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 scales: torch.Tensor | None = None):
+    def __init__(self, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
         super().__init__()
         shape = (1, n_kv_heads, max_seq_len, head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
-        self.scales = None if scales is None else scales[:, :, None, :].float()  # [2, kv_heads, 1, head_dim]
+
+    def store(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return k, v
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        if self.scales is not None:
-            from runtimes.quant.kv import fake_quant
-
-            k, v = fake_quant(k, self.scales[0]), fake_quant(v, self.scales[1])
+        k, v = self.store(k, v)
         self.k_cache.index_copy_(2, input_pos, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(2, input_pos, v.to(self.v_cache.dtype))
         return self.k_cache, self.v_cache
@@ -204,17 +201,21 @@ class Qwen3(nn.Module):
         self.max_seq_len = 0
 
     def setup_caches(self, max_seq_len: int, dtype: torch.dtype | None = None, kv_cache: bool = True,
-                     kv_dtype: torch.dtype | None = None, kv_scales: torch.Tensor | None = None) -> None:
+                     kv_dtype: torch.dtype | None = None, make_cache=None) -> None:
         """The RoPE tables and (kv_cache) the reference KV cache for `max_seq_len` positions, stored in kv_dtype
         (default: dtype; a float16 cache under float32 compute models a bundle that stores its cache so), or
-        rounded as an int8 cache with kv_scales [layers, 2, kv_heads, head_dim] stores it."""
+        `make_cache(layer_index)`'s cache per layer (a KVCache subclass: runtimes/quant/kv.Int8KVCache models an
+        int8 cache)."""
         dtype = dtype or self.embed_tokens.weight.dtype
         check_context(self.args, max_seq_len)
         self.max_seq_len = max_seq_len
+        a = self.args
         for i, layer in enumerate(self.layers):
-            layer.self_attn.attend.kv_cache = KVCache(
-                max_seq_len, self.args.num_key_value_heads, self.args.head_dim, kv_dtype or dtype,
-                None if kv_scales is None else kv_scales[i]) if kv_cache else None
+            cache = None
+            if kv_cache:
+                cache = make_cache(i) if make_cache else KVCache(max_seq_len, a.num_key_value_heads, a.head_dim,
+                                                                 kv_dtype or dtype)
+            layer.self_attn.attend.kv_cache = cache
         cos, sin = rope_tables(self.args.head_dim, max_seq_len, self.args.rope_theta, self.args.rope_scaling)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)

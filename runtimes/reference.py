@@ -11,7 +11,7 @@ import torch
 from runtimes.backends.reference import ReferenceBackend
 from runtimes.checkpoint import config_sha256
 from runtimes.errors import UserError
-from runtimes.quant.kv import load_scales
+from runtimes.quant.kv import Int8KVCache, load_scales
 from runtimes.quant.recipe import apply_fake_quant, load_module, reference_weights
 
 
@@ -34,7 +34,8 @@ def bundle_reference(manifest: dict, reference_model: str | None, bundle_dir: Pa
     kv_dtype = manifest["kv_cache"]["dtype"]
     if kv_dtype == "int8":  # the cache's rounding, with the scales the graph stores it with
         scales = load_scales(bundle_dir, module.args)
-        module.setup_caches(manifest["max_seq_len"], torch.float32, kv_scales=scales)
+        module.setup_caches(manifest["max_seq_len"], torch.float32,
+                            make_cache=lambda i: Int8KVCache(manifest["max_seq_len"], scales[i]))
     elif kv_dtype != "float32" and quant["name"] != "fp16":  # the cache's storage rounding
         module.setup_caches(manifest["max_seq_len"], torch.float32, kv_dtype=getattr(torch, kv_dtype))
     name = "fp32" if not weights else f"fake-quant {quant['name']}"

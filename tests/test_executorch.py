@@ -135,10 +135,10 @@ def small_module(tmp_path_factory):
 @pytest.mark.parametrize("quant", [pytest.param("int8", marks=pytest.mark.slow), "int4"])
 def test_quantized_linears_run_inside_xnnpack(small_module, quant):
     """Every linear (and its dequantize) is inside a delegate: nothing low-bit falls back to portable kernels."""
-    from exporter.targets.executorch import delegation, lower
+    from exporter.targets.executorch import Program, delegation, lower
 
     weights = quantize_module(small_module, QuantRecipe.for_quant(quant, group_size=32))
-    report = delegation(lower(small_module, weights, 64, bos_id=0, eos_ids=[1]))
+    report = delegation(lower(small_module, weights, Program(64), bos_id=0, eos_ids=[1]))
     assert report["outside"] == [] and report["delegate_calls"] >= 2 * SMALL["num_hidden_layers"]
 
 
@@ -168,13 +168,13 @@ def test_weight_only_dequantize_would_not_be_delegated(small_module):
 def test_int4_program_is_near_its_packed_size(tmp_path):
     """The .pte holds 4-bit weights: its size is the packed weights plus what the program needs twice (the int8
     table, once to gather and once in XNNPACK's head), within 15%."""
-    from exporter.targets.executorch import MODEL_FILE, export_executorch
+    from exporter.targets.executorch import MODEL_FILE, Program, export_executorch
 
     shape = {**SMALL, "vocab_size": 4096, "hidden_size": 512, "intermediate_size": 1536, "num_attention_heads": 8,
              "num_key_value_heads": 4, "head_dim": 64}
     module, _ = from_pretrained(write_random_checkpoint(tmp_path / "m", shape, seed=4, dtype="float32"), 64)
     weights = quantize_module(module, QuantRecipe.for_quant("int4", group_size=128))
-    export_executorch(module, weights, tmp_path, 64, bos_id=0, eos_ids=[1])
+    export_executorch(module, weights, tmp_path, Program(64), bos_id=0, eos_ids=[1])
     packed = sum(qt.q.numel() * qt.bits // 8 + qt.scales.numel() * (2 if qt.bits == 4 else 4)
                  for qt in weights.values())
     packed += weights["embed_tokens.weight"].q.numel() + 4 * weights["embed_tokens.weight"].scales.numel()
@@ -196,10 +196,10 @@ def test_qnn_without_its_sdk_says_what_to_install(capsys, tmp_path, monkeypatch)
 def test_coreml_delegate_puts_the_linears_in_core_ml(small_module, tmp_path, capsys):
     """Lowered here (coremltools converts on Linux); not executed: the Core ML delegate runs on Apple devices."""
     import coremltools  # noqa: F401
-    from exporter.targets.executorch import delegation, lower
+    from exporter.targets.executorch import Program, delegation, lower
 
     weights = quantize_module(small_module, QuantRecipe.for_quant("int4", group_size=32))
-    report = delegation(lower(small_module, weights, 64, bos_id=0, eos_ids=[1], delegate="coreml"))
+    report = delegation(lower(small_module, weights, Program(64, delegate="coreml"), bos_id=0, eos_ids=[1]))
     assert report["outside"] == [] and report["delegate_calls"] >= 1
     code, _, _ = run_cli(capsys, "--model", "tiny", "--target", "executorch", "--quant", "int4", "--delegate",
                          "coreml", "--max-seq-len", "128", "--out", str(tmp_path / "cm"))

@@ -266,8 +266,8 @@ def test_one_matmulnbits_at_level_4_is_modelled_exactly(bits):
 @pytest.mark.parametrize("argv, message", [
     (["--target", "onnx", "--quant", "fp16", "--activations", "int8"], "applies to the quantized linears"),
     (["--target", "onnx", "--profile", "npu", "--activations", "int8"], "applies to the quantized linears"),
-    (["--target", "executorch", "--kv-cache", "float16"], "is an onnx option"),
-    (["--target", "executorch", "--kv-cache", "int8"], "is an onnx option"),
+    (["--target", "executorch", "--kv-cache", "float16"], "executorch does not store its cache so"),
+    (["--target", "coreml", "--kv-cache", "int8"], "coreml does not store its cache so"),
     (["--target", "onnx", "--profile", "npu", "--kv-cache", "int8"], "applies to the onnx cpu profile"),
     (["--target", "onnx", "--quant", "fp16", "--kv-cache", "float16"], "keeps the KV cache in float16 already"),
     (["--target", "coreml", "--activations", "int8"], "Core ML keeps activations in fp16"),

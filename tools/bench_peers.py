@@ -5,6 +5,7 @@ wait4, which covers the child's own children):
 
   ours-onnx               python -m exporter --target onnx --quant int4 --embedding int4 --activations int8
   ours-executorch         python -m exporter --target executorch --quant 8da4w --embedding int4
+  ours-executorch-kv8     the same with --kv-cache int8 (our int8 cache kernels: runtimes/kernels/)
   ort-genai               onnxruntime-genai's model builder, int4, CPU, block = --group-size
   executorch-export-llm   ExecuTorch's export_llm with its qwen3 XNNPACK 8da4w config (group 128)
 
@@ -43,7 +44,7 @@ from runtimes.eval.latency import one_run, spread, timed
 from runtimes.generate import peak_rss_bytes
 from tools.measure_export import run_measured
 
-ARTIFACTS = ("ours-onnx", "ours-executorch", "ort-genai", "executorch-export-llm")
+ARTIFACTS = ("ours-onnx", "ours-executorch", "ours-executorch-kv8", "ort-genai", "executorch-export-llm")
 PEER_NAMES = ("ort-genai", "executorch-export-llm")
 # export_llm's model classes by (hidden size, layers): its shipped params for Qwen3's published sizes
 ET_MODEL_CLASSES = {(1024, 28): "qwen3_0_6b", (2048, 28): "qwen3_1_7b", (2560, 36): "qwen3_4b"}
@@ -135,6 +136,8 @@ def export_all(model: str, work: Path, group: int, context: int, genai_python: s
             exports[name] = _ours(model, out, "onnx", "int4", group, context, ["--kv-cache", onnx_kv_cache], log)
         elif name == "ours-executorch":
             exports[name] = _ours(model, out, "executorch", "8da4w", group, context, [], log)
+        elif name == "ours-executorch-kv8":
+            exports[name] = _ours(model, out, "executorch", "8da4w", group, context, ["--kv-cache", "int8"], log)
         elif name == "ort-genai":
             exports[name] = _genai(model, out, group, genai_python, work, log)
         else:
@@ -251,7 +254,8 @@ def measure_one(kind: str, path: str, threads: int, prompt_len: int, new_tokens:
         from runtimes.backends.executorch import ExecuTorchBackend, _runtime
 
         max_seq_len = int(_runtime()._load_for_executorch(path).run_method("get_max_seq_len", ())[0])
-        backend = ExecuTorchBackend(Path(path), {"max_seq_len": max_seq_len}, threads=threads)
+        backend = ExecuTorchBackend(Path(path), {"max_seq_len": max_seq_len, "architecture": {"vocab_size": vocab}},
+                                    threads=threads)
     else:
         backend = load_backend(path, threads=threads)
     one_run(backend, prompt, new_tokens)  # warm-up

@@ -47,11 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(faster; ONNX Runtime quantizes per weight group). executorch quantized linears are always "
                         "int8 (XNNPACK's only low-bit kernels); coreml is float")
     p.add_argument("--kv-cache", default="auto", choices=option_choices("kv_cache"),
-                   help="onnx cpu: the KV cache's precision. int8 stores a quarter of float32's bytes, with static "
+                   help="the KV cache's precision. int8 stores a quarter of float32's bytes, with static "
                         "per-channel scales measured on the --calib text (parity models its rounding): faster decode "
-                        "deep into the context, slower prefill of long prompts (docs/onnx.md); float16 half "
-                        "(attention then runs in float16); float32 exact. auto: int8 with int8 activations (int8/"
-                        "int4 weights), else float32 (fp16 exports keep it in float16) (default: auto)")
+                        "deep into the context. onnx cpu: int8, float16 (attention then runs in float16) or float32; "
+                        "auto: int8 with int8 activations (int8/int4 weights), else float32 (fp16 exports keep it in "
+                        "float16). executorch: int8 runs on qwen-edge's own kernels (an app links "
+                        "runtimes/kernels/kv8_attention.cpp: docs/executorch.md); auto and float32 keep ExecuTorch's "
+                        "stock cache ops, which its prebuilt Android and iOS libraries carry (default: auto)")
     p.add_argument("--delegate", default="xnnpack", choices=option_choices("delegate"),
                    help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
                         "needs the QNN SDK) (default: xnnpack)")

@@ -31,22 +31,44 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+import exporter.targets.kv8_ops  # noqa: F401  (defines the qwen_edge operators Int8CacheAttend calls)
 from exporter.targets.swaps import replace_modules
 from runtimes.backends.executorch import load_kernels
 from runtimes.model import Attend, Qwen3, share_weights
 from runtimes.quiet import c_stderr_hidden, stage
-from runtimes.quant.rtn import QuantizedTensor
 from runtimes.errors import UserError
+from runtimes.quant.kv import save_scales
+from runtimes.quant.rtn import QuantizedTensor
 
 MODEL_FILE = "model.pte"
 ACTIVATIONS = "int8-dynamic-per-token"
 INT4_SCALE_DTYPE = "bfloat16"  # XNNPACK's qb4w kernels keep group scales in bf16 (the partitioner converts them)
 STATIC_DELEGATES = ("coreml",)  # delegates that need the static single-token program
+
+
+@dataclass(frozen=True)
+class Program:
+    """What kind of program to write: its context, float16 or float32, the delegate, and (kv_scales [layers, 2,
+    kv_heads, head_dim]) an int8 KV cache on our qwen_edge kernels instead of ExecuTorch's float cache ops."""
+    max_seq_len: int
+    fp16: bool = False
+    delegate: str = "xnnpack"
+    kv_scales: torch.Tensor | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float16 if self.fp16 else torch.float32
+
+    @property
+    def single_token(self) -> bool:
+        """A static-shape program (T = 1), for NPU delegates that take no symbolic sizes (Core ML)."""
+        return self.delegate in STATIC_DELEGATES
 
 
 @contextlib.contextmanager
@@ -123,6 +145,29 @@ class CacheOpsAttend(nn.Module):
         return out.reshape(bsz, seq_len, -1)
 
 
+class Int8CacheAttend(nn.Module):
+    """The attention core on our int8 cache (exporter/targets/kv8_ops.py, kernels in runtimes/kernels/): keys and
+    values rounded into int8 buffers [1, kv_heads, positions, head_dim] with static per-channel scales
+    (`qwen_edge::kv8_update`), attention over the filled positions only (`qwen_edge::kv8_sdpa`). A step reads a
+    quarter of a float32 cache's bytes, and only the positions written so far. scales: [2, kv_heads, head_dim]."""
+
+    def __init__(self, max_seq_len: int, scales: torch.Tensor):
+        super().__init__()
+        _, n_kv_heads, head_dim = scales.shape
+        shape = (1, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=torch.int8), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=torch.int8), persistent=False)
+        self.register_buffer("k_scales", scales[0].float().clone(), persistent=False)
+        self.register_buffer("v_scales", scales[1].float().clone(), persistent=False)
+
+    def forward(self, q, k, v, input_pos: int, mask=None):
+        bsz, seq_len = q.shape[:2]
+        torch.ops.qwen_edge.kv8_update(k, self.k_cache, self.k_scales, input_pos)
+        torch.ops.qwen_edge.kv8_update(v, self.v_cache, self.v_scales, input_pos)
+        out = torch.ops.qwen_edge.kv8_sdpa(q, self.k_cache, self.v_cache, self.k_scales, self.v_scales, input_pos)
+        return out.reshape(bsz, seq_len, -1)
+
+
 def replace_embedding_with_quantized(model: Qwen3, table: QuantizedTensor, dtype: torch.dtype) -> None:
     replace_modules(model, nn.Embedding, lambda name, old: KernelQuantEmbedding(table, dtype))
 
@@ -145,11 +190,18 @@ def replace_attention_with_custom_sdpa(model: Qwen3, max_seq_len: int, dtype: to
                                                                     dtype))
 
 
-def for_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, dtype: torch.dtype,
-                   dynamic: bool = True) -> Qwen3:
-    """The model with ExecuTorch's swaps, beside `module` (sharing its tensors): weights in `dtype`, quantized
-    linears as torchao tensors of our codes, the quantized table gathered by ExecuTorch's embedding kernels, and
-    attention on its cache ops."""
+def replace_attention_with_int8_cache(model: Qwen3, max_seq_len: int, kv_scales: torch.Tensor) -> None:
+    """Every attention core on the int8 cache and our kernels (kv_scales [layers, 2, kv_heads, head_dim])."""
+    layer_of = {id(layer.self_attn.attend): i for i, layer in enumerate(model.layers)}
+    replace_modules(model, Attend, lambda name, old: Int8CacheAttend(max_seq_len, kv_scales[layer_of[id(old)]]))
+
+
+def for_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], program: Program) -> Qwen3:
+    """The model with ExecuTorch's swaps, beside `module` (sharing its tensors): weights in the program's dtype,
+    quantized linears as torchao tensors of our codes (8-bit dynamic activations, except in a static single-token
+    program: Core ML has no dynamically quantized linears), the quantized table gathered by ExecuTorch's embedding
+    kernels, and attention on its cache ops or (kv_scales) on the int8 cache."""
+    dtype, dynamic = program.dtype, not program.single_token
     model = share_weights(module).to(dtype)
     table = quantized.get("embed_tokens.weight")
     weights = {name: qt for name, qt in quantized.items() if name != "embed_tokens.weight"}
@@ -158,7 +210,10 @@ def for_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq
         if module.args.tie_word_embeddings:
             weights["lm_head.weight"] = table  # the tied head multiplies by the same rows the embedding gathers
     replace_linears_with_quantized(model, weights, dtype, dynamic)
-    replace_attention_with_custom_sdpa(model, max_seq_len, dtype)
+    if program.kv_scales is not None:
+        replace_attention_with_int8_cache(model, program.max_seq_len, program.kv_scales)
+    else:
+        replace_attention_with_custom_sdpa(model, program.max_seq_len, dtype)
     return model
 
 
@@ -189,20 +244,17 @@ class EdgeProgram(nn.Module):
         return self.model.logits(hidden[:, -1, :])
 
 
-def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int,
-                 fp16: bool = False, single_token: bool = False) -> EdgeProgram:
+def edge_program(module: Qwen3, quantized: dict[str, QuantizedTensor], program: Program) -> EdgeProgram:
     """The program to torch.export: quantized linears as torchao tensors (unwrapped for export)."""
     from torchao.utils import unwrap_tensor_subclass
 
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import-time deprecation notice
     load_kernels()
-    dtype = torch.float16 if fp16 else torch.float32
-    # static single-token programs (Core ML) keep weight-only linears: Core ML has no dynamically quantized ones
-    model = for_executorch(module, quantized, max_seq_len, dtype, dynamic=not single_token)
-    program = EdgeProgram(model, max_seq_len, dtype, single_token).eval()
+    model = for_executorch(module, quantized, program)
+    edge = EdgeProgram(model, program.max_seq_len, program.dtype, program.single_token).eval()
     with _quiet():
-        unwrap_tensor_subclass(program)
-    return program
+        unwrap_tensor_subclass(edge)
+    return edge
 
 
 def metadata_methods(args, max_seq_len: int, bos_id: int, eos_ids: list[int], dynamic_shape: bool = True) -> dict:
@@ -257,14 +309,13 @@ def _partitioners(delegate: str) -> list:
     raise ValueError(f"unknown delegate {delegate!r}")  # the CLI's choices are the target's (executorch_target.py)
 
 
-def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int, bos_id: int, eos_ids: list[int],
-          fp16: bool = False, delegate: str = "xnnpack"):
-    """torch.export the edge program (dynamic sequence length) and lower it to `delegate` → EdgeProgramManager."""
+def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], program: Program, bos_id: int, eos_ids: list[int]):
+    """torch.export the edge program (dynamic sequence length) and lower it to its delegate → EdgeProgramManager."""
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    partitioners = _partitioners(delegate)
-    single_token = delegate in STATIC_DELEGATES
-    program = edge_program(module, quantized, max_seq_len, fp16, single_token)
+    partitioners = _partitioners(program.delegate)
+    max_seq_len, single_token = program.max_seq_len, program.single_token
+    edge = edge_program(module, quantized, program)
     if single_token:
         example, dynamic_shapes = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0], dtype=torch.long)), None
     else:
@@ -273,21 +324,22 @@ def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], max_seq_len: int
         dynamic_shapes = ({1: seq}, None)
     with torch.no_grad(), _quiet():
         with stage("executorch: torch.export"):
-            exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes, strict=False)
-        with stage(f"executorch: lowering to {delegate}"), c_stderr_hidden():
+            exported = torch.export.export(edge, example, dynamic_shapes=dynamic_shapes, strict=False)
+        with stage(f"executorch: lowering to {program.delegate}"), c_stderr_hidden():
             return to_edge_transform_and_lower(
                 exported, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=False),
                 constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids, not single_token))
 
 
-def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, max_seq_len: int,
-                      bos_id: int, eos_ids: list[int], fp16: bool = False, delegate: str = "xnnpack") -> list[dict]:
-    """Write model.pte into out_dir → the manifest's entry points."""
+def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, program: Program,
+                      bos_id: int, eos_ids: list[int]) -> list[dict]:
+    """Write model.pte into out_dir (and an int8 cache's scales, which the parity reference reads) → the manifest's
+    entry points."""
     from executorch.exir import ExecutorchBackendConfig
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    edge = lower(module, quantized, max_seq_len, bos_id, eos_ids, fp16, delegate)
+    edge = lower(module, quantized, program, bos_id, eos_ids)
     with torch.no_grad(), _quiet(), stage("executorch: memory planning and serializing"):
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
@@ -295,7 +347,9 @@ def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_
     del edge
     with open(out_dir / MODEL_FILE, "wb") as f:  # streamed: `et.buffer` would add one contiguous copy of the file
         et.write_to_file(f)
-    return [entry_point(module.args, max_seq_len, fp16, single_token=delegate in STATIC_DELEGATES)]
+    if program.kv_scales is not None:
+        save_scales(out_dir, program.kv_scales)
+    return [entry_point(module.args, program)]
 
 
 def delegation(edge) -> dict:
@@ -306,12 +360,14 @@ def delegation(edge) -> dict:
             "outside": [t for t in targets if any(k in t for k in ("linear", "mm", "dequantize", "quantize_"))]}
 
 
-def entry_point(args, max_seq_len: int, fp16: bool, single_token: bool = False) -> dict:
-    dtype = "float16" if fp16 else "float32"
+def entry_point(args, program: Program) -> dict:
+    dtype = "float16" if program.fp16 else "float32"
+    L, kv_heads, head_dim = program.max_seq_len, args.num_key_value_heads, args.head_dim
+    cache_dtype, cache_shape = ("int8", [1, kv_heads, L, head_dim]) if program.kv_scales is not None else \
+        (dtype, [1, L, kv_heads, head_dim])
     return {"name": "forward", "file": MODEL_FILE,
-            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, 1 if single_token else "seq_len"]},
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, 1 if program.single_token else "seq_len"]},
                        {"name": "input_pos", "dtype": "int64", "shape": [1]}],
             "outputs": [{"name": "logits", "dtype": dtype, "shape": [1, args.vocab_size]}],
-            "states": [{"name": f"model.layers.{i}.self_attn.attend.{kind}_cache", "dtype": dtype,
-                        "shape": [1, max_seq_len, args.num_key_value_heads, args.head_dim]}
-                       for i in range(args.num_hidden_layers) for kind in ("k", "v")]}
+            "states": [{"name": f"model.layers.{i}.self_attn.attend.{kind}_cache", "dtype": cache_dtype,
+                        "shape": cache_shape} for i in range(args.num_hidden_layers) for kind in ("k", "v")]}

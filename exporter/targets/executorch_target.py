@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from exporter.options import ExportOptions
 from exporter.targets.schemes import QuantScheme
-from exporter.targets.target import Artifact, BundleRequest, OwnOption
+from exporter.targets.target import Artifact, BundleRequest, OwnOption, int8_cache_scales
 from runtimes.errors import UserError
 from runtimes.tokenizer import QwenTokenizer
 
 KV_LAYOUT = "[layers] x key/value x [1, positions, kv_heads, head_dim], inside the program"
+INT8_KV_LAYOUT = ("[layers] x key/value x [1, kv_heads, positions, head_dim] int8 codes x static per-channel scales "
+                  "(kv_scales.npy), inside the program; qwen_edge::kv8_update / kv8_sdpa kernels")
 
 
 class ExecuTorchTarget:
@@ -18,7 +20,8 @@ class ExecuTorchTarget:
     libraries = ("executorch", "torchao")
     own_options = (OwnOption("delegate", "--delegate applies to --target executorch only", neutral=("xnnpack",)),)
     hints = {"profile": "for ExecuTorch NPUs choose --delegate coreml or qnn"}
-    choices = {"delegate": ("xnnpack", "coreml", "qnn")}
+    # kv_cache int8: our own kernels (runtimes/kernels/); auto and float32 keep ExecuTorch's stock cache ops
+    choices = {"delegate": ("xnnpack", "coreml", "qnn"), "kv_cache": ("auto", "float32", "int8")}
 
     def scheme_for(self, scheme: QuantScheme) -> QuantScheme:
         return scheme.for_target(self.name)
@@ -36,6 +39,9 @@ class ExecuTorchTarget:
         if alone and options.activations == "float" and scheme.quantized:
             raise UserError("XNNPACK runs quantized linears with 8-bit dynamic activations only; drop --activations "
                             "float, or use --quant fp32/fp16 for float activations")
+        if options.kv_cache == "int8" and (options.delegate != "xnnpack" or scheme.name == "fp16"):
+            raise UserError("--kv-cache int8 runs on the CPU with float32 activations: use it with --delegate "
+                            "xnnpack and a quant other than fp16")
 
     def check_libraries(self, options: ExportOptions) -> None:
         from exporter.targets.executorch import check_delegate  # torch and ExecuTorch: only when exporting
@@ -43,12 +49,15 @@ class ExecuTorchTarget:
         check_delegate(options.delegate)
 
     def write(self, r: BundleRequest) -> Artifact:
-        from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, export_executorch
+        from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, Program, export_executorch
 
         fp16, delegate = r.scheme.name == "fp16", r.options.delegate
+        int8_cache = r.options.kv_cache == "int8"
+        program = Program(r.options.max_seq_len, fp16, delegate,
+                          int8_cache_scales(r, self.name) if int8_cache else None)
         special = QwenTokenizer(r.into).special
-        entry_points = export_executorch(r.module, r.weights, r.into, r.options.max_seq_len, bos_id=special.endoftext,
-                                         eos_ids=sorted(special.stop), fp16=fp16, delegate=delegate)
+        entry_points = export_executorch(r.module, r.weights, r.into, program, bos_id=special.endoftext,
+                                         eos_ids=sorted(special.stop))
         fields = {}
         if delegate == "xnnpack":
             if r.weights:
@@ -57,6 +66,8 @@ class ExecuTorchTarget:
                 fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
         else:  # Core ML: weight-only constexpr ops with float16 scales, fp16 compute
             fields = {f"int{bits}_scale_dtype": "float16" for bits in sorted({qt.bits for qt in r.weights.values()})}
+        if int8_cache:
+            return Artifact(entry_points, "int8", INT8_KV_LAYOUT, fields, profile=delegate)
         return Artifact(entry_points, "float16" if fp16 else "float32", KV_LAYOUT, fields, profile=delegate)
 
 

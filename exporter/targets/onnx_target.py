@@ -9,16 +9,14 @@ import json
 from exporter.options import ExportOptions
 from exporter.targets.genai import GENAI_CONFIG, genai_config
 from exporter.targets.schemes import QuantScheme
-from exporter.targets.target import Artifact, BundleRequest, OwnOption
+from exporter.targets.target import Artifact, BundleRequest, OwnOption, int8_cache_scales
 from runtimes.backends.onnxruntime import SESSION_CONFIG
 from runtimes.backends.qnn import available as qnn_available
 from runtimes.errors import UserError
-from runtimes.quiet import stage
 from runtimes.sampling import read_generation_config
 from runtimes.tokenizer import QwenTokenizer
 
 KV_LAYOUT = "[layers] x key/value x [1, kv_heads, positions, head_dim]"
-KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens (at most --seq-len) of --calib its scales come from
 
 
 def kv_cache_dtype(kv_cache: str, int8_activations: bool) -> str:
@@ -37,8 +35,8 @@ class OnnxTarget:
     libraries = ("onnx", "onnxruntime")
     own_options = (
         OwnOption("qnn_socs", "--qnn-soc precompiles the onnx npu profile; use it with --target onnx --profile npu"),
-        OwnOption("kv_cache", "--kv-cache {value} is an onnx option; {target} keeps its cache in the model's "
-                              "precision", neutral=("auto", "float32")),
+        OwnOption("kv_cache", "--kv-cache {value}: {target} does not store its cache so (onnx cpu: int8, float16 "
+                              "or float32; executorch: int8 or float32)", neutral=("auto", "float32")),
         OwnOption("profile", "--profile is an onnx option", neutral=("cpu",)),
     )
     hints: dict[str, str] = {}
@@ -105,25 +103,13 @@ class OnnxTarget:
         # kernels; the reference rounds activations the same way); --activations float keeps them exact
         int8_activations = bool(r.weights) and o.activations != "float"
         kv_cache = kv_cache_dtype(o.kv_cache, int8_activations)
-        kv_scales = _kv_scales(r) if kv_cache == "int8" else None
+        kv_scales = int8_cache_scales(r, "onnx") if kv_cache == "int8" else None
         entry_points = export_cpu(r.module, r.weights, r.into, o.max_seq_len, r.scheme.name == "fp16",
                                   int8_activations, kv_cache, kv_scales)
         # ORT-GenAI, the stock ONNX LLM client, runs it unchanged
         _write_genai_config(r, entry_points[0]["file"])
         fields = {"activations": "int8-dynamic-per-block"} if int8_activations else {}
         return Artifact(entry_points, entry_points[0]["inputs"][-1]["dtype"], KV_LAYOUT, fields, profile="cpu")
-
-
-def _kv_scales(r: BundleRequest):
-    """The int8 cache's static per-channel scales, from the keys and values of calibration text."""
-    from calibration.datasets import calibration_set  # torch: only when writing
-    from runtimes.quant.kv_calibration import calibrate
-
-    q = r.options.quant
-    with stage("onnx: calibrating the int8 KV cache's scales"):
-        text = calibration_set(q.calib, QwenTokenizer(r.model_dir).encode, KV_CALIBRATION[0],
-                               min(KV_CALIBRATION[1], q.seq_len, r.options.max_seq_len))
-        return calibrate(r.module, text.tokens, r.weights)
 
 
 def _write_genai_config(r: BundleRequest, model_file: str) -> None:

@@ -11,6 +11,10 @@ from typing import Any, Mapping, Protocol
 from exporter.options import ExportOptions
 from exporter.targets.schemes import QuantScheme
 from runtimes.errors import UserError
+from runtimes.quiet import stage
+from runtimes.tokenizer import QwenTokenizer
+
+KV_CALIBRATION = (4, 256)  # --kv-cache int8: sequences × tokens (at most --seq-len) of --calib its scales come from
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,20 @@ def refuse_foreign_options(target: Target, options: ExportOptions, others: list[
     for other in others:
         for own in other.own_options:
             value = getattr(options, own.field)
-            if value is not None and value not in own.neutral:
+            if value is not None and value not in own.neutral and value not in target.choices.get(own.field, ()):
                 hint = target.hints.get(own.field)
                 message = own.message.format(value=value, target=target.name)
                 raise UserError(f"{message}; {hint}" if hint else message)
+
+
+def int8_cache_scales(r: BundleRequest, target: str):
+    """An int8 KV cache's static per-channel scales [layers, 2, kv_heads, head_dim], from the keys and values of
+    calibration text (runtimes/quant/kv.py says how; the onnx and executorch targets store their caches so)."""
+    from calibration.datasets import calibration_set  # torch: only when writing
+    from runtimes.quant.kv_calibration import calibrate
+
+    q = r.options.quant
+    with stage(f"{target}: calibrating the int8 KV cache's scales"):
+        text = calibration_set(q.calib, QwenTokenizer(r.model_dir).encode, KV_CALIBRATION[0],
+                               min(KV_CALIBRATION[1], q.seq_len, r.options.max_seq_len))
+        return calibrate(r.module, text.tokens, r.weights)

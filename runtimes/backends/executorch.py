@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from runtimes.backends import prefill_last_position
+from runtimes.backends.executorch_kernels import load_kv8_kernels
 from runtimes.backends.executorch_runner import RUNNER_ENV, ExecuTorchRunnerBackend
 from runtimes.errors import UserError
 from runtimes.quiet import c_stderr_hidden
@@ -56,6 +57,8 @@ class ExecuTorchBackend:
         self.torch = torch
         _check_profile(manifest)
         lib = _runtime()
+        if manifest.get("kv_cache", {}).get("dtype") == "int8":  # the int8 cache runs on our kernels
+            load_kv8_kernels()
         if threads:
             with c_stderr_hidden(python_too=True):
                 lib._unsafe_reset_threadpool(threads)

@@ -13,7 +13,7 @@ Each new key and value (after QK-norm and RoPE) is stored as round(x / scale), r
 - values: the maximum |v| per channel.
 
 Both get HEADROOM for tokens unlike the calibration set's; beyond it the kernel saturates. `fake_quant` is the same
-rounding for the parity reference (runtimes/model.py's KVCache applies it when the bundle's cache is int8); the
+rounding for the parity reference (Int8KVCache, the reference's cache when the bundle's is int8); the
 measurement itself is runtimes/quant/kv_calibration.py's.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from runtimes.errors import UserError
+from runtimes.model import KVCache
 
 QMAX = 127
 HEADROOM = 1.1  # above the calibration maximum: 0.14 bits of resolution for room
@@ -36,6 +37,20 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     × scale. scale broadcasts against x (for x [B, kv_heads, T, head_dim]: [kv_heads, 1, head_dim])."""
     q = torch.round(x.float() / scale)
     return (q.clamp(-QMAX - 1, QMAX) * scale).to(x.dtype)
+
+
+class Int8KVCache(KVCache):
+    """The reference's model of an int8 cache: each new entry rounded as the kernel stores it (fake_quant with the
+    bundle's per-channel scales), kept dequantized in float32 buffers. scales: [2 (key, value), kv_heads,
+    head_dim]."""
+
+    def __init__(self, max_seq_len: int, scales: torch.Tensor):
+        _, n_kv_heads, head_dim = scales.shape
+        super().__init__(max_seq_len, n_kv_heads, head_dim, torch.float32)
+        self.scales = scales[:, :, None, :].float()  # [2, kv_heads, 1, head_dim]: broadcasts over positions
+
+    def store(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fake_quant(k, self.scales[0]), fake_quant(v, self.scales[1])
 
 
 def save_scales(bundle_dir: Path, scales: torch.Tensor) -> None:
