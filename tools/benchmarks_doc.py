@@ -242,7 +242,9 @@ def readme_peers_table(examples: Path) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(parts) + " |")
     lines += ["", "```", "python -m exporter make-model --shape 0.6b --out m06   # the random-weight 0.6B shape",
               f"python -m tools.bench_peers --model m06 --work peers06 --threads {s['threads'][-1]} "
-                         f"--prompt-lengths {','.join(map(str, lengths))} --json peers-0.6b.json", "```"]
+              f"--prompt-lengths {','.join(map(str, lengths))}"
+              + (f" --max-new-tokens {s['new_tokens']}" if s["new_tokens"] != 128 else "")
+              + (f" --runs {s['runs']}" if s["runs"] != 3 else "") + " --json peers-0.6b.json", "```"]
     return lines
 
 

@@ -45,7 +45,8 @@ constexpr int kQueryBlock = 4;  // a prompt's queries per task: each key row rea
 constexpr int64_t kPromptPath = 16;  // from this many tokens per call the head's cache is widened once, for all
 
 // e^x for x <= 0 (arguments after the max is subtracted): 2^n x p(r), r = x - n ln 2 in [-ln2/2, ln2/2], a degree-6
-// polynomial (relative error ~2e-7); below -87 it returns 0. A plain loop the compiler vectorizes.
+// polynomial (relative error ~2e-7); arguments below -87 count as -87 (e^-87 ~ 2e-38, nothing beside the max's 1).
+// A plain loop the compiler vectorizes.
 void exp_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = std::max(x[i], -87.0f);
@@ -150,29 +151,28 @@ void weighted_values(const float* weights, int64_t stride, const int64_t* visibl
       const float* w1 = weights + (v + pair - 1) * stride + t0;
       float* o0 = out + v * dim;
       float* o1 = out + (v + pair - 1) * dim;
-      for (int64_t d = 0; d < dim; d += 2 * kLanes) {
-        F8 a0 = load8(o0 + d), a1 = load8(o0 + d + kLanes), b0 = load8(o1 + d), b1 = load8(o1 + d + kLanes);
+      for (int64_t d = 0; d < dim; d += 4 * kLanes) {  // eight sums in flight: FMA latency, not loads, bounds it
+        F8 a[4], b[4];
+        for (int c = 0; c < 4; ++c) {
+          a[c] = load8(o0 + d + c * kLanes);
+          b[c] = load8(o1 + d + c * kLanes);
+        }
         int64_t t = 0;
         for (; t < both; ++t) {
-          const F8 r0 = load8(tile + t * dim + d), r1 = load8(tile + t * dim + d + kLanes);
-          a0 += w0[t] * r0;
-          a1 += w0[t] * r1;
-          b0 += w1[t] * r0;
-          b1 += w1[t] * r1;
+          const float* r = tile + t * dim + d;
+          for (int c = 0; c < 4; ++c) {
+            const F8 x = load8(r + c * kLanes);
+            a[c] += w0[t] * x;
+            b[c] += w1[t] * x;
+          }
         }
-        for (int64_t u = t; u < used0; ++u) {
-          a0 += w0[u] * load8(tile + u * dim + d);
-          a1 += w0[u] * load8(tile + u * dim + d + kLanes);
-        }
-        for (int64_t u = t; u < used1; ++u) {
-          b0 += w1[u] * load8(tile + u * dim + d);
-          b1 += w1[u] * load8(tile + u * dim + d + kLanes);
-        }
-        std::memcpy(o0 + d, &a0, sizeof a0);
-        std::memcpy(o0 + d + kLanes, &a1, sizeof a1);
-        if (pair == 2) {
-          std::memcpy(o1 + d, &b0, sizeof b0);
-          std::memcpy(o1 + d + kLanes, &b1, sizeof b1);
+        for (int64_t u = t; u < used0; ++u)
+          for (int c = 0; c < 4; ++c) a[c] += w0[u] * load8(tile + u * dim + d + c * kLanes);
+        for (int64_t u = t; u < used1; ++u)
+          for (int c = 0; c < 4; ++c) b[c] += w1[u] * load8(tile + u * dim + d + c * kLanes);
+        for (int c = 0; c < 4; ++c) {
+          std::memcpy(o0 + d + c * kLanes, &a[c], sizeof a[c]);
+          if (pair == 2) std::memcpy(o1 + d + c * kLanes, &b[c], sizeof b[c]);
         }
       }
     }
@@ -183,8 +183,8 @@ void weighted_values(const float* weights, int64_t stride, const int64_t* visibl
 // kt[(t / 16) * 16 * dim + d * 16 + t % 16] (rows padded to 16 with zeros; a panel is contiguous), so eight rows'
 // scores are one vector and no horizontal sum is needed: scores[v * stride + t] for t < rows, sixteen rows by four
 // queries at a time (six loads per eight multiply-adds).
-void key_scores_transposed(const float* qs, int nq, const float* kt, int64_t padded, int64_t rows, int64_t dim,
-                           float* scores, int64_t stride) {
+void key_scores_transposed(const float* qs, int nq, const float* kt, int64_t rows, int64_t dim, float* scores,
+                           int64_t stride) {
   for (int64_t t0 = 0; t0 < rows; t0 += 2 * kLanes) {
     for (int v0 = 0; v0 < nq; v0 += 4) {
       const int nv = std::min(4, nq - v0);
@@ -252,7 +252,7 @@ void attend_block(const Shapes& s, int64_t g, int64_t first, int64_t last, int64
     }
   }
   if (widened)
-    key_scores_transposed(qs.data(), nq, widened->kt.data(), widened->padded, rows, dim, scores.data(), rows);
+    key_scores_transposed(qs.data(), nq, widened->kt.data(), rows, dim, scores.data(), rows);
   else
     key_scores(qs.data(), nq, key_cache + g * s.capacity * dim, rows, dim, scores.data(), rows);
   for (int v = 0; v < nq; ++v) softmax_inplace(scores.data() + v * rows, visible[v]);
