@@ -82,10 +82,19 @@ def test_defaults_are_the_fast_configuration(bundles):
         assert any(n.op_type == "Reshape" and n.input[0] == table and n.output[0] == gather.input[0]
                    for n in graph.node)
         assert manifest["kv_cache"]["dtype"] == "int8"
-        attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
-        assert attention and all({a.name: a.s for a in n.attribute if a.name.endswith("quant_type")}
-                                 == {"k_quant_type": b"PER_TENSOR", "v_quant_type": b"PER_TENSOR"}
-                                 for n in attention)
+        # each layer's attention: an If whose one-token branch is the int8 kernel in PER_TENSOR mode, and whose
+        # prompt branch is the float kernel (no rotation: RoPE runs before it, to round the keys it attends to)
+        ifs = [n for n in graph.node if n.op_type == "If"]
+        assert len(ifs) == manifest["architecture"]["num_hidden_layers"]
+        for node in ifs:
+            branches = {a.name: a.g for a in node.attribute}
+            [decode] = [n for n in branches["else_branch"].node if n.op_type == "GroupQueryAttention"]
+            [prompt] = [n for n in branches["then_branch"].node if n.op_type == "GroupQueryAttention"]
+            decode_attrs = {a.name: a.s or a.i for a in decode.attribute}
+            prompt_attrs = {a.name: a.s or a.i for a in prompt.attribute}
+            assert (decode_attrs["k_quant_type"], decode_attrs["v_quant_type"]) == (b"PER_TENSOR", b"PER_TENSOR")
+            assert decode_attrs["kv_cache_bit_width"] == 8 and "kv_cache_bit_width" not in prompt_attrs
+            assert prompt_attrs["do_rotary"] == 0
     assert read_manifest(bundles["int4-kv16"])["kv_cache"]["dtype"] == "float16"
     for name in ("fp32", "int4-float", "int8-float"):
         assert read_manifest(bundles[name])["kv_cache"]["dtype"] == "float32"
@@ -279,24 +288,64 @@ def test_activation_option_refusals(capsys, tmp_path, argv, message):
     assert not (tmp_path / "x").exists()
 
 
-def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
-    """The int8 cache ONNX Runtime writes during a prefill is, code for code, the reference's rounding of its own
-    keys and values with the bundle's scales (a quarter of the fp32 cache's bytes).
+KV_TIE = 1e-3  # of a code step: far above float32 reassociation, far below any real rounding difference
 
-    Which side of a rounding tie a value lands on depends on the CPU's float arithmetic (AVX2, AVX-512, ARM sum in
-    different orders), and one flipped code changes every later layer's inputs a little. So the reference runs
-    layer by layer on ONNX Runtime's own codes: each layer's cache holds what ONNX Runtime stored, and the
-    reference's keys and values of the next layer come from the same rounded history. What is left between the two
-    is float32 reassociation in one layer of the float-activation graph (relative error ~1e-6, under 1e-3 of a
-    code step for codes up to 128): every code must equal the reference's rounding unless the reference's value
-    lies within TIE of a rounding boundary, and there it may be one step away."""
+
+def reference_unrounded(bundle, ids: list[int], stored: list[np.ndarray]) -> list[np.ndarray]:
+    """The parity reference's keys and values over `ids`, divided by the cache's scales and not yet rounded
+    ([1, kv_heads, T, head_dim] per layer, key then value), each layer computed on the codes ONNX Runtime stored
+    (`stored`, the same layout) rather than on the reference's own: which side of a rounding tie a value lands on
+    depends on the CPU's float arithmetic (AVX2, AVX-512, ARM sum in different orders), and one flipped code changes
+    every later layer's inputs a little, so the reference follows ONNX Runtime's rounded history."""
     import torch
 
-    from runtimes.bundle import load_backend
     from runtimes.reference import bundle_reference
-    from runtimes.quant.kv import QMAX, SCALES_FILE
+    from runtimes.quant.kv import SCALES_FILE
 
-    tie = 1e-3  # of a code step: far above float32 reassociation, far below any real rounding difference
+    reference, _ = bundle_reference(read_manifest(bundle), None, bundle)
+    scales = torch.from_numpy(np.load(bundle / SCALES_FILE))
+    unrounded = {}
+
+    def on_ort_codes(layer: int, cache):
+        def update(input_pos, k, v):
+            for j, x in enumerate((k, v)):
+                unrounded[2 * layer + j] = (x.float() / scales[layer, j][None, :, None, :]).numpy()
+                codes = torch.from_numpy(stored[2 * layer + j][:, :, input_pos.numpy()].astype(np.float32))
+                cache_tensor = (cache.k_cache, cache.v_cache)[j]
+                cache_tensor[:, :, input_pos] = (codes * scales[layer, j][None, :, None, :]).to(cache_tensor.dtype)
+            return cache.k_cache, cache.v_cache
+        return update
+
+    for i, layer in enumerate(reference.module.layers):
+        cache = layer.self_attn.attend.kv_cache
+        cache.update = on_ort_codes(i, cache)
+    reference.prefill(ids)
+    return [unrounded[i] for i in range(len(stored))]
+
+
+def assert_reference_rounding(stored: list[np.ndarray], unrounded: list[np.ndarray]) -> None:
+    """Every code equals the reference's rounding of its unrounded value (ties to even, saturating) unless that
+    value lies within KV_TIE of a rounding boundary, and there it may be one step away; such flips are rare."""
+    from runtimes.quant.kv import QMAX
+
+    flips = 0
+    for index, (codes, x) in enumerate(zip(stored, unrounded)):
+        expected = np.clip(np.round(x), -QMAX - 1, QMAX)
+        got = codes.astype(np.float32)
+        at_tie = np.abs(np.abs(x - np.floor(x)) - 0.5) <= KV_TIE
+        assert np.all((got == expected) | (at_tie & (np.abs(got - expected) == 1))), index
+        flips += int((got != expected).sum())
+    assert flips <= 0.001 * sum(codes.size for codes in stored)  # ties are rare, not the rule
+
+
+def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
+    """The int8 cache ONNX Runtime writes during a prefill is, code for code, the reference's rounding of its own
+    keys and values with the bundle's scales (a quarter of the fp32 cache's bytes). What is left between the two,
+    the reference following ONNX Runtime's codes layer by layer (reference_unrounded), is float32 reassociation in
+    one layer of the float-activation graph (relative error ~1e-6, under KV_TIE of a code step for codes up to 128)."""
+    from runtimes.bundle import load_backend
+    from runtimes.quant.kv import SCALES_FILE
+
     bundle = bundles["int4-float-kv8"]
     manifest = read_manifest(bundle)
     assert SCALES_FILE in manifest["files"] and manifest["quant"].get("activations", "float") == "float"
@@ -307,33 +356,76 @@ def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
     backend.prefill(ids)
     stored = [backend.past[i].numpy()[:, :, :len(ids)] for i in range(len(backend.past))]
     assert all(codes.dtype == np.int8 for codes in stored)
-    reference, _ = bundle_reference(manifest, None, bundle)
-    scales = torch.from_numpy(np.load(bundle / SCALES_FILE))
-    unrounded = {}
+    assert_reference_rounding(stored, reference_unrounded(bundle, ids, stored))
 
-    def on_ort_codes(layer: int, cache):
-        def update(input_pos, k, v):
-            for j, x in enumerate((k, v)):
-                unrounded[2 * layer + j] = (x.float() / scales[layer, j][None, :, None, :]).numpy()
-                codes = torch.from_numpy(stored[2 * layer + j].astype(np.float32))
-                cache_tensor = (cache.k_cache, cache.v_cache)[j]
-                cache_tensor[:, :, input_pos] = (codes * scales[layer, j][None, :, None, :]).to(cache_tensor.dtype)
-            return cache.k_cache, cache.v_cache
-        return update
 
-    for i, layer in enumerate(reference.module.layers):
-        cache = layer.self_attn.attend.kv_cache
-        cache.update = on_ort_codes(i, cache)
-    reference.prefill(ids)
-    flips = 0
-    for index, codes in enumerate(stored):
-        x = unrounded[index]
-        expected = np.clip(np.round(x), -QMAX - 1, QMAX)
-        got = codes.astype(np.float32)
-        at_tie = np.abs(np.abs(x - np.floor(x)) - 0.5) <= tie
-        assert np.all((got == expected) | (at_tie & (np.abs(got - expected) == 1))), index
-        flips += int((got != expected).sum())
-    assert flips <= 0.001 * sum(codes.size for codes in stored)  # ties are rare, not the rule
+def test_int8_cache_prompt_path_stores_what_decode_stores(bundles, tiny_tokenizer):
+    """An int8-cache graph runs a prompt on its float path (codes rounded before it attends, written by ScatterND)
+    and one token on the int8 kernel. Two prompts (the second at position P > 0, a chat's next turn) leave the codes
+    that token-by-token decoding leaves, and the same next-token logits by parity's criteria.
+
+    Both runs are checked against the reference on their own codes (reference_unrounded): each stores the
+    reference's rounding except at ties, so the two differ only where a value sat within KV_TIE of a tie (which one
+    lands where depends on the CPU's arithmetic); the first layer that differs at all differs only there."""
+    from runtimes.bundle import load_backend
+    from runtimes.eval.parity import logit_metrics
+    from runtimes.fixture import NEAR_TIE_MARGIN
+
+    bundle = bundles["int4-float-kv8"]
+    first = tiny_tokenizer.encode("<|im_start|>user\nWhat is 4821 - 9377?<|im_end|>\n<|im_start|>assistant\n")
+    second = tiny_tokenizer.encode("-4556<|im_end|>\n<|im_start|>user\nAnd 12 * 12?<|im_end|>\n")
+    ids = first + second
+    backend = load_backend(bundle)
+    backend.prefill(first)
+    prompt_logits = backend.prefill(second)
+    prompt = [backend.past[i].numpy()[:, :, :len(ids)].copy() for i in range(len(backend.past))]
+    backend.reset()
+    for token in ids:
+        decode_logits = backend.decode(token)
+    decode = [backend.past[i].numpy()[:, :, :len(ids)].copy() for i in range(len(backend.past))]
+    prompt_unrounded = reference_unrounded(bundle, ids, prompt)
+    assert_reference_rounding(prompt, prompt_unrounded)
+    assert_reference_rounding(decode, reference_unrounded(bundle, ids, decode))
+    differing = [i for i in range(len(prompt)) if not np.array_equal(prompt[i], decode[i])]
+    if differing:
+        i = min(differing) // 2 * 2  # the first layer with a difference: its history above agrees
+        for j in (i, i + 1):
+            x, diff = prompt_unrounded[j], prompt[j].astype(np.int16) - decode[j]
+            at_tie = np.abs(np.abs(x - np.floor(x)) - 0.5) <= KV_TIE
+            assert np.all((diff == 0) | (at_tie & (np.abs(diff) == 1))), j
+    metrics = logit_metrics(prompt_logits[None], decode_logits[None])
+    assert all(d["reference_margin"] <= NEAR_TIE_MARGIN for d in metrics["disagreements"])
+    assert metrics["mean_kl"] < 1e-3
+
+
+def test_int8_cache_prompts_into_a_growing_past(bundles):
+    """A client that passes a growing past (C = P, no shared buffer) gets the prompt's codes concatenated: two
+    prompts and a decode step leave the codes and logits of the onnxruntime backend's in-place buffers."""
+    import onnxruntime as ort
+
+    from runtimes.bundle import load_backend
+    from runtimes.fixture import EXACT_TOLERANCE
+
+    bundle = bundles["int4"]
+    backend = load_backend(bundle, threads=1)
+    first, second = list(range(3, 30)), list(range(40, 47))
+    in_place = [backend.prefill(first), backend.prefill(second), backend.decode(5)]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the backend: the same kernels on the same partition of the work
+    session = ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    past = {f"past_{kind}_{i}": np.zeros((1, backend.kv_heads, 0, backend.head_dim), np.int8)
+            for i in range(backend.layers) for kind in ("key", "value")}
+    position = 0
+    for tokens, expected in zip((first, second, [5]), in_place):
+        outputs = session.run(None, {"input_ids": np.array([tokens]), **past,
+                                     "position_ids": np.arange(position, position + len(tokens))[None]})
+        position += len(tokens)
+        past = {name.replace("present", "past"): value for name, value in zip(names[1:], outputs[1:])}
+        assert np.abs(outputs[0][0, -1] - expected).max() <= EXACT_TOLERANCE
+    for i, buffer in enumerate(backend.past):
+        grown = past[f"past_{('key', 'value')[i % 2]}_{i // 2}"]
+        assert grown.shape[2] == position and np.array_equal(grown, buffer.numpy()[:, :, :position])
 
 
 def test_kv_fake_quant_is_the_kernels_rounding():

@@ -12,7 +12,11 @@ logits feeds the tokens one per call (runtimes.backends.prefill_last_position), 
 
 Attention is ONNX Runtime's GroupQueryAttention (RoPE, causal grouped-query attention and the KV update in one
 kernel). With C = max_seq_len and each present bound to its past's buffer (the onnxruntime backend and ORT-GenAI
-do this) the cache is updated in place; with C = P (a growing past) it is concatenated.
+do this) the cache is updated in place; with C = P (a growing past) it is concatenated. Under an int8 cache each
+layer's attention is an If on S > 1: one token runs the kernel's int8 mode (the faster decode step); a prompt, at
+any start P, runs RoPE, rounds its keys and values to the cache's codes, attends in float over the cache's first P
+codes and its own, and writes its codes into the cache with ScatterND, in place too (ONNX Runtime's float kernel
+takes a long prompt several times faster than its int8 one; docs/onnx.md has the numbers).
 
 The numerics are runtimes/model.py's. Quantized weights are our quantizer's exact codes and scales:
 - int4 linears, and int8 ones with int8 activations, are MatMulNBits (ONNX Runtime's block-quantized matmul); at
@@ -41,11 +45,18 @@ OPSET = 21
 
 
 class AttentionInputs(NamedTuple):
-    """What every layer's GroupQueryAttention reads besides its own q, k, v and cache, in the kernel's order."""
+    """What every layer's attention reads besides its own q, k, v and cache: first GroupQueryAttention's inputs, in
+    the kernel's order (`kernel`), then what an int8 cache's If reads."""
     seqlens_k: object  # the total length after this call, minus one
     total_sequence_length: object
     cos_cache: object
     sin_cache: object
+    is_prompt: object  # bool: this call has more than one token (None without an int8 cache)
+    position_ids: object  # int64 [1, S]
+
+    @property
+    def kernel(self) -> tuple:
+        return self[:4]
 
 MODEL_FILE = "model.onnx"
 
@@ -87,6 +98,7 @@ class CpuBuilder:
         # GroupQueryAttention computes in its cache's float type, or in the activations' under an int8 cache
         self.attn_dtype = self.act if kv_dtype == "int8" else self.kv_dtype
         self.np_act = np.float16 if fp16 else np.float32
+        self.np_attn = np.float16 if self.attn_dtype == "float16" else np.float32
 
     # -- pieces ---------------------------------------------------------------------------------
     def float_weight(self, name: str, array) -> object:
@@ -204,31 +216,96 @@ class CpuBuilder:
         scales and the output by the values': q . (code_k * s) = (q * s) . code_k and sum_t p_t (code_v * s) =
         s * sum_t p_t code_v, so the cache holds the same codes as under PER_CHANNEL (RoPE rotates channel pairs
         that share a scale, so dividing before the rotation is dividing after it), and ONNX Runtime's CPU kernel
-        reads a per-tensor cache faster: it need not fetch a scale per channel."""
+        reads a per-tensor cache faster: it need not fetch a scale per channel. That kernel is the fast one for a
+        decode step, and several times slower than its float kernel for a prompt, so an int8 cache's attention is
+        an If on the call's length: one token takes decode_attention, more take prompt_attention."""
         cast = self.attn_dtype != self.act
         if cast:
             q, k, v = (self.cast(t, self.attn_dtype) for t in (q, k, v))
-        g, a, quantized, attrs = self.g, self.a, (), {}
-        if self.kv_dtype == "int8":
-            dtype = np.float16 if self.attn_dtype == "float16" else np.float32
-            group = a.num_attention_heads // a.num_key_value_heads  # query head h reads kv head h // group
-            key_scale, value_scale = (self.kv_scales[i, j] for j in (0, 1))  # [kv_heads, head_dim]
-            per_query = lambda s: as_numpy(s.repeat_interleave(group, dim=0).reshape(-1), dtype)  # noqa: E731
-            q = g.op("Mul", q, g.weight(f"layers.{i}.self_attn.q_key_scale", lambda: per_query(key_scale)))
-            k = g.op("Div", k, g.weight(f"layers.{i}.self_attn.k_cache_scale",
-                                        lambda: as_numpy(key_scale.reshape(-1), dtype)))
-            v = g.op("Div", v, g.weight(f"layers.{i}.self_attn.v_cache_scale",
-                                        lambda: as_numpy(value_scale.reshape(-1), dtype)))
-            unit = g.weight("kv_unit_scale", lambda: np.ones([1], np.float32))
-            quantized = (None, None, None, unit, unit)  # position_ids, attention_bias, head_sink, k_scale, v_scale
-            attrs = {"k_quant_type": "PER_TENSOR", "v_quant_type": "PER_TENSOR", "kv_cache_bit_width": 8}
+        g, a = self.g, self.a
+        if self.kv_dtype != "int8":
+            out, present_key, present_value = g.op(
+                "GroupQueryAttention", q, k, v, past_key, past_value, *shared.kernel, outputs=3, domain="com.microsoft",
+                num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads, do_rotary=1,
+                rotary_interleaved=0, scale=self.attention_scale)
+            return (self.cast(out, self.act) if cast else out), present_key, present_value
+        group = a.num_attention_heads // a.num_key_value_heads  # query head h reads kv head h // group
+        key_scale, value_scale = (self.kv_scales[i, j] for j in (0, 1))  # [kv_heads, head_dim]
+        per_query = lambda s: as_numpy(s.repeat_interleave(group, dim=0).reshape(-1), self.np_attn)  # noqa: E731
+        q = g.op("Mul", q, g.weight(f"layers.{i}.self_attn.q_key_scale", lambda: per_query(key_scale)))
+        k = g.op("Div", k, g.weight(f"layers.{i}.self_attn.k_cache_scale",
+                                    lambda: as_numpy(key_scale.reshape(-1), self.np_attn)))
+        v = g.op("Div", v, g.weight(f"layers.{i}.self_attn.v_cache_scale",
+                                    lambda: as_numpy(value_scale.reshape(-1), self.np_attn)))
+        operands = (q, k, v, shared, past_key, past_value)
         out, present_key, present_value = g.op(
-            "GroupQueryAttention", q, k, v, past_key, past_value, *shared, *quantized, outputs=3,
-            domain="com.microsoft", num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads,
-            do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(a.head_dim)), **attrs)
-        if self.kv_dtype == "int8":
-            out = g.op("Mul", out, g.weight(f"layers.{i}.self_attn.out_value_scale", lambda: per_query(value_scale)))
+            "If", shared.is_prompt, outputs=3,
+            then_branch=g.branch(f"layers.{i}.prompt_attention", lambda: self.prompt_attention(*operands)),
+            else_branch=g.branch(f"layers.{i}.decode_attention", lambda: self.decode_attention(*operands)))
+        out = g.op("Mul", out, g.weight(f"layers.{i}.self_attn.out_value_scale", lambda: per_query(value_scale)))
         return (self.cast(out, self.act) if cast else out), present_key, present_value
+
+    @property
+    def attention_scale(self) -> float:
+        return float(1.0 / np.sqrt(self.a.head_dim))
+
+    def decode_attention(self, q, k, v, shared: AttentionInputs, past_key, past_value):
+        """One token over an int8 cache (q, k, v scaled as attention() says): the kernel's int8 mode, which rotates q
+        and k, rounds the new key and value into the cache in place and attends over the codes."""
+        a = self.a
+        unit = self.g.weight("kv_unit_scale", lambda: np.ones([1], np.float32))
+        quantized = (None, None, None, unit, unit)  # position_ids, attention_bias, head_sink, k_scale, v_scale
+        return self.g.op("GroupQueryAttention", q, k, v, past_key, past_value, *shared.kernel, *quantized, outputs=3,
+                         domain="com.microsoft", num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads,
+                         do_rotary=1, rotary_interleaved=0, scale=self.attention_scale, k_quant_type="PER_TENSOR",
+                         v_quant_type="PER_TENSOR", kv_cache_bit_width=8)
+
+    def prompt_attention(self, q, k, v, shared: AttentionInputs, past_key, past_value):
+        """Several tokens at positions P.. over an int8 cache (q, k, v scaled as attention() says), in float: the new
+        keys and values are rounded to the codes the int8 kernel would store (RoPE first; QuantizeLinear at scale 1
+        rounds half to even and saturates, as the kernel and runtimes/quant/kv.fake_quant do), the float kernel
+        attends over the cache's first P codes and the new ones as floats (code x 1: the scales are in q and the
+        output), and ScatterND writes the new codes into the cache at P.. (in place when present is bound to past's
+        buffer, as the onnxruntime backend binds it; a past too short to hold them is concatenated with them)."""
+        g, a = self.g, self.a
+        rope = lambda x, heads: g.op("RotaryEmbedding", x, shared.position_ids, shared.cos_cache,  # noqa: E731
+                                     shared.sin_cache, domain="com.microsoft", interleaved=0, num_heads=heads)
+        q = rope(q, a.num_attention_heads)
+        unit = g.weight(f"kv_unit_scale_{self.attn_dtype}", lambda: np.ones([], self.np_attn))
+        zero = g.weight("kv_zero_code", lambda: np.zeros([], np.int8))
+        codes = [g.op("QuantizeLinear", rope(k, a.num_key_value_heads), unit, zero),
+                 g.op("QuantizeLinear", v, unit, zero)]  # [1, S, kv_heads * head_dim] int8
+        as_float = lambda x: self.cast(x, self.attn_dtype)  # noqa: E731
+        positions = g.op("Reshape", shared.position_ids, g.const([-1]))  # P .. P + S - 1
+        prefix_length = g.op("Gather", positions, g.const([0]))  # [P]
+        cached = [g.op("Slice", past, g.const([0]), prefix_length, g.const([2])) for past in (past_key, past_value)]
+        # the float kernel needs its (concatenated) present outputs to read a past at all; they are dropped
+        out, _, _ = g.op("GroupQueryAttention", q, *(as_float(c) for c in codes + cached), shared.seqlens_k,
+                         shared.total_sequence_length, outputs=3, domain="com.microsoft",
+                         num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads, do_rotary=0,
+                         scale=self.attention_scale)
+        new_rows = [g.op("Transpose", g.op("Reshape", c, g.const([0, 0, a.num_key_value_heads, a.head_dim])),
+                         perm=[0, 2, 1, 3]) for c in codes]  # [1, kv_heads, S, head_dim]
+        # a max_seq_len buffer (the onnxruntime backend's, ORT-GenAI's) holds the new rows; a growing past (C = P)
+        # is concatenated, as GroupQueryAttention does
+        holds = g.op("LessOrEqual", self.cast(shared.total_sequence_length, "int64"),
+                     g.op("Gather", g.op("Shape", past_key), g.const(2)))
+        presents = g.op("If", holds, outputs=2,
+                        then_branch=g.branch("write_in_place",
+                                             lambda: self.write_rows(past_key, past_value, positions, new_rows)),
+                        else_branch=g.branch("concatenate", lambda: [
+                            g.op("Concat", prefix, rows, axis=2) for prefix, rows in zip(cached, new_rows)]))
+        return out, *presents
+
+    def write_rows(self, past_key, past_value, positions, new_rows) -> list:
+        """The caches with new_rows [1, kv_heads, S, head_dim] written at `positions` (int64 [S]) by ScatterND."""
+        g, kv_heads = self.g, self.a.num_key_value_heads
+        # indices (0, head, position) [1, kv_heads, S, 3]: positions [1, 1, S, 1] broadcast over the heads
+        row_positions = g.op("Add", g.op("Reshape", positions, g.const([1, 1, -1, 1])),
+                             g.const(np.zeros([1, kv_heads, 1, 1])))
+        batch_head = g.const(np.stack([np.zeros(kv_heads), np.arange(kv_heads)], -1).reshape(1, kv_heads, 1, 2))
+        indices = g.op("Concat", g.op("Expand", batch_head, g.op("Shape", row_positions)), row_positions, axis=-1)
+        return [g.op("ScatterND", past, indices, rows) for past, rows in zip((past_key, past_value), new_rows)]
 
     # -- the graph --------------------------------------------------------------------------------
     def build(self):
@@ -236,14 +313,15 @@ class CpuBuilder:
         hd, layers = a.head_dim, a.num_hidden_layers
         entry = entry_point(a, self.max_seq_len, self.kv_dtype)
         inputs = {t["name"]: g.input(t["name"], t["dtype"], t["shape"]) for t in entry["inputs"]}
-        rope_dtype = np.float16 if self.attn_dtype == "float16" else np.float32
-        cos = g.weight("rope_cos_half", lambda: as_numpy(self.m.rope_cos[:self.max_seq_len, :hd // 2], rope_dtype))
-        sin = g.weight("rope_sin_half", lambda: as_numpy(self.m.rope_sin[:self.max_seq_len, :hd // 2], rope_dtype))
+        cos = g.weight("rope_cos_half", lambda: as_numpy(self.m.rope_cos[:self.max_seq_len, :hd // 2], self.np_attn))
+        sin = g.weight("rope_sin_half", lambda: as_numpy(self.m.rope_sin[:self.max_seq_len, :hd // 2], self.np_attn))
         # positions come as position_ids; GQA wants the total length after this call (and that minus one)
         last = g.op("Gather", g.op("Squeeze", inputs["position_ids"], g.const([0])), g.const(-1))
         total = self.cast(g.op("Add", last, g.const(1)), "int32")
         seqlens_k = g.op("Reshape", self.cast(last, "int32"), g.const([1]))
-        shared = AttentionInputs(seqlens_k, total, cos, sin)
+        length = g.op("Gather", g.op("Shape", inputs["input_ids"]), g.const(1))
+        is_prompt = g.op("Greater", length, g.const(1)) if self.kv_dtype == "int8" else None
+        shared = AttentionInputs(seqlens_k, total, cos, sin, is_prompt, inputs["position_ids"])
         x = self.embed(inputs["input_ids"])
         # [1, S, n*hd] <-> [1, S, n, hd] by constant shapes (0 copies the dimension): no shape arithmetic per layer
         heads_shape, flat_shape = g.const([0, 0, -1, hd]), g.const([0, 0, -1])

@@ -32,6 +32,7 @@ class Graph:
         self.inputs: list[ir.Value] = []
         self.outputs: list[ir.Value] = []
         self.initializers: dict[str, ir.Value] = {}
+        self.domains: set[str] = set()
         self.count = 0
 
     def input(self, name: str, dtype: str, shape: list) -> ir.Value:
@@ -72,11 +73,23 @@ class Graph:
         for i, value in enumerate(node.outputs):
             value.name = base + (f"_{i}" if outputs > 1 else "")
         self.nodes.append(node)
+        self.domains.add(domain)
         return node.outputs[0] if outputs == 1 else tuple(node.outputs)
+
+    def branch(self, name: str, make) -> ir.Graph:
+        """A subgraph (an If's branch): the nodes make() adds go into it, not into this graph, and the values make()
+        returns are its outputs. Its nodes may read this graph's values (ONNX's outer scope); its constants and
+        weights stay this graph's initializers."""
+        outer, self.nodes = self.nodes, []
+        try:
+            outputs = list(make())
+            return ir.Graph([], outputs, nodes=self.nodes, name=name)
+        finally:
+            self.nodes = outer
 
     def model(self) -> ir.Model:
         opsets = {"": self.opset}
-        if any(node.domain == "com.microsoft" for node in self.nodes):
+        if "com.microsoft" in self.domains:
             opsets["com.microsoft"] = 1
         graph = ir.Graph(self.inputs, self.outputs, nodes=self.nodes, initializers=list(self.initializers.values()),
                          opset_imports=opsets, name=self.name)
