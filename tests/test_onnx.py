@@ -8,6 +8,7 @@ import pytest
 
 from runtimes.checkpoint import resolve_model_dir
 from exporter.make_model import SHAPES
+from exporter.targets.onnx_cpu import FLOAT_ATTENTION_MIN_TOKENS
 from runtimes.quant.packing import unpack_int4
 from runtimes.quant.recipe import QuantRecipe, quantize_module
 from runtimes.model import from_pretrained
@@ -361,7 +362,7 @@ def test_int8_kv_cache_holds_what_the_reference_rounds(bundles, tiny_tokenizer):
 
 def test_int8_cache_prompt_path_stores_what_decode_stores(bundles, tiny_tokenizer):
     """An int8-cache graph runs a prompt on its float path (codes rounded before it attends, written by ScatterND)
-    and one token on the int8 kernel. Two prompts (the second at position P > 0, a chat's next turn) leave the codes
+    and a decode step on the int8 kernel. Two prompts (the second at position P > 0, a chat's next turn) leave the codes
     that token-by-token decoding leaves, and the same next-token logits by parity's criteria.
 
     Both runs are checked against the reference on their own codes (reference_unrounded): each stores the
@@ -372,8 +373,12 @@ def test_int8_cache_prompt_path_stores_what_decode_stores(bundles, tiny_tokenize
     from runtimes.fixture import NEAR_TIE_MARGIN
 
     bundle = bundles["int4-float-kv8"]
-    first = tiny_tokenizer.encode("<|im_start|>user\nWhat is 4821 - 9377?<|im_end|>\n<|im_start|>assistant\n")
-    second = tiny_tokenizer.encode("-4556<|im_end|>\n<|im_start|>user\nAnd 12 * 12?<|im_end|>\n")
+    first = tiny_tokenizer.encode("<|im_start|>system\nYou are a careful assistant. Answer with the number only."
+                                  "<|im_end|>\n<|im_start|>user\nWhat is 4821 - 9377?<|im_end|>\n"
+                                  "<|im_start|>assistant\n")
+    second = tiny_tokenizer.encode("-4556<|im_end|>\n<|im_start|>user\nAnd what is 12 * 12, and then 144 divided by "
+                                   "3? Answer with both numbers.<|im_end|>\n<|im_start|>assistant\n")
+    assert min(len(first), len(second)) >= FLOAT_ATTENTION_MIN_TOKENS  # both prompts take the float path
     ids = first + second
     backend = load_backend(bundle)
     backend.prefill(first)
@@ -400,7 +405,8 @@ def test_int8_cache_prompt_path_stores_what_decode_stores(bundles, tiny_tokenize
 
 def test_int8_cache_prompts_into_a_growing_past(bundles):
     """A client that passes a growing past (C = P, no shared buffer) gets the prompt's codes concatenated: two
-    prompts and a decode step leave the codes and logits of the onnxruntime backend's in-place buffers."""
+    prompts on the float path, a short one and a decode step (the int8 kernel) leave the codes and logits of the
+    onnxruntime backend's in-place buffers."""
     import onnxruntime as ort
 
     from runtimes.bundle import load_backend
@@ -408,8 +414,8 @@ def test_int8_cache_prompts_into_a_growing_past(bundles):
 
     bundle = bundles["int4"]
     backend = load_backend(bundle, threads=1)
-    first, second = list(range(3, 30)), list(range(40, 47))
-    in_place = [backend.prefill(first), backend.prefill(second), backend.decode(5)]
+    calls = [list(range(3, 43)), list(range(50, 50 + FLOAT_ATTENTION_MIN_TOKENS)), [7, 8, 9], [5]]
+    in_place = [backend.prefill(tokens) for tokens in calls]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # as the backend: the same kernels on the same partition of the work
     session = ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
@@ -417,7 +423,7 @@ def test_int8_cache_prompts_into_a_growing_past(bundles):
     past = {f"past_{kind}_{i}": np.zeros((1, backend.kv_heads, 0, backend.head_dim), np.int8)
             for i in range(backend.layers) for kind in ("key", "value")}
     position = 0
-    for tokens, expected in zip((first, second, [5]), in_place):
+    for tokens, expected in zip(calls, in_place):
         outputs = session.run(None, {"input_ids": np.array([tokens]), **past,
                                      "position_ids": np.arange(position, position + len(tokens))[None]})
         position += len(tokens)

@@ -13,10 +13,11 @@ logits feeds the tokens one per call (runtimes.backends.prefill_last_position), 
 Attention is ONNX Runtime's GroupQueryAttention (RoPE, causal grouped-query attention and the KV update in one
 kernel). With C = max_seq_len and each present bound to its past's buffer (the onnxruntime backend and ORT-GenAI
 do this) the cache is updated in place; with C = P (a growing past) it is concatenated. Under an int8 cache each
-layer's attention is an If on S > 1: one token runs the kernel's int8 mode (the faster decode step); a prompt, at
-any start P, runs RoPE, rounds its keys and values to the cache's codes, attends in float over the cache's first P
-codes and its own, and writes its codes into the cache with ScatterND, in place too (ONNX Runtime's float kernel
-takes a long prompt several times faster than its int8 one; docs/onnx.md has the numbers).
+layer's attention is an If on the call's length S. A call of fewer than FLOAT_ATTENTION_MIN_TOKENS tokens (a decode
+step, a short chat turn) runs the kernel's int8 mode, the faster one for a step. A longer one, at any start P, runs
+RoPE, rounds its keys and values to the cache's codes, attends in float over the cache's first P codes and its own,
+and writes its codes into the cache with ScatterND, in place too: ONNX Runtime's float kernel takes a long prompt
+several times faster than its int8 one (docs/onnx.md has the numbers).
 
 The numerics are runtimes/model.py's. Quantized weights are our quantizer's exact codes and scales:
 - int4 linears, and int8 ones with int8 activations, are MatMulNBits (ONNX Runtime's block-quantized matmul); at
@@ -42,6 +43,10 @@ from exporter.targets.onnx_graph import Graph, as_numpy, nbits_weights, save
 from runtimes.quant.rtn import QuantizedTensor
 
 OPSET = 21
+# An int8-cache graph attends in float from this many tokens a call on. The float path first copies the cache's P
+# codes out as floats, which a few tokens at a long P do not repay: at P = 2000 (0.6B shape, 2 layers, 2 threads) a
+# 2-token call took 39 ms against 12 ms on the int8 kernel, 32 tokens 100 against 92, 128 tokens 188 against 253
+FLOAT_ATTENTION_MIN_TOKENS = 32
 
 
 class AttentionInputs(NamedTuple):
@@ -51,7 +56,7 @@ class AttentionInputs(NamedTuple):
     total_sequence_length: object
     cos_cache: object
     sin_cache: object
-    is_prompt: object  # bool: this call has more than one token (None without an int8 cache)
+    is_prompt: object  # bool: this call takes the float path (FLOAT_ATTENTION_MIN_TOKENS; None without an int8 cache)
     position_ids: object  # int64 [1, S]
 
     @property
@@ -218,7 +223,8 @@ class CpuBuilder:
         that share a scale, so dividing before the rotation is dividing after it), and ONNX Runtime's CPU kernel
         reads a per-tensor cache faster: it need not fetch a scale per channel. That kernel is the fast one for a
         decode step, and several times slower than its float kernel for a prompt, so an int8 cache's attention is
-        an If on the call's length: one token takes decode_attention, more take prompt_attention."""
+        an If on the call's length: a step takes decode_attention, a prompt prompt_attention (from
+        FLOAT_ATTENTION_MIN_TOKENS tokens on)."""
         cast = self.attn_dtype != self.act
         if cast:
             q, k, v = (self.cast(t, self.attn_dtype) for t in (q, k, v))
@@ -250,7 +256,7 @@ class CpuBuilder:
         return float(1.0 / np.sqrt(self.a.head_dim))
 
     def decode_attention(self, q, k, v, shared: AttentionInputs, past_key, past_value):
-        """One token over an int8 cache (q, k, v scaled as attention() says): the kernel's int8 mode, which rotates q
+        """A step over an int8 cache (q, k, v scaled as attention() says): the kernel's int8 mode, which rotates q
         and k, rounds the new key and value into the cache in place and attends over the codes."""
         a = self.a
         unit = self.g.weight("kv_unit_scale", lambda: np.ones([1], np.float32))
@@ -320,7 +326,8 @@ class CpuBuilder:
         total = self.cast(g.op("Add", last, g.const(1)), "int32")
         seqlens_k = g.op("Reshape", self.cast(last, "int32"), g.const([1]))
         length = g.op("Gather", g.op("Shape", inputs["input_ids"]), g.const(1))
-        is_prompt = g.op("Greater", length, g.const(1)) if self.kv_dtype == "int8" else None
+        is_prompt = (g.op("GreaterOrEqual", length, g.const(FLOAT_ATTENTION_MIN_TOKENS)) if self.kv_dtype == "int8"
+                     else None)
         shared = AttentionInputs(seqlens_k, total, cos, sin, is_prompt, inputs["position_ids"])
         x = self.embed(inputs["input_ids"])
         # [1, S, n*hd] <-> [1, S, n, hd] by constant shapes (0 copies the dimension): no shape arithmetic per layer
