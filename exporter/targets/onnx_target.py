@@ -21,9 +21,9 @@ KV_LAYOUT = "[layers] x key/value x [1, kv_heads, positions, head_dim]"
 
 def kv_cache_dtype(kv_cache: str, int8_activations: bool) -> str:
     """--kv-cache auto for the cpu profile: int8 where the linears run int8 activations (the fast path: the cache is
-    a quarter of fp32's bytes and decode deep into the context is faster; long prompts prefill slower, see
-    docs/onnx.md), float32 where the graph is exact or near-exact (fp32, fp16 (which stores it in fp16),
-    --activations float)."""
+    a quarter of fp32's bytes and decode deep into the context is faster; prompts run on float attention over the
+    cache's codes, see docs/onnx.md), float32 where the graph is exact or near-exact (fp32, fp16 (which stores it in
+    fp16), --activations float)."""
     if kv_cache != "auto":
         return kv_cache
     return "int8" if int8_activations else "float32"
