@@ -34,18 +34,19 @@ SECTIONS = [
     ("defaults-0.6b.json", "Default ONNX export against the best flags: 0.6B shape, all 28 layers",
      "The same four exports of the full-depth random-weight 0.6B shape.",
      "python -m exporter make-model --shape 0.6b --out m06   # then the same exports and bench as above"),
-    ("peers-0.6b.json", "Against the peers",
+    ("peers-0.6b.json", "Against the peers, short and long context",
      "One run, side by side: ours (the default exports: ONNX int4 with the int4 table, int8 activations and an int8 "
-     "KV cache; ExecuTorch 8da4w with the int4 table) against ONNX Runtime GenAI's model builder (int4 CPU) and "
-     "ExecuTorch's `export_llm` (its Qwen3 XNNPACK 8da4w config), each exported to hold the longest prompt plus the "
-     "new tokens; decode is measured after each prompt length. This host was slow (read bandwidth 12 GB/s, AVX2 "
-     "without VNNI): compare rows within the table. Export cost is not measured by this run: the artifacts were "
-     "exported while other jobs shared the 2 cores, and only export_llm's record was kept (the earlier run below "
-     "has quiet export costs).",
+     "KV cache, whose prompts run on float attention; ExecuTorch 8da4w with the int4 table on ExecuTorch's stock "
+     "float32 cache ops; and the same ExecuTorch export with `--kv-cache int8`, our int8 cache kernels) against ONNX "
+     "Runtime GenAI's model builder (int4 CPU) and ExecuTorch's `export_llm` (its Qwen3 XNNPACK 8da4w config), each "
+     "exported to hold the longest prompt plus the new tokens; decode is measured after each prompt length, and TTFT "
+     "is the prompt's prefill plus the first new token. Export cost is not measured by this run: the five artifacts "
+     "were exported beforehand while other jobs shared the 2 cores, then measured with `--no-export` on a quiet host "
+     "(the earlier run below has quiet export costs).",
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
-     "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048 "
-     "--json peers-0.6b.json"),
+     "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048,4096 "
+     "--max-new-tokens 64 --runs 2 --json peers-0.6b.json"),
     ("peers-0.6b-2026-11-23.json", "Against the peers: an earlier run, with export cost",
      "A run of 2026-11-23 on a faster host of this machine kind (read bandwidth 31 / 63 GB/s on 1 / 2 threads, "
      "against 12 GB/s on 2 threads in the run above): 128-token prompts, 1 and 2 threads, and what each export cost. "
