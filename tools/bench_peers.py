@@ -378,9 +378,9 @@ def markdown(result: dict) -> str:
              + ", ".join(f"{t} thread(s) {bw:.1f}" if isinstance(bw, float) else f"{t}: {bw}"
                          for t, bw in result["bandwidth_gb_s"].items())
              + f". Made by `{created_by}`.", "",
-             "| artifact | threads | prompt | decode tok/s [min, max] | × faster peer | of limit | TTFT ms | size MB "
-             "| read/token MB | export s | export peak GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| artifact | threads | prompt | decode tok/s [min, max] | × faster peer | of limit | TTFT ms | peak RSS MB "
+             "| size MB | read/token MB | export s | export peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["bundles"]:
         lat, lim, exp = r["latency"], r["bandwidth_limit"], r["export"] or {}
         spread = lat["decode_tokens_per_s_spread"]
@@ -388,10 +388,13 @@ def markdown(result: dict) -> str:
             f"| {r['name']} | {lat['threads']} | {lat['prompt_tokens']} | {lat['decode_tokens_per_s']:.1f} "
             f"[{spread['min']:.1f}, {spread['max']:.1f}] "
             f"| {_ratio(r['vs_faster_peer'])} | " + (f"{lim['of_limit']:.0%}" if lim["of_limit"] is not None else "–")
-            + f" | {lat['ttft_ms']:.0f} | {r['size_bytes'] / 1e6:.0f} | {lim['read_bytes_per_token'] / 1e6:.0f} | "
+            + f" | {lat['ttft_ms']:.0f} | {r['memory']['peak_rss_bytes'] / 1e6:.0f} | {r['size_bytes'] / 1e6:.0f} | "
+            f"{lim['read_bytes_per_token'] / 1e6:.0f} | "
             + (f"{exp['seconds']:.0f} | {exp['peak_rss_bytes'] / 2**30:.2f} |" if exp else "– | – |"))
     lines += ["", "Of limit = decode tok/s × bytes read per token ÷ read bandwidth at that thread count; bytes read "
-                  "per token = the artifact less the tables a step only gathers a row of (KV cache not counted)."]
+                  "per token = the artifact less the tables a step only gathers a row of (KV cache not counted). Peak "
+                  "RSS is the measuring process's, KV cache and runtime included (ExecuTorch's Python runtime also "
+                  "loads libtorch, which a phone's runtime does not)."]
     return "\n".join(lines) + "\n"
 
 
