@@ -274,15 +274,51 @@ def render(examples: Path, out: Path, model_dir: Path) -> str:
         lines += ["", f"## {title}", "", note, "", "```", command, "```", ""] + _demote(body)
         if name.startswith("defaults"):
             lines += _ratios(result)
-        if not name.startswith("peers"):
-            for plot in report.plots(result, img / path.stem):
-                lines += ["", f"![{plot.stem.replace('_', ' ')}](img/{path.stem}/{plot.name})"]
+        plots = peers_plots(result, img / path.stem) if name.startswith("peers") else report.plots(result,
+                                                                                                    img / path.stem)
+        for plot in plots:
+            lines += ["", f"![{plot.stem.replace('_', ' ')}](img/{path.stem}/{plot.name})"]
     if (examples / "arm64-parity.json").exists():
         lines += [""] + _arm64_section(examples / "arm64-parity.json")
     if (examples / "exports.json").exists():
         lines += [""] + _exports_section(examples / "exports.json")
     lines += [""] + _tiny_section(model_dir)
     return "\n".join(lines) + "\n"
+
+
+def peers_plots(result: dict, out_dir: Path) -> list[Path]:
+    """Decode tok/s and time to first token against the prompt length, one line per artifact (peers dashed), at the
+    run's largest thread count; nothing for a run of one prompt length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = result["settings"]["threads"][-1]
+    rows = [r for r in result["bundles"] if r["latency"]["threads"] == threads]
+    lengths = sorted({r["latency"]["prompt_tokens"] for r in rows})
+    if len(lengths) < 2:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, (speed, first) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["latency"]["prompt_tokens"])
+        style = "--o" if mine[0]["peer"] else "-o"
+        xs = [r["latency"]["prompt_tokens"] for r in mine]
+        speed.plot(xs, [r["latency"]["decode_tokens_per_s"] for r in mine], style, label=name)
+        first.plot(xs, [r["latency"]["ttft_ms"] / 1000 for r in mine], style, label=name)
+    for ax, label in ((speed, "decode tokens/s"), (first, "time to first token (s)")):
+        ax.set_xlabel("prompt tokens before decoding")
+        ax.set_ylabel(label)
+        ax.set_xticks(lengths)
+        ax.grid(alpha=0.3)
+    speed.legend(fontsize=7)
+    fig.suptitle(f"{Path(result['model']).name}, {threads} threads, {result['date']} (peers dashed)")
+    path = out_dir / "context_scaling.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
 
 
 def build_parser() -> argparse.ArgumentParser:
