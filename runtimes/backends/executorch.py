@@ -59,6 +59,10 @@ class ExecuTorchBackend:
         lib = _runtime()
         if manifest.get("kv_cache", {}).get("dtype") == "int8":  # the int8 cache runs on our kernels
             load_kv8_kernels()
+            # nothing in this program runs on libtorch's OpenMP workers, which the Python runtime loads (a phone's
+            # runtime does not): with more than one they spin beside ExecuTorch's own pool and take its cores (a
+            # 128-token decode of the 0.6B shape ran 55 tok/s with them, 75 without, on 2 cores)
+            torch.set_num_threads(1)
         if threads:
             with c_stderr_hidden(python_too=True):
                 lib._unsafe_reset_threadpool(threads)
