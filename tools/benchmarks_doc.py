@@ -42,7 +42,10 @@ SECTIONS = [
      "exported to hold the longest prompt plus the new tokens; decode is measured after each prompt length, and TTFT "
      "is the prompt's prefill plus the first new token. Export cost is not measured by this run: the five artifacts "
      "were exported beforehand while other jobs shared the 2 cores, then measured with `--no-export` on a quiet host "
-     "(the earlier run below has quiet export costs).",
+     "(the earlier run below has quiet export costs). A run an hour earlier, before int8-cache programs set "
+     "libtorch's threads to 1 in ExecuTorch's Python runtime, measured ours-onnx at 0.92× / 1.72× / 1.78× and the "
+     "int8-cache ExecuTorch bundle at 0.81× / 1.38× / 1.37× (128 / 2048 / 4096); ORT-GenAI's own speed at 2048 moved "
+     "from 19.7 to 26.0 tok/s between the two runs, which is this host's spread.",
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
      "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048,4096 "
