@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from runtimes.quant.kv import QMAX
+from runtimes.quant import kv
 
 LIBRARY = torch.library.Library("qwen_edge", "DEF")  # noqa: TOR901 (operators defined in Python, once per process)
 LIBRARY.define("kv8_update(Tensor value, Tensor(a!) cache, Tensor scales, SymInt start_pos) -> Tensor")
@@ -23,9 +23,8 @@ LIBRARY.define("kv8_sdpa.out(Tensor query, Tensor key_cache, Tensor value_cache,
 
 
 def codes(value: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """value [1, T, kv_heads, D] → int8 codes [1, kv_heads, T, D]: round half to even of value / scale, clamped."""
-    q = torch.round(value.float() / scales[None, None]).clamp(-QMAX - 1, QMAX)
-    return q.to(torch.int8).transpose(1, 2)
+    """value [1, T, kv_heads, D] → int8 codes [1, kv_heads, T, D], rounded as runtimes/quant/kv.py rounds them."""
+    return kv.codes(value, scales[None, None]).to(torch.int8).transpose(1, 2)
 
 
 def _update(value, cache, scales, start_pos):

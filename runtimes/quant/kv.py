@@ -32,11 +32,16 @@ HEADROOM = 1.1  # above the calibration maximum: 0.14 bits of resolution for roo
 SCALES_FILE = "kv_scales.npy"  # [layers, 2 (key, value), kv_heads, head_dim] float32, in an int8-KV bundle
 
 
+def codes(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The int8 codes the kernel stores for x, as float32: x / scale rounded half to even, clamped to int8. scale
+    broadcasts against x."""
+    return torch.round(x.float() / scale).clamp(-QMAX - 1, QMAX)
+
+
 def fake_quant(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x rounded as the kernel stores it, back in x's dtype: x / scale rounded half to even, clamped to int8,
-    × scale. scale broadcasts against x (for x [B, kv_heads, T, head_dim]: [kv_heads, 1, head_dim])."""
-    q = torch.round(x.float() / scale)
-    return (q.clamp(-QMAX - 1, QMAX) * scale).to(x.dtype)
+    """x rounded as the kernel stores it, back in x's dtype: codes(x, scale) × scale (for x [B, kv_heads, T,
+    head_dim], scale [kv_heads, 1, head_dim])."""
+    return (codes(x, scale) * scale).to(x.dtype)
 
 
 class Int8KVCache(KVCache):
