@@ -6,29 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from runtimes.bundle import read_manifest
 from runtimes.quant.kv import fake_quant
 from tests.conftest import ROOT, run_cli
 
 HEADS, KV_HEADS, DIM, CAPACITY = 4, 2, 32, 96
-
-
-class Attention(nn.Module):
-    """One attention step on the int8 cache, as the exported model runs it per layer."""
-
-    def __init__(self, scales: torch.Tensor):
-        super().__init__()
-        from exporter.targets.executorch import Int8CacheAttend
-
-        self.attend = Int8CacheAttend(CAPACITY, scales)
-
-    def forward(self, q, k, v, input_pos):
-        start = input_pos[0].item()
-        torch._check(start >= 0)
-        torch._check(start + q.shape[1] <= CAPACITY)
-        return self.attend(q, k, v, start)
 
 
 def scales() -> torch.Tensor:
@@ -38,23 +21,12 @@ def scales() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     """The step as a .pte (dynamic length), loaded in ExecuTorch's runtime with our kernels."""
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes import MemoryPlanningPass
-    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
-
+    from exporter.targets.executorch import int8_attention_program
     from runtimes.backends.executorch import _runtime
     from runtimes.backends.executorch_kernels import load_kv8_kernels
 
-    seq = torch.export.Dim("seq", min=1, max=CAPACITY)
-    example = (torch.randn(1, 2, HEADS, DIM), torch.randn(1, 2, KV_HEADS, DIM), torch.randn(1, 2, KV_HEADS, DIM),
-               torch.tensor([0]))
-    exported = torch.export.export(Attention(scales()).eval(), example, strict=False,
-                                   dynamic_shapes=({1: seq}, {1: seq}, {1: seq}, None))
-    edge = to_edge_transform_and_lower(exported, compile_config=EdgeCompileConfig(_check_ir_validity=False))
-    et = edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-                                                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
     path = tmp_path_factory.mktemp("kv8") / "attention.pte"
-    path.write_bytes(et.buffer)
+    int8_attention_program(scales(), HEADS, CAPACITY, path)
     load_kv8_kernels()
     return _runtime()._load_for_executorch(str(path))
 
@@ -71,7 +43,9 @@ def test_the_kernels_compute_the_torch_definition(program):
     """A prompt from position 0, decode steps, then a second prompt on top (a chat's next turn): every call's output
     equals the torch definition's within float32 reassociation."""
     torch.manual_seed(0)
-    reference = Attention(scales()).eval()
+    from exporter.targets.executorch import Int8AttentionStep
+
+    reference = Int8AttentionStep(CAPACITY, scales()).eval()
     position = 0
     for steps in (40, 1, 1, 5, 1):
         q, k, v = torch.randn(1, steps, HEADS, DIM), torch.randn(1, steps, KV_HEADS, DIM) * 2, \

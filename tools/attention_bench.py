@@ -31,34 +31,12 @@ def _median_ms(step, runs: int) -> float:
 def _kv8_program(heads: int, kv_heads: int, head_dim: int, capacity: int, work: Path):
     import torch
 
-    from exporter.targets.executorch import Int8CacheAttend
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes import MemoryPlanningPass
-    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+    from exporter.targets.executorch import int8_attention_program
     from runtimes.backends.executorch import _runtime
     from runtimes.backends.executorch_kernels import load_kv8_kernels
 
-    class Step(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attend = Int8CacheAttend(capacity, torch.full((2, kv_heads, head_dim), 0.02))
-
-        def forward(self, q, k, v, input_pos):
-            start = input_pos[0].item()
-            torch._check(start >= 0)
-            torch._check(start + q.shape[1] <= capacity)
-            return self.attend(q, k, v, start)
-
-    seq = torch.export.Dim("seq", min=1, max=capacity)
-    example = (torch.randn(1, 2, heads, head_dim), torch.randn(1, 2, kv_heads, head_dim),
-               torch.randn(1, 2, kv_heads, head_dim), torch.tensor([0]))
-    exported = torch.export.export(Step().eval(), example, strict=False,
-                                   dynamic_shapes=({1: seq}, {1: seq}, {1: seq}, None))
-    edge = to_edge_transform_and_lower(exported, compile_config=EdgeCompileConfig(_check_ir_validity=False))
-    et = edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-                                                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
     path = work / "kv8_step.pte"
-    path.write_bytes(et.buffer)
+    int8_attention_program(torch.full((2, kv_heads, head_dim), 0.02), heads, capacity, path)
     load_kv8_kernels()
     return _runtime()._load_for_executorch(str(path))
 

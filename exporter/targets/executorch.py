@@ -168,6 +168,23 @@ class Int8CacheAttend(nn.Module):
         return out.reshape(bsz, seq_len, -1)
 
 
+class Int8AttentionStep(nn.Module):
+    """One layer's attention core on the int8 cache alone, in the program's calling convention (q, k, v after RoPE,
+    input_pos [1]): what tests/test_kv8.py and tools/attention_bench.py run (int8_attention_program) to check and
+    time the kernels."""
+
+    def __init__(self, max_seq_len: int, scales: torch.Tensor):
+        super().__init__()
+        self.attend = Int8CacheAttend(max_seq_len, scales)
+        self.max_seq_len = max_seq_len
+
+    def forward(self, q, k, v, input_pos):
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch._check(start + q.shape[1] <= self.max_seq_len)
+        return self.attend(q, k, v, start)
+
+
 def replace_embedding_with_quantized(model: Qwen3, table: QuantizedTensor, dtype: torch.dtype) -> None:
     replace_modules(model, nn.Embedding, lambda name, old: KernelQuantEmbedding(table, dtype))
 
@@ -331,19 +348,40 @@ def lower(module: Qwen3, quantized: dict[str, QuantizedTensor], program: Program
                 constant_methods=metadata_methods(module.args, max_seq_len, bos_id, eos_ids, not single_token))
 
 
-def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, program: Program,
-                      bos_id: int, eos_ids: list[int]) -> list[dict]:
-    """Write model.pte into out_dir (and an int8 cache's scales, which the parity reference reads) → the manifest's
-    entry points."""
+def to_executorch(edge):
+    """A lowered program → ExecuTorch's program manager: memory planned for dynamic lengths (sizes from the
+    constraints on the symbolic length), graph inputs left to the caller."""
     from executorch.exir import ExecutorchBackendConfig
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
+    return edge.to_executorch(ExecutorchBackendConfig(
+        extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+
+
+def int8_attention_program(scales: torch.Tensor, heads: int, max_seq_len: int, path: Path) -> None:
+    """Int8AttentionStep (scales [2, kv_heads, head_dim]) as a .pte at `path`, for any call length."""
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    _, kv_heads, head_dim = scales.shape
+    seq = torch.export.Dim("seq", min=1, max=max_seq_len)
+    example = (torch.randn(1, 2, heads, head_dim), torch.randn(1, 2, kv_heads, head_dim),
+               torch.randn(1, 2, kv_heads, head_dim), torch.tensor([0]))
+    with torch.no_grad(), _quiet():
+        exported = torch.export.export(Int8AttentionStep(max_seq_len, scales).eval(), example, strict=False,
+                                       dynamic_shapes=({1: seq}, {1: seq}, {1: seq}, None))
+        edge = to_edge_transform_and_lower(exported, compile_config=EdgeCompileConfig(_check_ir_validity=False))
+        Path(path).write_bytes(to_executorch(edge).buffer)
+
+
+def export_executorch(module: Qwen3, quantized: dict[str, QuantizedTensor], out_dir: Path, program: Program,
+                      bos_id: int, eos_ids: list[int]) -> list[dict]:
+    """Write model.pte into out_dir (and an int8 cache's scales, which the parity reference reads) → the manifest's
+    entry points."""
     edge = lower(module, quantized, program, bos_id, eos_ids)
     with torch.no_grad(), _quiet(), stage("executorch: memory planning and serializing"):
-        et = edge.to_executorch(ExecutorchBackendConfig(
-            extract_delegate_segments=True, memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+        et = to_executorch(edge)
     del edge
     with open(out_dir / MODEL_FILE, "wb") as f:  # streamed: `et.buffer` would add one contiguous copy of the file
         et.write_to_file(f)
