@@ -66,9 +66,8 @@ class ExecuTorchTarget:
                 fields["int4_scale_dtype"] = INT4_SCALE_DTYPE
         else:  # Core ML: weight-only constexpr ops with float16 scales, fp16 compute
             fields = {f"int{bits}_scale_dtype": "float16" for bits in sorted({qt.bits for qt in r.weights.values()})}
-        if int8_cache:
-            return Artifact(entry_points, "int8", INT8_KV_LAYOUT, fields, profile=delegate)
-        return Artifact(entry_points, "float16" if fp16 else "float32", KV_LAYOUT, fields, profile=delegate)
+        kv_dtype, kv_layout = ("int8", INT8_KV_LAYOUT) if int8_cache else ("float16" if fp16 else "float32", KV_LAYOUT)
+        return Artifact(entry_points, kv_dtype, kv_layout, fields, profile=delegate)
 
 
 EXECUTORCH = ExecuTorchTarget()

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 from runtimes.errors import UserError
@@ -60,8 +61,6 @@ def compile_command(source: Path, out: Path, et: Path, cxx: str) -> list[str]:
 def library_path() -> Path:
     """The built library for this source, ExecuTorch and machine; built now if it is not there yet."""
     et = executorch_dir()
-    from importlib.metadata import version
-
     key = hashlib.sha256(SOURCE.read_bytes() + version("executorch").encode() + platform.machine().encode()
                          + cpu_features().encode())
     out = cache_root() / "kernels" / f"kv8_attention-{key.hexdigest()[:16]}.so"
