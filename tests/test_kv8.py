@@ -100,3 +100,16 @@ def test_int8_cache_options_that_cannot_hold_are_refused(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--target", "executorch", "--kv-cache", "float16", "--out", str(tmp_path / "y"))
     assert code == 2 and "--kv-cache float16: executorch does not store its cache so" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_missing_compiler_is_one_line(capsys, tmp_path, monkeypatch):
+    """The kernels are compiled on first use: with no compiler, verify on an int8-cache bundle says so, and leaves
+    no half-built library behind."""
+    from runtimes.backends.executorch_kernels import library_path
+    from runtimes.errors import UserError
+
+    monkeypatch.setenv("QWEN_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    with pytest.raises(UserError, match=r"\$CXX \(.*no-such-g\+\+\) is not a program here"):
+        library_path()
+    assert not (tmp_path / "cache" / "kernels").exists() or not any((tmp_path / "cache" / "kernels").iterdir())

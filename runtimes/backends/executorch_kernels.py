@@ -66,11 +66,13 @@ def library_path() -> Path:
     out = cache_root() / "kernels" / f"kv8_attention-{key.hexdigest()[:16]}.so"
     if out.is_file():
         return out
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
+    named = os.environ.get("CXX")
+    cxx = shutil.which(named) if named else (shutil.which("g++") or shutil.which("clang++") or shutil.which("c++"))
     if cxx is None:
-        raise UserError("this bundle's int8 KV cache runs on qwen-edge's own ExecuTorch kernels, which are compiled "
-                        "on first use and need a C++ compiler: install g++ (apt install g++), or export the bundle "
-                        "without --kv-cache int8")
+        which = f"$CXX ({named}) is not a program here" if named else "no C++ compiler (g++, clang++, c++) is here"
+        raise UserError(f"this bundle's int8 KV cache runs on qwen-edge's own ExecuTorch kernels, which are compiled "
+                        f"on first use, and {which}: install g++ (apt install g++) or point CXX at a compiler, or "
+                        "export the bundle without --kv-cache int8")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     built = subprocess.run(compile_command(SOURCE, partial, et, cxx), capture_output=True, text=True)
