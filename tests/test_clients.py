@@ -106,14 +106,18 @@ runner.generate(sys.argv[2], GenerationConfig(echo=False, max_new_tokens=12, tem
                 token_callback=pieces.append)
 print("".join(pieces))
 """
-# what an app's ExecuTorch build links beside XNNPACK: the LLM custom ops and the quantized kernels
+# what an app's ExecuTorch build links beside XNNPACK: the LLM custom ops and the quantized kernels, and for the
+# default int8 cache our kernels (runtimes/kernels/kv8_attention.cpp, a native library: nothing of ours in Python)
 KERNELS = "import executorch.extension.llm.custom_ops.custom_ops, executorch.kernels.quantized"
+OUR_KERNELS = "import ctypes; ctypes.CDLL({path!r}, mode=ctypes.RTLD_GLOBAL)"
 
 
 @pytest.mark.slow
 def test_executorchs_stock_runner_runs_a_bundle_in_a_fresh_process(tmp_path, shared_export):
-    """In a process that imported nothing of ours: with the two kernel libraries registered it generates our
-    greedy tokens; without them it cannot run the program (the README says which libraries an app must link)."""
+    """In a process that imported nothing of ours: with ExecuTorch's two kernel libraries and ours registered it
+    generates our greedy tokens; without ours, or without them, it cannot run the program (docs/executorch.md says
+    which libraries an app must link)."""
+    from runtimes.backends.executorch_kernels import library_path
     from runtimes.chat import render
 
     bundle = shared_export(*ET_8DA4W)
@@ -126,8 +130,10 @@ def test_executorchs_stock_runner_runs_a_bundle_in_a_fresh_process(tmp_path, sha
         return subprocess.run([sys.executable, "-c", STOCK_RUNNER.format(imports=imports), str(bundle), prompt],
                               capture_output=True, text=True, cwd=tmp_path, timeout=600)
 
-    linked = stock(KERNELS)
+    linked = stock(KERNELS + "\n" + OUR_KERNELS.format(path=str(library_path())))
     assert linked.returncode == 0, linked.stderr
     assert linked.stdout.startswith(tokenizer.decode(ours.token_ids[:8]))
-    bare = stock("")
-    assert bare.returncode != 0 and ("not found" in bare.stderr or "Missing operator" in bare.stderr), bare.stderr
+    for missing, imports in (("ours", KERNELS), ("all", "")):
+        bare = stock(imports)
+        assert bare.returncode != 0 and ("not found" in bare.stderr or "Missing operator" in bare.stderr), \
+            (missing, bare.stderr)

@@ -93,6 +93,22 @@ def test_an_int8_cache_bundle_passes_verify_and_parity(tmp_path, capsys):
     assert code == 2 and "lacks" in err and "--kv-cache auto" in err
 
 
+def test_the_default_cache_is_int8_where_the_linears_run_int8_activations_on_xnnpack():
+    """--kv-cache auto: our int8 cache for quantized linears on XNNPACK (the fast one deep into the context), the
+    stock float32 cache ops for exact programs (fp32, fp16) and other delegates; an explicit choice stands."""
+    from exporter.options import ExportOptions
+    from exporter.targets.executorch_target import int8_cache_for
+    from exporter.targets.schemes import SCHEMES
+
+    def chosen(quant, **options):
+        return int8_cache_for(ExportOptions("tiny", "executorch", "out", **options), SCHEMES[quant])
+
+    assert all(chosen(q) for q in ("int8", "int4", "awq-int4", "8da4w"))
+    assert not any(chosen(q) for q in ("fp32", "fp16"))
+    assert not chosen("int4", delegate="coreml") and not chosen("int4", kv_cache="float32")
+    assert chosen("fp32", kv_cache="int8")
+
+
 def test_int8_cache_options_that_cannot_hold_are_refused(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--target", "executorch", "--quant", "fp16", "--kv-cache", "int8",
                            "--out", str(tmp_path / "x"))

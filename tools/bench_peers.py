@@ -1,11 +1,13 @@
 """`python -m tools.bench_peers`: our exporter against the toolchains a user would pick instead, in one run.
 
-One Hugging Face checkpoint is exported four ways, each in a child process (wall time, and peak RSS from
+One Hugging Face checkpoint is exported five ways, each in a child process (wall time, and peak RSS from
 wait4, which covers the child's own children):
 
   ours-onnx               python -m exporter --target onnx --quant int4 --embedding int4 --activations int8
-  ours-executorch         python -m exporter --target executorch --quant 8da4w --embedding int4
-  ours-executorch-kv8     the same with --kv-cache int8 (our int8 cache kernels: runtimes/kernels/)
+  ours-executorch         python -m exporter --target executorch --quant 8da4w --embedding int4 (its default int8
+                          cache on our kernels: runtimes/kernels/)
+  ours-executorch-f32     the same with --kv-cache float32 (ExecuTorch's stock cache ops, as its prebuilt Android
+                          library runs them)
   ort-genai               onnxruntime-genai's model builder, int4, CPU, block = --group-size
   executorch-export-llm   ExecuTorch's export_llm with its qwen3 XNNPACK 8da4w config (group 128)
 
@@ -44,7 +46,7 @@ from runtimes.eval.latency import one_run, spread, timed
 from runtimes.generate import peak_rss_bytes
 from tools.measure_export import run_measured
 
-ARTIFACTS = ("ours-onnx", "ours-executorch", "ours-executorch-kv8", "ort-genai", "executorch-export-llm")
+ARTIFACTS = ("ours-onnx", "ours-executorch", "ours-executorch-f32", "ort-genai", "executorch-export-llm")
 PEER_NAMES = ("ort-genai", "executorch-export-llm")
 # export_llm's model classes by (hidden size, layers): its shipped params for Qwen3's published sizes
 ET_MODEL_CLASSES = {(1024, 28): "qwen3_0_6b", (2048, 28): "qwen3_1_7b", (2560, 36): "qwen3_4b"}
@@ -136,8 +138,8 @@ def export_all(model: str, work: Path, group: int, context: int, genai_python: s
             exports[name] = _ours(model, out, "onnx", "int4", group, context, ["--kv-cache", onnx_kv_cache], log)
         elif name == "ours-executorch":
             exports[name] = _ours(model, out, "executorch", "8da4w", group, context, [], log)
-        elif name == "ours-executorch-kv8":
-            exports[name] = _ours(model, out, "executorch", "8da4w", group, context, ["--kv-cache", "int8"], log)
+        elif name == "ours-executorch-f32":
+            exports[name] = _ours(model, out, "executorch", "8da4w", group, context, ["--kv-cache", "float32"], log)
         elif name == "ort-genai":
             exports[name] = _genai(model, out, group, genai_python, work, log)
         else:

@@ -52,8 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "deep into the context. onnx cpu: int8, float16 (attention then runs in float16) or float32; "
                         "auto: int8 with int8 activations (int8/int4 weights), else float32 (fp16 exports keep it in "
                         "float16). executorch: int8 runs on qwen-edge's own kernels (an app links "
-                        "runtimes/kernels/kv8_attention.cpp: docs/executorch.md); auto and float32 keep ExecuTorch's "
-                        "stock cache ops, which its prebuilt Android and iOS libraries carry (default: auto)")
+                        "runtimes/kernels/kv8_attention.cpp: docs/executorch.md), auto picks it for int8/int4 "
+                        "weights on xnnpack; float32 keeps ExecuTorch's stock cache ops, which its prebuilt Android "
+                        "library carries (default: auto)")
     p.add_argument("--delegate", default="xnnpack", choices=option_choices("delegate"),
                    help="executorch: xnnpack (every phone's CPU), coreml (Apple's Neural Engine), qnn (Qualcomm NPUs; "
                         "needs the QNN SDK) (default: xnnpack)")

@@ -14,13 +14,23 @@ INT8_KV_LAYOUT = ("[layers] x key/value x [1, kv_heads, positions, head_dim] int
                   "(kv_scales.npy), inside the program; qwen_edge::kv8_update / kv8_sdpa kernels")
 
 
+def int8_cache_for(options: ExportOptions, scheme: QuantScheme) -> bool:
+    """--kv-cache auto: the int8 cache on our kernels where the linears run int8 activations on XNNPACK (int8, int4,
+    awq-int4), as the onnx cpu graph chooses: ExecuTorch's stock float32 cache ops read four times the bytes and
+    decode several times slower deep into the context (docs/executorch.md). float32 where the program is exact or
+    near-exact (fp32, fp16) or runs on another delegate."""
+    if options.kv_cache != "auto":
+        return options.kv_cache == "int8"
+    return options.delegate == "xnnpack" and scheme.quantized
+
+
 class ExecuTorchTarget:
     name = "executorch"
     backend = "executorch"
     libraries = ("executorch", "torchao")
     own_options = (OwnOption("delegate", "--delegate applies to --target executorch only", neutral=("xnnpack",)),)
     hints = {"profile": "for ExecuTorch NPUs choose --delegate coreml or qnn"}
-    # kv_cache int8: our own kernels (runtimes/kernels/); auto and float32 keep ExecuTorch's stock cache ops
+    # kv_cache int8: our own kernels (runtimes/kernels/); float32 keeps ExecuTorch's stock cache ops
     choices = {"delegate": ("xnnpack", "coreml", "qnn"), "kv_cache": ("auto", "float32", "int8")}
 
     def scheme_for(self, scheme: QuantScheme) -> QuantScheme:
@@ -52,7 +62,7 @@ class ExecuTorchTarget:
         from exporter.targets.executorch import ACTIVATIONS, INT4_SCALE_DTYPE, Program, export_executorch
 
         fp16, delegate = r.scheme.name == "fp16", r.options.delegate
-        int8_cache = r.options.kv_cache == "int8"
+        int8_cache = int8_cache_for(r.options, r.scheme)
         program = Program(r.options.max_seq_len, fp16, delegate,
                           int8_cache_scales(r, self.name) if int8_cache else None)
         special = QwenTokenizer(r.into).special

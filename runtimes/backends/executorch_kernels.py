@@ -72,7 +72,7 @@ def library_path() -> Path:
         which = f"$CXX ({named}) is not a program here" if named else "no C++ compiler (g++, clang++, c++) is here"
         raise UserError(f"this bundle's int8 KV cache runs on qwen-edge's own ExecuTorch kernels, which are compiled "
                         f"on first use, and {which}: install g++ (apt install g++) or point CXX at a compiler, or "
-                        "export the bundle without --kv-cache int8")
+                        "export the bundle with --kv-cache float32")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     built = subprocess.run(compile_command(SOURCE, partial, et, cxx), capture_output=True, text=True)
@@ -80,7 +80,7 @@ def library_path() -> Path:
         partial.unlink(missing_ok=True)
         detail = (built.stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise UserError(f"compiling {SOURCE.name} with {cxx} failed ({detail}); check that the executorch package "
-                        "is complete (its include/ and lib/), or export the bundle without --kv-cache int8")
+                        "is complete (its include/ and lib/), or export the bundle with --kv-cache float32")
     os.replace(partial, out)  # whole or absent, also when two processes build at once
     return out
 
