@@ -4,6 +4,10 @@ Android: with `adb` on PATH and one device attached, the bundle is pushed to the
 (/sdcard/Android/data/dev.qwenedge.demo/files/bundles/NAME, readable by the app without permissions);
 otherwise it is staged in android-demo/bundles/NAME with the adb command to run later.
 iOS: the bundle is copied into ios-demo/App/Bundles/NAME, which the app target bundles as a resource folder.
+
+An ExecuTorch bundle with an int8 KV cache runs on qwen-edge's own kernels (runtimes/kernels/kv8_attention.cpp),
+which the stock ExecuTorch AAR from Maven lacks: it goes to Android only when the demo has its own AAR with them
+(android-demo/executorch/build_aar.sh writes android-demo/app/libs/executorch.aar, which the app then uses).
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import zipfile
+import zlib
 from pathlib import Path
 
+from runtimes.backends.executorch_kernels import OPERATORS
 from runtimes.bundle import read_manifest
 from runtimes.errors import UserError
 from runtimes.files import regular_file
@@ -20,22 +27,56 @@ from runtimes.files import regular_file
 ANDROID_PACKAGE = "dev.qwenedge.demo"
 ANDROID_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files/bundles"
 IOS_CORE_TARGET = "QwenEdgeCore"  # ios-demo/Package.swift's library target: what marks the demo's package
+AAR_SCRIPT = "android-demo/executorch/build_aar.sh"  # builds the AAR below, with our kernels linked in
+APP_AAR = Path("app") / "libs" / "executorch.aar"  # in the Android demo; app/build.gradle.kts prefers it to Maven's
+AAR_JNI_LIBRARY = "jni/arm64-v8a/libexecutorch.so"  # an AAR's native libraries sit in jni/<abi>/
+AAR_LIBRARY_MAX_BYTES = 1 << 30  # ExecuTorch's JNI library is tens of MB: a larger claim is not one
 
 
-def _verified(bundle: str, backend: str, app: str, runtime: str) -> Path:
-    """The bundle's path once it passes verification and runs on `backend` (its --target has the same name),
-    the one the `app` demo uses (`runtime`: how the message names it)."""
+def _verified(bundle: str, backend: str, app: str, runtime: str) -> tuple[Path, dict]:
+    """The bundle's path and manifest once it passes verification and runs on `backend` (its --target has the same
+    name), the one the `app` demo uses (`runtime`: how the message names it)."""
     if not Path(bundle).is_dir():
         raise UserError(f"{bundle} is not a directory; pass a bundle written by python -m exporter --out DIR")
     manifest = read_manifest(bundle)  # every check of verify --no-run
     if manifest["backend"] != backend:
         raise UserError(f"the {app} demo runs {runtime} bundles; {bundle} is a {manifest['target']} bundle "
                         f"(export with --target {backend})")
-    if backend == "executorch" and manifest["kv_cache"]["dtype"] == "int8":
-        raise UserError(f"{bundle} keeps its KV cache in int8 on qwen-edge's own kernels, which the {app} demo's "
-                        "prebuilt ExecuTorch library lacks; export it with --kv-cache auto for the demo, or build "
-                        "ExecuTorch with runtimes/kernels/kv8_attention.cpp (docs/executorch.md)")
-    return Path(bundle).resolve()
+    return Path(bundle).resolve(), manifest
+
+
+def _operators_missing(library) -> list[str]:
+    """The operator names (OPERATORS) that a binary stream never contains. EXECUTORCH_LIBRARY keeps each name as one
+    string literal, which stripping the library leaves in place; read in chunks that overlap by a name's length."""
+    missing, tail = set(OPERATORS), b""
+    while missing and (chunk := library.read(1 << 20)):
+        window = tail + chunk
+        missing -= {name for name in missing if name.encode() in window}
+        tail = window[-max(len(name) for name in OPERATORS):]
+    return sorted(missing)
+
+
+def _check_app_has_kernels(app: Path, bundle: Path) -> None:
+    """Refuse an int8-cache bundle unless the demo's own AAR registers qwen-edge's kernels (read inside the zip)."""
+    aar = app / APP_AAR
+    fix = f"build it with {AAR_SCRIPT}, or export the bundle with --kv-cache float32"
+    if not aar.is_file():
+        raise UserError(f"{bundle.name} keeps its KV cache in int8 on qwen-edge's own ExecuTorch kernels, which the "
+                        f"Android demo's stock ExecuTorch (Maven) lacks, and {aar} is not there: {fix}")
+    try:
+        with zipfile.ZipFile(aar) as archive:
+            if archive.getinfo(AAR_JNI_LIBRARY).file_size > AAR_LIBRARY_MAX_BYTES:
+                raise UserError(f"{aar}'s {AAR_JNI_LIBRARY} claims more than {AAR_LIBRARY_MAX_BYTES >> 30} GiB, "
+                                f"which no ExecuTorch library is: {fix}")
+            with archive.open(AAR_JNI_LIBRARY) as library:
+                missing = _operators_missing(library)
+    except KeyError:
+        raise UserError(f"{aar} has no {AAR_JNI_LIBRARY}, so it is not an ExecuTorch AAR for arm64 phones: {fix}")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+        raise UserError(f"{aar} is not a readable AAR (zip) file ({type(e).__name__}: {e}): {fix}")
+    if missing:
+        raise UserError(f"{aar} lacks qwen-edge's kernels ({', '.join(missing)} not in its {AAR_JNI_LIBRARY}), "
+                        f"which {bundle.name}'s int8 KV cache runs on: {fix}")
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -69,7 +110,9 @@ def deploy_android(bundle: str, app_dir: str) -> list[str]:
     app = Path(app_dir)
     if not (app / "settings.gradle.kts").is_file():
         raise UserError(f"{app_dir} is not the Android demo (no settings.gradle.kts); pass --android android-demo")
-    src = _verified(bundle, "executorch", "Android", "ExecuTorch")
+    src, manifest = _verified(bundle, "executorch", "Android", "ExecuTorch")
+    if manifest["kv_cache"]["dtype"] == "int8":
+        _check_app_has_kernels(app, src)
     devices = _adb_devices()
     remote = f"{ANDROID_DIR}/{src.name}"
     if len(devices) == 1:
@@ -96,7 +139,7 @@ def deploy_ios(bundle: str, app_dir: str) -> list[str]:
             or IOS_CORE_TARGET not in package.read_text(errors="replace")):
         raise UserError(f"{app_dir} is not the iOS demo (no Package.swift with the {IOS_CORE_TARGET} target); pass "
                         "--ios ios-demo")
-    src = _verified(bundle, "coreml", "iOS", "Core ML")
+    src, _ = _verified(bundle, "coreml", "iOS", "Core ML")
     target = app / "App" / "Bundles" / src.name
     target.parent.mkdir(parents=True, exist_ok=True)
     _copy(src, target)

@@ -1,9 +1,15 @@
 """deploy: verified bundles only, to the app that runs their backend, saying what was done."""
 
+import json
+import os
 import shutil
+import subprocess
+import zipfile
 
 import pytest
 
+from runtimes.backends.executorch_kernels import OPERATORS
+from runtimes.bundle import KV_BYTES, manifest_digest_line
 from tests.conftest import ET_8DA4W, ROOT, run_cli
 
 
@@ -109,3 +115,123 @@ def test_not_the_android_app(tmp_path, capsys):
     code, _, err = run_cli(capsys, "deploy", "--bundle", str(ROOT / "tests" / "golden" / "bundle"), "--android",
                            str(tmp_path))
     assert code == 2 and "is not the Android demo (no settings.gradle.kts)" in err
+
+
+@pytest.fixture
+def int8_cache_bundle(tmp_path, shared_export):
+    """The shared ExecuTorch bundle with its manifest saying int8 cache (and signed again): deploy decides on the
+    manifest alone, so the program itself need not be an int8-cache one (test_kv8 exports a real one, slowly)."""
+    bundle = tmp_path / "tiny-et8"
+    shutil.copytree(shared_export(*ET_8DA4W), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    kv = manifest["kv_cache"]
+    kv["dtype"], kv["bytes_at_max_context"] = "int8", kv["bytes_at_max_context"] * KV_BYTES["int8"] // KV_BYTES["float32"]
+    text = json.dumps(manifest, indent=2).encode()
+    (bundle / "manifest.json").write_bytes(text)
+    (bundle / "manifest.sha256").write_text(manifest_digest_line(text))
+    return bundle
+
+
+def write_aar(app, library: bytes | None, name="jni/arm64-v8a/libexecutorch.so"):
+    """A stand-in for the demo's own ExecuTorch AAR: a zip holding `library` as its arm64 JNI library."""
+    libs = app / "app" / "libs"
+    libs.mkdir(parents=True)
+    with zipfile.ZipFile(libs / "executorch.aar", "w", zipfile.ZIP_DEFLATED) as aar:
+        aar.writestr("AndroidManifest.xml", "<manifest package='org.pytorch.executorch'/>")
+        if library is not None:
+            aar.writestr(name, library)
+    return libs / "executorch.aar"
+
+
+def deploy_int8(capsys, monkeypatch, bundle, app):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no adb: staged in the app folder
+    return run_cli(capsys, "deploy", "--bundle", str(bundle), "--android", str(app))
+
+
+def test_an_int8_cache_bundle_needs_the_apps_own_aar(int8_cache_bundle, tmp_path, capsys, monkeypatch):
+    app = fake_app(tmp_path)
+    code, _, err = deploy_int8(capsys, monkeypatch, int8_cache_bundle, app)
+    assert code == 2 and "lacks" in err and "build_aar.sh" in err and "--kv-cache float32" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (app / "bundles").exists()
+
+
+def test_an_aar_with_the_kernels_takes_int8_cache_bundles(int8_cache_bundle, tmp_path, capsys, monkeypatch):
+    """The names sit past the scanner's first 1 MiB chunk and across its boundary, as in a real library."""
+    app = fake_app(tmp_path)
+    padding = os.urandom((1 << 20) - len(OPERATORS[0]) // 2)
+    write_aar(app, padding + OPERATORS[0].encode() + b"\0" + os.urandom(4096) + OPERATORS[1].encode() + b"\0")
+    code, out, err = deploy_int8(capsys, monkeypatch, int8_cache_bundle, app)
+    assert code == 0 and "staged" in out, err
+    assert (app / "bundles" / "tiny-et8" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("library,name,expected", [
+    (b"\x7fELF" + OPERATORS[0].encode() + b"\0", "jni/arm64-v8a/libexecutorch.so", OPERATORS[1]),  # one of two
+    (b"\x7fELF" + b"".join(n.encode() + b"\0" for n in OPERATORS), "jni/x86_64/libexecutorch.so",
+     "has no jni/arm64-v8a/libexecutorch.so"),  # the kernels, but not for phones
+])
+def test_an_aar_without_the_kernels_is_refused(int8_cache_bundle, tmp_path, capsys, monkeypatch, library, name,
+                                               expected):
+    app = fake_app(tmp_path)
+    write_aar(app, library, name)
+    code, _, err = deploy_int8(capsys, monkeypatch, int8_cache_bundle, app)
+    assert code == 2 and expected in err and "build_aar.sh" in err and "--kv-cache float32" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (app / "bundles").exists()
+
+
+@pytest.mark.parametrize("damage", ["not a zip", "truncated", "bad data"])
+def test_a_corrupt_aar_is_refused(int8_cache_bundle, tmp_path, capsys, monkeypatch, damage):
+    app = fake_app(tmp_path)
+    aar = write_aar(app, b"\x7fELF" + b"".join(n.encode() + b"\0" for n in OPERATORS) * 1000)
+    data = aar.read_bytes()
+    if damage == "not a zip":
+        aar.write_bytes(b"PK\x03\x04 this is not an archive")
+    elif damage == "truncated":
+        aar.write_bytes(data[:len(data) // 2])
+    else:  # the library's compressed bytes overwritten: the zip's directory is intact, its content is not
+        with zipfile.ZipFile(aar) as z:
+            info = z.getinfo("jni/arm64-v8a/libexecutorch.so")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        aar.write_bytes(data[:start] + b"\xff" * info.compress_size + data[start + info.compress_size:])
+    code, _, err = deploy_int8(capsys, monkeypatch, int8_cache_bundle, app)
+    assert code == 2 and "is not a readable AAR" in err and "build_aar.sh" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (app / "bundles").exists()
+
+
+def test_a_float_cache_bundle_ignores_the_aar(tmp_path, capsys, monkeypatch, shared_export):
+    """Stock ExecuTorch runs it: even an unreadable app AAR is none of its business."""
+    bundle = tmp_path / "tiny-et"
+    shutil.copytree(shared_export(*ET_8DA4W), bundle)
+    app = fake_app(tmp_path)
+    write_aar(app, None).write_bytes(b"garbage")
+    code, out, err = deploy_int8(capsys, monkeypatch, bundle, app)
+    assert code == 0 and "staged" in out, err
+
+
+BUILD_AAR = ROOT / "android-demo" / "executorch" / "build_aar.sh"
+
+
+def test_the_aar_script_parses():
+    assert subprocess.run(["bash", "-n", str(BUILD_AAR)], capture_output=True).returncode == 0
+
+
+def test_the_aar_script_names_a_missing_ndk_in_one_line(tmp_path):
+    """Run with nothing but PATH and HOME (a scratch one): the first missing prerequisite, one line, exit 2, and
+    nothing written anywhere."""
+    home = tmp_path / "home"
+    home.mkdir()
+    before = sorted(p.name for p in (ROOT / "android-demo").rglob("*"))
+    proc = subprocess.run(["bash", str(BUILD_AAR)], capture_output=True, text=True, cwd=home, timeout=60,
+                          env={"PATH": os.environ["PATH"], "HOME": str(home)})
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert len(proc.stderr.splitlines()) == 1 and "ANDROID_NDK" in proc.stderr, proc.stderr
+    assert list(home.iterdir()) == [] and sorted(p.name for p in (ROOT / "android-demo").rglob("*")) == before
+
+
+def test_the_operator_names_are_the_ones_the_kernels_register():
+    """deploy looks for OPERATORS in the AAR, the script for the names it reads from the source: the same ones."""
+    import re
+
+    source = (ROOT / "runtimes" / "kernels" / "kv8_attention.cpp").read_text()
+    registered = re.findall(r'^EXECUTORCH_LIBRARY\((\w+), *"([^"]+)"', source, re.M)
+    assert tuple(f"{ns}::{name}" for ns, name in registered) == OPERATORS

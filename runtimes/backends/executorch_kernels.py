@@ -25,6 +25,8 @@ from runtimes.files import cache_root
 
 SOURCE = Path(__file__).resolve().parent.parent / "kernels" / "kv8_attention.cpp"
 NAMESPACE = "qwen_edge"  # the operators' namespace in programs
+# the names kv8_attention.cpp registers (EXECUTORCH_LIBRARY): a runtime that lacks them cannot load int8-cache programs
+OPERATORS = (f"{NAMESPACE}::kv8_update.out", f"{NAMESPACE}::kv8_sdpa.out")
 _loaded: dict[str, ctypes.CDLL] = {}
 
 
