@@ -235,3 +235,13 @@ def test_the_operator_names_are_the_ones_the_kernels_register():
     source = (ROOT / "runtimes" / "kernels" / "kv8_attention.cpp").read_text()
     registered = re.findall(r'^EXECUTORCH_LIBRARY\((\w+), *"([^"]+)"', source, re.M)
     assert tuple(f"{ns}::{name}" for ns, name in registered) == OPERATORS
+
+
+def test_the_apps_executorch_is_the_exporters_release():
+    """Maven's AAR and the one build_aar.sh builds (constraints.txt's pin) are the release the exporter writes for."""
+    import re
+
+    pin = re.search(r"^executorch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M).group(1)
+    gradle = (ROOT / "android-demo" / "app" / "build.gradle.kts").read_text()
+    assert re.findall(r'"org\.pytorch:executorch-android:([^"]+)"', gradle) == [pin]
+    assert 'files(ownExecuTorch)' in gradle and 'file("libs/executorch.aar")' in gradle
