@@ -50,6 +50,8 @@ public final class Manifest {
     public final List<String> entryFiles;
     /** The first entry point takes exactly one token per call (a static-shape program). */
     public final boolean singleTokenEntry;
+    /** The KV cache's element type (kv_cache.dtype); an ExecuTorch int8 cache runs on qwen-edge's own kernels. */
+    public final String kvCacheDtype;
     /** The reference fixture's file (FixtureCheck runs it), or null for a bundle exported before fixtures. */
     public final String fixtureFile;
 
@@ -113,6 +115,7 @@ public final class Manifest {
                     && Long.valueOf(1).equals(((List<?>) shape).get(1));
         }
         singleTokenEntry = single;
+        kvCacheDtype = Json.string(Json.object(m.get("kv_cache"), "kv_cache").get("dtype"), "kv_cache.dtype");
         Object fixture = m.get("fixture");
         fixtureFile = fixture == null ? null : Json.string(Json.object(fixture, "fixture").get("file"), "fixture.file");
     }

@@ -73,4 +73,16 @@ public class EnergyAndJsonTest {
         assertNotEquals(good, own);
         assertFalse(Manifest.parse(own).qwen3Template);
     }
+
+    /** The app names the missing kernels when an int8-cache program fails to load: it reads the cache's dtype. */
+    @Test
+    public void theManifestSaysTheKvCachesDtype() throws Exception {
+        String good = new String(Files.readAllBytes(GoldenTest.root().resolve("tests/golden/bundle/manifest.json")),
+                StandardCharsets.UTF_8);
+        assertEquals("float32", Manifest.parse(good).kvCacheDtype);
+        String int8 = good.replace("\"dtype\": \"float32\",\n    \"positions\": 256,\n    \"bytes_at_max_context\": 524288",
+                "\"dtype\": \"int8\",\n    \"positions\": 256,\n    \"bytes_at_max_context\": 131072");
+        assertNotEquals(good, int8);
+        assertEquals("int8", Manifest.parse(int8).kvCacheDtype);
+    }
 }
