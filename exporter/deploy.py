@@ -18,6 +18,7 @@ import subprocess
 import zipfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 from runtimes.backends.executorch_kernels import OPERATORS
 from runtimes.bundle import read_manifest
@@ -45,7 +46,7 @@ def _verified(bundle: str, backend: str, app: str, runtime: str) -> tuple[Path, 
     return Path(bundle).resolve(), manifest
 
 
-def _operators_missing(library) -> list[str]:
+def _operators_missing(library: IO[bytes]) -> list[str]:
     """The operator names (OPERATORS) that a binary stream never contains. EXECUTORCH_LIBRARY keeps each name as one
     string literal, which stripping the library leaves in place; read in chunks that overlap by a name's length."""
     missing, tail = set(OPERATORS), b""

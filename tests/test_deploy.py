@@ -245,3 +245,69 @@ def test_the_apps_executorch_is_the_exporters_release():
     gradle = (ROOT / "android-demo" / "app" / "build.gradle.kts").read_text()
     assert re.findall(r'"org\.pytorch:executorch-android:([^"]+)"', gradle) == [pin]
     assert 'files(ownExecuTorch)' in gradle and 'file("libs/executorch.aar")' in gradle
+
+
+STAND_IN_TOOLS = {
+    # the NDK's compiler and archiver, CMake, and ExecuTorch's own build script, each logging how it was called;
+    # the "object" holds the names the real one would (the registration strings), the AAR holds $LIBRARY_NAMES
+    "ndk/toolchains/llvm/prebuilt/linux-x86_64/bin/aarch64-linux-android26-clang++":
+        '#!/bin/bash\necho "clang $*" >> "$LOG"\nprintf "qwen_edge::kv8_update.out\\0qwen_edge::kv8_sdpa.out\\0" > "${@: -1}"\n',
+    "ndk/toolchains/llvm/prebuilt/linux-x86_64/bin/llvm-ar": '#!/bin/bash\necho "ar $*" >> "$LOG"\ncat "$3" > "$2"\n',
+    "bin/cmake": '#!/bin/bash\n[ "$1" = --version ] && { echo "cmake version 3.31.2"; exit 0; }\n'
+                 'echo "cmake $* NDK=$ANDROID_NDK in $PWD" >> "$LOG"\n',
+    "et/scripts/build_android_library.sh":
+        '#!/bin/bash\necho "et SDK=$ANDROID_SDK ABIS=$ANDROID_ABIS in $PWD" >> "$LOG"\n'
+        'python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1], \'w\').writestr('
+        '\'jni/arm64-v8a/libexecutorch.so\', b\'ELF\' + sys.argv[2].encode())" "$BUILD_AAR_DIR/executorch.aar" '
+        '"$LIBRARY_NAMES"\n',
+}
+
+
+def test_the_aar_script_drives_executorchs_build_with_our_library(tmp_path):
+    """The script's plumbing with stand-ins for the NDK, CMake and ExecuTorch's build (the real ones are not on this
+    machine), in a copy of the repository's files it reads: the kernels' library reaches the build directory's CMake
+    cache, the AAR lands whole at app/libs/executorch.aar, and one that lacks the kernels never replaces it."""
+    repo, tools = tmp_path / "repo", tmp_path / "tools"
+    for name in ("android-demo/executorch/build_aar.sh", "constraints.txt", "runtimes/kernels/kv8_attention.cpp"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, repo / name)
+    for name, text in STAND_IN_TOOLS.items():
+        (tools / name).parent.mkdir(parents=True, exist_ok=True)
+        (tools / name).write_text(text)
+        (tools / name).chmod(0o755)
+    for name in ("ndk/build/cmake/android.toolchain.cmake", "sdk/platforms/.keep", "et/extension/android/CMakeLists.txt",
+                 "et/backends/xnnpack/third-party/XNNPACK/CMakeLists.txt", "et/third-party/flatbuffers/CMakeLists.txt"):
+        (tools / name).parent.mkdir(parents=True, exist_ok=True)
+        (tools / name).touch()
+    (tools / "et" / "version.txt").write_text("1.5.1\n")
+    log, aar = tmp_path / "log", repo / "android-demo" / "app" / "libs" / "executorch.aar"
+
+    def build(names: str) -> subprocess.CompletedProcess:
+        env = {"PATH": f"{tools / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path), "LOG": str(log),
+               "TMPDIR": str(tmp_path), "ANDROID_NDK": str(tools / "ndk"), "ANDROID_HOME": str(tools / "sdk"),
+               "EXECUTORCH_SRC": str(tools / "et"), "LIBRARY_NAMES": names}
+        return subprocess.run(["bash", str(repo / "android-demo/executorch/build_aar.sh")], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    proc = build(" ".join(OPERATORS))
+    assert proc.returncode == 0 and proc.stdout.strip() == str(aar), proc.stderr
+    calls = log.read_text().splitlines()
+    library = tools / "et" / "cmake-out-android-arm64-v8a" / "qwen_edge" / "libqwen_edge_kernels.a"
+    assert [c.split()[0] for c in calls] == ["clang", "ar", "cmake", "et"] and library.is_file()
+    assert {"-O3", "-ffp-contract=fast", "-fPIC", "-DC10_USING_CUSTOM_GENERATED_MACROS"} <= set(calls[0].split())
+    assert (f"--preset android-arm64-v8a -B{tools / 'et' / 'cmake-out-android-arm64-v8a'} " in calls[2]
+            and f"-DEXECUTORCH_JNI_CUSTOM_LIBRARY={library} " in calls[2] and f"in {tools / 'et'}" in calls[2])
+    assert calls[3] == f"et SDK={tools / 'sdk'} ABIS=arm64-v8a in {tools / 'et'}"
+    built = aar.read_bytes()
+
+    log.write_text("")
+    proc = build(OPERATORS[0])  # a build that lost one kernel
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "lacks qwen-edge's kernels" in proc.stderr
+    assert aar.read_bytes() == built and sorted(p.name for p in aar.parent.iterdir()) == ["executorch.aar"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("qwen-edge-aar")] == []  # its scratch is gone
+
+    log.write_text("")
+    aar.write_bytes(b"an AAR of the user's")
+    proc = build(" ".join(OPERATORS))
+    assert proc.returncode == 2 and "is not an AAR this script built" in proc.stderr and log.read_text() == ""
+    assert aar.read_bytes() == b"an AAR of the user's"

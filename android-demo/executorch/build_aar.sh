@@ -94,7 +94,7 @@ fi
 
 # what this run creates and has not moved into place yet, removed when it ends (nothing else is)
 created=()
-trap 'rm -rf "${created[@]}"' EXIT
+trap 'rm -rf ${created[@]+"${created[@]}"}' EXIT # the expansion bash 3.2 (macOS) accepts for an empty array
 work="$(mktemp -d "${TMPDIR:-/tmp}/qwen-edge-aar.XXXXXX")"
 created+=("$work")
 
