@@ -76,6 +76,8 @@ def shared_export(tmp_path_factory) -> SharedExports:
 
 # the ExecuTorch bundle the fast tests share (ExecuTorch's lowering is the slowest export of tiny)
 ET_8DA4W = ("--model", "tiny", "--target", "executorch", "--quant", "8da4w", "--max-seq-len", "256")
+# the same on ExecuTorch's stock float32 cache ops (what ExecuTorch's prebuilt Android library runs)
+ET_8DA4W_F32 = ET_8DA4W + ("--kv-cache", "float32")
 
 
 @pytest.fixture(scope="session")

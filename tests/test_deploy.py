@@ -9,8 +9,7 @@ import zipfile
 import pytest
 
 from runtimes.backends.executorch_kernels import OPERATORS
-from runtimes.bundle import KV_BYTES, manifest_digest_line
-from tests.conftest import ET_8DA4W, ROOT, run_cli
+from tests.conftest import ET_8DA4W, ET_8DA4W_F32, ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def test_android_takes_executorch_bundles_only(onnx_bundle, tmp_path, capsys):
 
 def test_android_without_adb_stages_the_bundle(tmp_path, capsys, monkeypatch, shared_export):
     bundle = tmp_path / "tiny-et"
-    shutil.copytree(shared_export(*ET_8DA4W), bundle)
+    shutil.copytree(shared_export(*ET_8DA4W_F32), bundle)
     monkeypatch.setenv("PATH", "/nonexistent")  # no adb
     app = fake_app(tmp_path)
     code, out, _ = run_cli(capsys, "deploy", "--bundle", str(bundle), "--android", str(app))
@@ -96,7 +95,7 @@ def test_android_device_shell_arguments_cannot_be_reinterpreted(tmp_path, capsys
     from exporter.deploy import ANDROID_DIR
 
     bundle = tmp_path / "b;echo INJECTED $EXTERNAL_STORAGE"
-    shutil.copytree(shared_export(*ET_8DA4W), bundle)
+    shutil.copytree(shared_export(*ET_8DA4W_F32), bundle)
     bin_dir, log = tmp_path / "bin", tmp_path / "adb.log"
     bin_dir.mkdir()
     (bin_dir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(log)))
@@ -119,16 +118,10 @@ def test_not_the_android_app(tmp_path, capsys):
 
 @pytest.fixture
 def int8_cache_bundle(tmp_path, shared_export):
-    """The shared ExecuTorch bundle with its manifest saying int8 cache (and signed again): deploy decides on the
-    manifest alone, so the program itself need not be an int8-cache one (test_kv8 exports a real one, slowly)."""
+    """The shared ExecuTorch bundle: the default export keeps its cache in int8 on our kernels."""
     bundle = tmp_path / "tiny-et8"
     shutil.copytree(shared_export(*ET_8DA4W), bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    kv = manifest["kv_cache"]
-    kv["dtype"], kv["bytes_at_max_context"] = "int8", kv["bytes_at_max_context"] * KV_BYTES["int8"] // KV_BYTES["float32"]
-    text = json.dumps(manifest, indent=2).encode()
-    (bundle / "manifest.json").write_bytes(text)
-    (bundle / "manifest.sha256").write_text(manifest_digest_line(text))
+    assert json.loads((bundle / "manifest.json").read_text())["kv_cache"]["dtype"] == "int8"
     return bundle
 
 
@@ -201,7 +194,7 @@ def test_a_corrupt_aar_is_refused(int8_cache_bundle, tmp_path, capsys, monkeypat
 def test_a_float_cache_bundle_ignores_the_aar(tmp_path, capsys, monkeypatch, shared_export):
     """Stock ExecuTorch runs it: even an unreadable app AAR is none of its business."""
     bundle = tmp_path / "tiny-et"
-    shutil.copytree(shared_export(*ET_8DA4W), bundle)
+    shutil.copytree(shared_export(*ET_8DA4W_F32), bundle)
     app = fake_app(tmp_path)
     write_aar(app, None).write_bytes(b"garbage")
     code, out, err = deploy_int8(capsys, monkeypatch, bundle, app)
