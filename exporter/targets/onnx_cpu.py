@@ -158,22 +158,36 @@ class CpuBuilder:
             return self.g.op("MatMul", x, self.float_weight(name, lambda: as_numpy(self.m.get_parameter(name)).T))
         return self.quantized_matmul(x, name, qt)
 
-    def fused_linear(self, x, names: list[str], fused_name: str) -> list:
-        """Linears sharing their input as one matmul over stacked weights, then a Split; separate linears when their
-        formats differ."""
-        qts = [self.q.get(n) for n in names]
+    def fused_linear(self, x, names: list[str], fused_name: str, splits: list[int] | None = None,
+                     divisors: dict[str, torch.Tensor] | None = None) -> list:
+        """Linears sharing their input as one matmul over stacked weights, then a Split into `splits` (by default
+        each linear's width); separate linears, joined, when their formats differ. `divisors[name]` [out] divide a
+        linear's output rows, folded into its weights (a quantized weight keeps its codes: its rows' scales are
+        divided)."""
+        divisors = divisors or {}
         sizes = [self.m.get_parameter(n).shape[0] for n in names]
+        splits = splits or sizes
+        qts = [self.q.get(n) for n in names]
         if all(qt is None for qt in qts):
-            stacked = lambda: torch.cat([self.m.get_parameter(n).detach() for n in names])  # noqa: E731
+            rows = lambda n: self.m.get_parameter(n).detach() / divisors[n][:, None] if n in divisors else \
+                self.m.get_parameter(n).detach()  # noqa: E731
+            stacked = lambda: torch.cat([rows(n) for n in names])  # noqa: E731
             out = self.g.op("MatMul", x, self.float_weight(fused_name, lambda: as_numpy(stacked()).T))
         elif all(qt is not None for qt in qts) and len({(qt.bits, qt.group_size, qt.symmetric) for qt in qts}) == 1:
-            qt = QuantizedTensor(torch.cat([t.q for t in qts]), torch.cat([t.scales for t in qts]),
+            scales = [qt.scales / divisors[n].to(qt.scales.dtype)[:, None] if n in divisors else qt.scales
+                      for n, qt in zip(names, qts)]
+            qt = QuantizedTensor(torch.cat([t.q for t in qts]), torch.cat(scales),
                                  None if qts[0].symmetric else torch.cat([t.zeros for t in qts]), qts[0].bits,
                                  qts[0].group_size)
             out = self.quantized_matmul(x, fused_name, qt)
         else:
-            return [self.linear(x, n) for n in names]
-        return list(self.g.op("Split", out, self.g.const(sizes), outputs=len(names), axis=-1))
+            outs = [self.linear(x, n) for n in names]
+            outs = [self.g.op("Div", o, self.float_weight(f"{n}.row_divisors", lambda n=n: as_numpy(divisors[n])))
+                    if n in divisors else o for n, o in zip(names, outs)]
+            if splits == sizes:
+                return outs
+            out = self.g.op("Concat", *outs, axis=-1)
+        return list(self.g.op("Split", out, self.g.const(splits), outputs=len(splits), axis=-1))
 
     def embed(self, input_ids):
         """Rows of the embedding table for input_ids, as activations [1, S, hidden]."""
@@ -221,7 +235,9 @@ class CpuBuilder:
         scales and the output by the values': q . (code_k * s) = (q * s) . code_k and sum_t p_t (code_v * s) =
         s * sum_t p_t code_v, so the cache holds the same codes as under PER_CHANNEL (RoPE rotates channel pairs
         that share a scale, so dividing before the rotation is dividing after it), and ONNX Runtime's CPU kernel
-        reads a per-tensor cache faster: it need not fetch a scale per channel. That kernel is the fast one for a
+        reads a per-tensor cache faster: it need not fetch a scale per channel. q, k and v arrive so scaled, at no
+        node of their own: the key scales are in qk_norm's Mul, the value scales divide v_proj's rows (its weights'
+        scales: the same codes). That kernel is the fast one for a
         decode step, and several times slower than its float kernel for a prompt, so an int8 cache's attention is
         an If on the call's length: a step takes decode_attention, a prompt prompt_attention (from
         FLOAT_ATTENTION_MIN_TOKENS tokens on)."""
@@ -236,13 +252,8 @@ class CpuBuilder:
                 rotary_interleaved=0, scale=self.attention_scale)
             return (self.cast(out, self.act) if cast else out), present_key, present_value
         group = a.num_attention_heads // a.num_key_value_heads  # query head h reads kv head h // group
-        key_scale, value_scale = (self.kv_scales[i, j] for j in (0, 1))  # [kv_heads, head_dim]
+        value_scale = self.kv_scales[i, 1]  # [kv_heads, head_dim]
         per_query = lambda s: as_numpy(s.repeat_interleave(group, dim=0).reshape(-1), self.np_attn)  # noqa: E731
-        q = g.op("Mul", q, g.weight(f"layers.{i}.self_attn.q_key_scale", lambda: per_query(key_scale)))
-        k = g.op("Div", k, g.weight(f"layers.{i}.self_attn.k_cache_scale",
-                                    lambda: as_numpy(key_scale.reshape(-1), self.np_attn)))
-        v = g.op("Div", v, g.weight(f"layers.{i}.self_attn.v_cache_scale",
-                                    lambda: as_numpy(value_scale.reshape(-1), self.np_attn)))
         operands = (q, k, v, shared, past_key, past_value)
         out, present_key, present_value = g.op(
             "If", shared.is_prompt, outputs=3,
@@ -250,6 +261,33 @@ class CpuBuilder:
             else_branch=g.branch(f"layers.{i}.decode_attention", lambda: self.decode_attention(*operands)))
         out = g.op("Mul", out, g.weight(f"layers.{i}.self_attn.out_value_scale", lambda: per_query(value_scale)))
         return (self.cast(out, self.act) if cast else out), present_key, present_value
+
+    def value_divisors(self, i: int) -> dict[str, torch.Tensor] | None:
+        """An int8 cache's value scales [kv_heads * head_dim] for layer i's v_proj rows (attention() says why)."""
+        if self.kv_dtype != "int8":
+            return None
+        return {f"layers.{i}.self_attn.v_proj.weight": self.kv_scales[i, 1].reshape(-1).float()}
+
+    def qk_norm(self, i: int, qk):
+        """q_norm and k_norm of layer i in one: [1, S, heads + kv_heads, head_dim] normalized per head (in float32),
+        then one Mul by both norms' weights, and under an int8 cache the query multiplied and the key divided by the
+        keys' scales (attention() says why) [heads + kv_heads, head_dim]."""
+        g, a = self.g, self.a
+        p = f"layers.{i}.self_attn."
+
+        def weights():
+            q_weight = self.m.get_parameter(p + "q_norm.weight").detach().float()
+            k_weight = self.m.get_parameter(p + "k_norm.weight").detach().float()
+            q_rows, k_rows = q_weight.expand(a.num_attention_heads, -1), k_weight.expand(a.num_key_value_heads, -1)
+            if self.kv_dtype == "int8":
+                key_scale = self.kv_scales[i, 0].float()  # [kv_heads, head_dim]; query head h reads kv head h // group
+                q_rows = q_rows * key_scale.repeat_interleave(a.num_attention_heads // a.num_key_value_heads, dim=0)
+                k_rows = k_rows / key_scale
+            return as_numpy(torch.cat([q_rows, k_rows]))
+
+        unit = g.weight("head_norm_unit", lambda: np.ones([a.head_dim], np.float32))
+        normed = g.op("SimplifiedLayerNormalization", self.to_fp32(qk), unit, axis=-1, epsilon=float(a.rms_norm_eps))
+        return self.from_fp32(g.op("Mul", normed, g.weight(p + "qk_norm_scales", weights)))
 
     @property
     def attention_scale(self) -> float:
@@ -332,16 +370,16 @@ class CpuBuilder:
         x = self.embed(inputs["input_ids"])
         # [1, S, n*hd] <-> [1, S, n, hd] by constant shapes (0 copies the dimension): no shape arithmetic per layer
         heads_shape, flat_shape = g.const([0, 0, -1, hd]), g.const([0, 0, -1])
+        q_width, kv_width = a.num_attention_heads * hd, a.num_key_value_heads * hd
         h = self.rms_norm(x, "layers.0.input_layernorm.weight")
         presents = []
         for i in range(layers):
             p = f"layers.{i}."
-            q, k, v = self.fused_linear(h, [p + f"self_attn.{n}_proj.weight" for n in "qkv"],
-                                        p + "self_attn.qkv_proj.weight")
-            q = g.op("Reshape", self.rms_norm(g.op("Reshape", q, heads_shape), p + "self_attn.q_norm.weight"),
-                     flat_shape)
-            k = g.op("Reshape", self.rms_norm(g.op("Reshape", k, heads_shape), p + "self_attn.k_norm.weight"),
-                     flat_shape)
+            qk, v = self.fused_linear(h, [p + f"self_attn.{n}_proj.weight" for n in "qkv"],
+                                      p + "self_attn.qkv_proj.weight", splits=[q_width + kv_width, kv_width],
+                                      divisors=self.value_divisors(i))
+            q, k = g.op("Split", g.op("Reshape", self.qk_norm(i, g.op("Reshape", qk, heads_shape)), flat_shape),
+                        g.const([q_width, kv_width]), outputs=2, axis=-1)
             attn, present_key, present_value = self.attention(i, q, k, v, shared, inputs[f"past_key_{i}"],
                                                               inputs[f"past_value_{i}"])
             presents += [present_key, present_value]
