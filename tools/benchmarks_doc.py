@@ -36,16 +36,16 @@ SECTIONS = [
      "python -m exporter make-model --shape 0.6b --out m06   # then the same exports and bench as above"),
     ("peers-0.6b.json", "Against the peers, short and long context",
      "One run, side by side: ours (the default exports: ONNX int4 with the int4 table, int8 activations and an int8 "
-     "KV cache, whose prompts run on float attention; ExecuTorch 8da4w with the int4 table on ExecuTorch's stock "
-     "float32 cache ops; and the same ExecuTorch export with `--kv-cache int8`, our int8 cache kernels) against ONNX "
-     "Runtime GenAI's model builder (int4 CPU) and ExecuTorch's `export_llm` (its Qwen3 XNNPACK 8da4w config), each "
-     "exported to hold the longest prompt plus the new tokens; decode is measured after each prompt length, and TTFT "
-     "is the prompt's prefill plus the first new token. Export cost is not measured by this run: the five artifacts "
-     "were exported beforehand while other jobs shared the 2 cores, then measured with `--no-export` on a quiet host "
-     "(the earlier run below has quiet export costs). A run an hour earlier, before int8-cache programs set "
-     "libtorch's threads to 1 in ExecuTorch's Python runtime, measured ours-onnx at 0.92× / 1.72× / 1.78× and the "
-     "int8-cache ExecuTorch bundle at 0.81× / 1.38× / 1.37× (128 / 2048 / 4096); ORT-GenAI's own speed at 2048 moved "
-     "from 19.7 to 26.0 tok/s between the two runs, which is this host's spread.",
+     "KV cache, whose prompts run on float attention; ExecuTorch 8da4w with the int4 table and an int8 cache on our "
+     "kernels; and the same ExecuTorch export with `--kv-cache float32`, ExecuTorch's stock cache ops, as its "
+     "prebuilt Android library runs them) against ONNX Runtime GenAI's model builder (int4 CPU) and ExecuTorch's "
+     "`export_llm` (its Qwen3 XNNPACK 8da4w config), each exported to hold the longest prompt plus the new tokens; "
+     "decode is measured after each prompt length, and TTFT is the prompt's prefill plus the first new token. Export "
+     "cost is not measured by this run: the artifacts were exported beforehand while other jobs shared the 2 cores "
+     "(ours with the commit that measured them; `ours-executorch-f32` with an earlier one whose float-cache program "
+     "is the same), then measured with `--no-export` on a quiet host (the earlier run below has quiet export costs). "
+     "Earlier runs on this host measured ours-onnx at 0.92×–0.96× / 1.33×–1.72× / 1.35×–1.78× (128 / 2048 / 4096) "
+     "and ORT-GenAI's own speed at 2048 from 19.7 to 26.7 tok/s: this host's spread.",
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
      "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048,4096 "
