@@ -134,3 +134,22 @@ def test_a_missing_compiler_is_one_line(capsys, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"\$CXX \(.*no-such-g\+\+\) is not a program here"):
         library_path()
     assert not (tmp_path / "cache" / "kernels").exists() or not any((tmp_path / "cache" / "kernels").iterdir())
+
+
+def test_an_int8_cache_program_leaves_torchs_threads_as_it_found_them(shared_export):
+    """Its calls run on one torch thread (libtorch's spinning workers would take ExecuTorch's cores), and the
+    process's count comes back after each: a torch model beside it (parity's reference, an export's fixture) keeps
+    its threads, and with them its numbers (an export after a parity run in one process was not byte-identical)."""
+    from runtimes.bundle import load_backend
+    from tests.conftest import ET_8DA4W
+
+    bundle = shared_export(*ET_8DA4W)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        backend = load_backend(bundle)
+        backend.prefill([1, 2, 3])
+        backend.decode(4)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

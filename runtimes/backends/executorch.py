@@ -57,12 +57,14 @@ class ExecuTorchBackend:
         self.torch = torch
         _check_profile(manifest)
         lib = _runtime()
-        if manifest.get("kv_cache", {}).get("dtype") == "int8":  # the int8 cache runs on our kernels
+        # nothing in an int8-cache program runs on libtorch's OpenMP workers, which the Python runtime loads (a
+        # phone's runtime does not): with more than one they spin beside ExecuTorch's own pool and take its cores (a
+        # 128-token decode of the 0.6B shape ran 55 tok/s with them, 75 without, on 2 cores). So its calls run with
+        # one torch thread, and the process's count is restored after each: a torch model beside the bundle (parity's
+        # reference, an export's fixture) keeps its threads and its numbers
+        self.one_torch_thread = manifest.get("kv_cache", {}).get("dtype") == "int8"
+        if self.one_torch_thread:  # the int8 cache runs on our kernels
             load_kv8_kernels()
-            # nothing in this program runs on libtorch's OpenMP workers, which the Python runtime loads (a phone's
-            # runtime does not): with more than one they spin beside ExecuTorch's own pool and take its cores (a
-            # 128-token decode of the 0.6B shape ran 55 tok/s with them, 75 without, on 2 cores)
-            torch.set_num_threads(1)
         if threads:
             with c_stderr_hidden(python_too=True):
                 lib._unsafe_reset_threadpool(threads)
@@ -107,14 +109,21 @@ class ExecuTorchBackend:
                             f"{self.max_seq_len}; shorten the prompt or export with a larger --max-seq-len")
         tokens = self.torch.tensor([token_ids], dtype=self.torch.long)
         inputs = (tokens, self.torch.tensor([self.position], dtype=self.torch.long))
-        if self.started:
-            logits = self.module.forward(inputs)[0]
-        else:  # the first call starts ExecuTorch's threadpool, which logs cpuinfo's view of this CPU
-            with c_stderr_hidden(python_too=True):
+        threads = self.torch.get_num_threads()
+        if self.one_torch_thread:
+            self.torch.set_num_threads(1)
+        try:
+            if self.started:
                 logits = self.module.forward(inputs)[0]
-            self.started = True
+            else:  # the first call starts ExecuTorch's threadpool, which logs cpuinfo's view of this CPU
+                with c_stderr_hidden(python_too=True):
+                    logits = self.module.forward(inputs)[0]
+                self.started = True
+            out = logits[0].float().numpy()
+        finally:
+            self.torch.set_num_threads(threads)
         self.position += len(token_ids)
-        return logits[0].float().numpy()
+        return out
 
     def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         return prefill_last_position(self._forward, token_ids, all_logits)
