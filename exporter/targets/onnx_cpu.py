@@ -169,9 +169,10 @@ class CpuBuilder:
         splits = splits or sizes
         qts = [self.q.get(n) for n in names]
         if all(qt is None for qt in qts):
-            rows = lambda n: self.m.get_parameter(n).detach() / divisors[n][:, None] if n in divisors else \
-                self.m.get_parameter(n).detach()  # noqa: E731
-            stacked = lambda: torch.cat([rows(n) for n in names])  # noqa: E731
+            def stacked():
+                rows = [self.m.get_parameter(n).detach() for n in names]
+                return torch.cat([w / divisors[n][:, None] if n in divisors else w for n, w in zip(names, rows)])
+
             out = self.g.op("MatMul", x, self.float_weight(fused_name, lambda: as_numpy(stacked()).T))
         elif all(qt is not None for qt in qts) and len({(qt.bits, qt.group_size, qt.symmetric) for qt in qts}) == 1:
             scales = [qt.scales / divisors[n].to(qt.scales.dtype)[:, None] if n in divisors else qt.scales
@@ -237,10 +238,9 @@ class CpuBuilder:
         that share a scale, so dividing before the rotation is dividing after it), and ONNX Runtime's CPU kernel
         reads a per-tensor cache faster: it need not fetch a scale per channel. q, k and v arrive so scaled, at no
         node of their own: the key scales are in qk_norm's Mul, the value scales divide v_proj's rows (its weights'
-        scales: the same codes). That kernel is the fast one for a
-        decode step, and several times slower than its float kernel for a prompt, so an int8 cache's attention is
-        an If on the call's length: a step takes decode_attention, a prompt prompt_attention (from
-        FLOAT_ATTENTION_MIN_TOKENS tokens on)."""
+        scales: the same codes). That kernel is the fast one for a decode step, and several times slower than its
+        float kernel for a prompt, so an int8 cache's attention is an If on the call's length: a step takes
+        decode_attention, a prompt prompt_attention (from FLOAT_ATTENTION_MIN_TOKENS tokens on)."""
         cast = self.attn_dtype != self.act
         if cast:
             q, k, v = (self.cast(t, self.attn_dtype) for t in (q, k, v))
@@ -251,16 +251,18 @@ class CpuBuilder:
                 num_heads=a.num_attention_heads, kv_num_heads=a.num_key_value_heads, do_rotary=1,
                 rotary_interleaved=0, scale=self.attention_scale)
             return (self.cast(out, self.act) if cast else out), present_key, present_value
-        group = a.num_attention_heads // a.num_key_value_heads  # query head h reads kv head h // group
-        value_scale = self.kv_scales[i, 1]  # [kv_heads, head_dim]
-        per_query = lambda s: as_numpy(s.repeat_interleave(group, dim=0).reshape(-1), self.np_attn)  # noqa: E731
         operands = (q, k, v, shared, past_key, past_value)
         out, present_key, present_value = g.op(
             "If", shared.is_prompt, outputs=3,
             then_branch=g.branch(f"layers.{i}.prompt_attention", lambda: self.prompt_attention(*operands)),
             else_branch=g.branch(f"layers.{i}.decode_attention", lambda: self.decode_attention(*operands)))
-        out = g.op("Mul", out, g.weight(f"layers.{i}.self_attn.out_value_scale", lambda: per_query(value_scale)))
+        value_scale = lambda: as_numpy(self.by_query_head(self.kv_scales[i, 1]).reshape(-1), self.np_attn)  # noqa: E731
+        out = g.op("Mul", out, g.weight(f"layers.{i}.self_attn.out_value_scale", value_scale))
         return (self.cast(out, self.act) if cast else out), present_key, present_value
+
+    def by_query_head(self, per_kv_head: torch.Tensor) -> torch.Tensor:
+        """[kv_heads, ...] -> [heads, ...]: query head h reads kv head h // (heads / kv_heads)."""
+        return per_kv_head.repeat_interleave(self.a.num_attention_heads // self.a.num_key_value_heads, dim=0)
 
     def value_divisors(self, i: int) -> dict[str, torch.Tensor] | None:
         """An int8 cache's value scales [kv_heads * head_dim] for layer i's v_proj rows (attention() says why)."""
@@ -280,9 +282,8 @@ class CpuBuilder:
             k_weight = self.m.get_parameter(p + "k_norm.weight").detach().float()
             q_rows, k_rows = q_weight.expand(a.num_attention_heads, -1), k_weight.expand(a.num_key_value_heads, -1)
             if self.kv_dtype == "int8":
-                key_scale = self.kv_scales[i, 0].float()  # [kv_heads, head_dim]; query head h reads kv head h // group
-                q_rows = q_rows * key_scale.repeat_interleave(a.num_attention_heads // a.num_key_value_heads, dim=0)
-                k_rows = k_rows / key_scale
+                key_scale = self.kv_scales[i, 0].float()  # [kv_heads, head_dim]
+                q_rows, k_rows = q_rows * self.by_query_head(key_scale), k_rows / key_scale
             return as_numpy(torch.cat([q_rows, k_rows]))
 
         unit = g.weight("head_norm_unit", lambda: np.ones([a.head_dim], np.float32))

@@ -109,8 +109,8 @@ class ExecuTorchBackend:
                             f"{self.max_seq_len}; shorten the prompt or export with a larger --max-seq-len")
         tokens = self.torch.tensor([token_ids], dtype=self.torch.long)
         inputs = (tokens, self.torch.tensor([self.position], dtype=self.torch.long))
-        threads = self.torch.get_num_threads()
-        if self.one_torch_thread:
+        threads = self.torch.get_num_threads() if self.one_torch_thread else None
+        if threads:
             self.torch.set_num_threads(1)
         try:
             if self.started:
@@ -121,7 +121,8 @@ class ExecuTorchBackend:
                 self.started = True
             out = logits[0].float().numpy()
         finally:
-            self.torch.set_num_threads(threads)
+            if threads:
+                self.torch.set_num_threads(threads)
         self.position += len(token_ids)
         return out
 

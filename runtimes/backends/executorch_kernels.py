@@ -1,5 +1,6 @@
 """Our ExecuTorch kernels (runtimes/kernels/kv8_attention.cpp: qwen_edge::kv8_update and qwen_edge::kv8_sdpa, the
-int8 KV cache of `--kv-cache int8` programs), built for ExecuTorch's Python runtime and registered with it.
+int8 KV cache of int8-cache programs, the default for quantized XNNPACK exports), built for ExecuTorch's Python runtime
+and registered with it.
 
 ExecuTorch's Python bindings link the wheel's libexecutorch.so, whose kernel registry a library linked against the
 same file joins when it is loaded. So the source is compiled once per (source, ExecuTorch version, machine) with the
@@ -51,10 +52,10 @@ def cpu_features() -> str:
 
 def compile_command(source: Path, out: Path, et: Path, cxx: str) -> list[str]:
     """The compiler line: the wheel's headers and definitions (its share/cmake config's), position-independent, for
-    this CPU's vector units (-march=native: the library is built where it runs) with fused multiply-adds, linked against the wheel's
-    libexecutorch and thread pool, found at run time through the rpath."""
-    return [cxx, "-std=c++17", "-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-Wno-deprecated-declarations",
-            "-DC10_USING_CUSTOM_GENERATED_MACROS", f"-I{et / 'include'}",
+    this CPU's vector units (-march=native: the library is built where it runs) with fused multiply-adds, linked
+    against the wheel's libexecutorch and thread pool, found at run time through the rpath."""
+    return [cxx, "-std=c++17", "-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared",
+            "-Wno-deprecated-declarations", "-DC10_USING_CUSTOM_GENERATED_MACROS", f"-I{et / 'include'}",
             f"-I{et / 'include' / 'executorch' / 'runtime' / 'core' / 'portable_type' / 'c10'}",
             str(source), "-o", str(out), f"-L{et / 'lib'}", "-lexecutorch", "-lexecutorch_threadpool",
             f"-Wl,-rpath,{et / 'lib'}"]
