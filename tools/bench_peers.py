@@ -11,12 +11,13 @@ wait4, which covers the child's own children):
   ort-genai               onnxruntime-genai's model builder, int4, CPU, block = --group-size
   executorch-export-llm   ExecuTorch's export_llm with its qwen3 XNNPACK 8da4w config (group 128)
 
-Then every artifact is measured at every thread count in a fresh process with one protocol
-(runtimes/latency.py: fixed prompt ids, greedy new tokens one at a time, a warm-up, then `runs` runs, medians
-with [min, max]), and the machine's read bandwidth is measured at the same thread counts (bandwidth.c: an
-OpenMP loop summing a 2 GiB buffer, best of 8). The memory-bandwidth limit of decode is that bandwidth divided
-by the bytes a decoded token reads: the artifact's bytes less the tables a step only gathers a row of (a
-separate embedding table, RoPE caches); the KV cache is left out.
+Then every artifact is measured at every thread count and prompt length in a fresh process with one
+protocol (runtimes/eval/latency.py: fixed prompt ids, greedy new tokens one at a time, a warm-up, then `runs`
+runs, medians with [min, max]), all artifacts back to back at each setting; the machine's read bandwidth is
+measured at the same thread counts (bandwidth.c: an OpenMP loop summing a 2 GiB buffer, best of 8). The
+memory-bandwidth limit of decode is that bandwidth divided by the bytes a decoded token reads: the artifact's
+bytes less the tables a step only gathers a row of (a separate embedding table, RoPE caches); the KV cache is
+left out.
 The result is bench's JSON (rows with `latency` and `memory` as bench writes them) plus `export` per row.
 """
 
@@ -317,17 +318,25 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
             raise UserError(f"--no-export: {', '.join(missing)} not in {work}; run once without --no-export")
     say("measuring read bandwidth")
     bandwidth = measure_bandwidth(threads, work)
+    # each setting measures every artifact back to back, so a drift in the host's speed over the run (a
+    # neighbour, the clock) lands on ours and the peers alike rather than between them; rows are then listed by
+    # artifact
+    artifacts = {name: (streamed_bytes(work, name, config, group), artifact_bytes(work, name)) for name in only}
+    measured = {}
+    for t in threads:
+        for prompt_len in prompt_lengths:
+            for name in only:
+                kind = {"ort-genai": "ort-genai", "executorch-export-llm": "pte"}.get(name, "bundle")
+                python = genai_python if name == "ort-genai" else sys.executable
+                say(f"measuring {name} on {t} thread(s), {prompt_len}-token prompt")
+                measured[name, t, prompt_len] = _measure_in_child(python, kind, artifact_path(work, name), t,
+                                                                  prompt_len, new_tokens, runs, config["vocab_size"])
     rows = []
     for name in only:
-        kind = {"ort-genai": "ort-genai", "executorch-export-llm": "pte"}.get(name, "bundle")
-        python = genai_python if name == "ort-genai" else sys.executable
-        read = streamed_bytes(work, name, config, group)
-        size = artifact_bytes(work, name)
+        read, size = artifacts[name]
         for t in threads:
             for prompt_len in prompt_lengths:
-                say(f"measuring {name} on {t} thread(s), {prompt_len}-token prompt")
-                speed = _measure_in_child(python, kind, artifact_path(work, name), t, prompt_len, new_tokens, runs,
-                                          config["vocab_size"])
+                speed = measured[name, t, prompt_len]
                 bw = bandwidth[str(t)]
                 tok_s = speed["decode_tokens_per_s"]["median"]
                 rows.append({
