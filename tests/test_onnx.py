@@ -131,9 +131,12 @@ def test_int4_weights_are_exactly_our_quantizers(bundles):
 
     codes = unpack_int4(torch.from_numpy(blob.reshape(blob.shape[0], -1).copy()), signed=True)
     assert torch.equal(codes, ours[name].q)
-    assert np.array_equal(inits[f"{name}.scales"], ours[name].scales.numpy().reshape(-1))
+    assert np.array_equal(inits[f"{name}.scales"], ours[name].scales.numpy())  # [out, groups]
     ops = {n.op_type for n in model.graph.node}
     assert "MatMulNBits" in ops
+    # the tied head's table is gathered with its scales as stored (no Reshape for ORT to fold into a copy at load)
+    (gather,) = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert gather.input[2] == "embed_tokens.weight.scales"
 
 
 @pytest.mark.slow

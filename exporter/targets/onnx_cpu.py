@@ -205,9 +205,7 @@ class CpuBuilder:
         blob, scales, zeros, block = nbits_weights(g, "embed_tokens.weight", qt)
         vocab, hidden = qt.shape
         data = g.op("Reshape", blob, g.const([vocab, -1]))  # [vocab, hidden * bits / 8]: the head's very bytes
-        inputs = [data, input_ids, g.op("Reshape", scales, g.const([vocab, -1]))]
-        if zeros is not None:
-            inputs.append(g.op("Reshape", zeros, g.const([vocab, -1])))
+        inputs = [data, input_ids, scales] + ([zeros] if zeros is not None else [])  # both [vocab, ...] already
         rows = g.op("GatherBlockQuantized", *inputs, domain="com.microsoft", bits=qt.bits, block_size=block,
                     gather_axis=0, quantize_axis=1)
         return self.from_fp32(rows)

@@ -113,8 +113,10 @@ def as_numpy(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
 def nbits_layout(qt: QuantizedTensor, scale_dtype=np.float32) -> tuple[np.ndarray, np.ndarray, int]:
     """(B, scales, block) of ONNX Runtime's MatMulNBits (and GatherBlockQuantized, which reads the same B) for our
     codes: B uint8 [out, blocks, block * bits / 8] of unsigned codes (code + 2^(bits-1) when symmetric, whose zero
-    point is then MatMulNBits' default), scales [out * blocks]. int4 blocks are the quantizer's groups; an int8 row
-    (one scale) is cut into int8_block(in) blocks that repeat its scale, which is exact."""
+    point is then MatMulNBits' default), scales [out, blocks]. int4 blocks are the quantizer's groups; an int8 row
+    (one scale) is cut into int8_block(in) blocks that repeat its scale, which is exact. Scales (and zero points)
+    are two-dimensional, the shape GatherBlockQuantized reads a table's in: a tied head's embedding gathers them as
+    stored, with no Reshape for ONNX Runtime to fold into a copy at session load (4.9 MB at Qwen3's vocabulary)."""
     out_features, in_features = qt.shape
     block = qt.group_size if qt.bits == 4 else int8_block(in_features)
     blocks = in_features // block
@@ -125,7 +127,7 @@ def nbits_layout(qt: QuantizedTensor, scale_dtype=np.float32) -> tuple[np.ndarra
             raise ValueError("8-bit MatMulNBits weights here are symmetric (per output channel)")
         blob = (qt.q.to(torch.int16) + 128).to(torch.uint8).numpy().reshape(out_features, blocks, block)
     scales = qt.scales.float().numpy().reshape(out_features, -1)
-    scales = np.repeat(scales, blocks // scales.shape[1], axis=1).reshape(-1).astype(scale_dtype)
+    scales = np.repeat(scales, blocks // scales.shape[1], axis=1).astype(scale_dtype)
     return blob, scales, block
 
 
@@ -151,4 +153,4 @@ def nbits_zero_points(qt: QuantizedTensor) -> np.ndarray:
     zeros = qt.zeros.to(torch.int16)
     if zeros.shape[1] % 2:
         zeros = torch.nn.functional.pad(zeros, (0, 1))
-    return (zeros[:, 0::2] | (zeros[:, 1::2] << 4)).to(torch.uint8).numpy().reshape(-1)
+    return (zeros[:, 0::2] | (zeros[:, 1::2] << 4)).to(torch.uint8).numpy()  # [out, ceil(blocks / 2)]

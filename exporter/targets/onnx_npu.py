@@ -190,9 +190,8 @@ class NpuBuilder:
             rows = g.op("Gather", table, ids)
         else:
             codes, scales, _, _ = nbits_weights(g, "embed_tokens.weight", qt, np.float16)
-            blocks = codes.shape[1]
             rows = g.op("Cast", g.op("Gather", codes, ids), to=ir.DataType.FLOAT)  # [1, S, blocks, block]
-            row_scales = g.op("Gather", g.op("Reshape", scales, g.const([a.vocab_size, blocks])), ids)
+            row_scales = g.op("Gather", scales, ids)  # [1, S, blocks]
             rows = g.op("Mul", g.op("Sub", rows, g.const(128.0, np.float32)),
                         g.op("Unsqueeze", g.op("Cast", row_scales, to=ir.DataType.FLOAT), g.const([-1])))
             rows = g.op("Cast", g.op("Reshape", rows, g.const([1, -1, a.hidden_size])), to=ir.DataType.FLOAT16)
