@@ -1,6 +1,8 @@
-"""bench-peers: what a decoded token reads, export_llm's params, errors, and one real (ours-only) run on tiny."""
+"""bench-peers: what a decoded token reads, export_llm's params, errors, the measuring order and the rounds, and one
+real (ours-only) run on tiny."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -54,6 +56,44 @@ def run_peers(capsys, *argv):
 def test_bench_peers_bad_input_is_one_line(capsys, tmp_path, argv, message):
     code, _, err = run_peers(capsys, "--work", str(tmp_path / "work"), *argv)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_rounds_interleave_ours_with_the_peers_and_take_medians(tmp_path, monkeypatch):
+    """Every setting measures all artifacts back to back, round after round; a row is the median of its rounds,
+    and its ratio to the faster peer the median of the rounds' own ratios, each round's pair measured together."""
+    import tools.bench_peers as bp
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"vocab_size": 100}))
+    for name in ("ours-onnx", "ort-genai"):
+        (tmp_path / "w" / name).mkdir(parents=True)
+    # ours leads 1.2x in two rounds, and is 0.83x in the first: the rows' medians (50 against 60) would say 0.83x
+    speeds = {("ours-onnx", 0): 50.0, ("ort-genai", 0): 60.0, ("ours-onnx", 1): 36.0, ("ort-genai", 1): 30.0,
+              ("ours-onnx", 2): 84.0, ("ort-genai", 2): 70.0}
+    calls = []
+
+    def measured(python, kind, path, threads, prompt_len, new_tokens, runs, vocab):
+        name = Path(path).name
+        tok_s = speeds[name, sum(1 for c in calls if c == name)]
+        calls.append(name)
+        spread = {"median": tok_s, "min": tok_s - 1, "max": tok_s + 1}
+        return {"ttft_ms": spread, "prefill_tokens_per_s": spread, "decode_tokens_per_s": spread,
+                "decode_ms_p50": 1000 / tok_s, "decode_ms_p95": 1000 / tok_s, "peak_rss_bytes": 1}
+
+    monkeypatch.setattr(bp, "check_genai", lambda python: None)
+    monkeypatch.setattr(bp, "measure_bandwidth", lambda threads, work: {"2": 10.0})
+    monkeypatch.setattr(bp, "streamed_bytes", lambda *args: 1)
+    monkeypatch.setattr(bp, "artifact_bytes", lambda *args: 1)
+    monkeypatch.setattr(bp, "_measure_in_child", measured)
+    result = bp.compare(str(tmp_path / "m"), tmp_path / "w", threads=(2,), runs=1, rounds=3, export=False,
+                        only=("ours-onnx", "ort-genai"), progress=False)
+    assert calls == ["ours-onnx", "ort-genai"] * 3
+    ours, genai = result["bundles"]
+    assert ours["latency"]["decode_tokens_per_s_rounds"] == [50.0, 36.0, 84.0]
+    assert ours["latency"]["decode_tokens_per_s"] == 50.0 and genai["latency"]["decode_tokens_per_s"] == 60.0
+    assert ours["latency"]["decode_tokens_per_s_spread"] == {"median": 50.0, "min": 35.0, "max": 85.0}
+    assert ours["vs_faster_peer"] == pytest.approx(1.2) and genai["vs_faster_peer"] == pytest.approx(1.0)
+    assert result["settings"]["rounds"] == 3 and "in each of 3 rounds" in bp.markdown(result)
 
 
 @pytest.mark.slow

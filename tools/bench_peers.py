@@ -13,11 +13,13 @@ wait4, which covers the child's own children):
 
 Then every artifact is measured at every thread count and prompt length in a fresh process with one
 protocol (runtimes/eval/latency.py: fixed prompt ids, greedy new tokens one at a time, a warm-up, then `runs`
-runs, medians with [min, max]), all artifacts back to back at each setting; the machine's read bandwidth is
-measured at the same thread counts (bandwidth.c: an OpenMP loop summing a 2 GiB buffer, best of 8). The
-memory-bandwidth limit of decode is that bandwidth divided by the bytes a decoded token reads: the artifact's
-bytes less the tables a step only gathers a row of (a separate embedding table, RoPE caches); the KV cache is
-left out.
+runs, medians with [min, max]), all artifacts back to back at each setting. --rounds N repeats that sweep N
+times: a row is then the median of its rounds, and its ratio to the faster peer the median of the rounds' own
+ratios, so neither a slow minute of the shared host nor one process's luck decides it. The machine's read
+bandwidth is measured at the same thread counts (bandwidth.c: an OpenMP loop summing a 2 GiB buffer, best of
+8). The memory-bandwidth limit of decode is that bandwidth divided by the bytes a decoded token reads: the
+artifact's bytes less the tables a step only gathers a row of (a separate embedding table, RoPE caches); the KV
+cache is left out.
 The result is bench's JSON (rows with `latency` and `memory` as bench writes them) plus `export` per row.
 """
 
@@ -288,7 +290,11 @@ def check_genai(python: str) -> None:
 def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group: int = 128,
             prompt_lengths: Sequence[int] = (128,), new_tokens: int = 128, runs: int = 3,
             genai_python: str | None = None, only: Sequence[str] = ARTIFACTS, export: bool = True,
-            progress: bool = True, onnx_kv_cache: str = "auto") -> dict:
+            progress: bool = True, onnx_kv_cache: str = "auto", rounds: int = 1) -> dict:
+    """Export (unless export=False) and measure `only` at every thread count and prompt length, `rounds` times
+    over (see the module's docstring) → the JSON bench_peers writes."""
+    if rounds < 1 or runs < 1:
+        raise UserError("--rounds and --runs take a positive number")
     unknown = [n for n in only if n not in ARTIFACTS]
     if unknown:
         raise UserError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(ARTIFACTS)}")
@@ -319,24 +325,27 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
     say("measuring read bandwidth")
     bandwidth = measure_bandwidth(threads, work)
     # each setting measures every artifact back to back, so a drift in the host's speed over the run (a
-    # neighbour, the clock) lands on ours and the peers alike rather than between them; rows are then listed by
-    # artifact
+    # neighbour, the clock) lands on ours and the peers alike rather than between them; a round is one such sweep,
+    # each measurement in a fresh process; rows are then listed by artifact
     artifacts = {name: (streamed_bytes(work, name, config, group), artifact_bytes(work, name)) for name in only}
-    measured = {}
-    for t in threads:
-        for prompt_len in prompt_lengths:
-            for name in only:
-                kind = {"ort-genai": "ort-genai", "executorch-export-llm": "pte"}.get(name, "bundle")
-                python = genai_python if name == "ort-genai" else sys.executable
-                say(f"measuring {name} on {t} thread(s), {prompt_len}-token prompt")
-                measured[name, t, prompt_len] = _measure_in_child(python, kind, artifact_path(work, name), t,
-                                                                  prompt_len, new_tokens, runs, config["vocab_size"])
+    measured: dict[tuple, list[dict]] = {}
+    for round_ in range(rounds):
+        for t in threads:
+            for prompt_len in prompt_lengths:
+                for name in only:
+                    kind = {"ort-genai": "ort-genai", "executorch-export-llm": "pte"}.get(name, "bundle")
+                    python = genai_python if name == "ort-genai" else sys.executable
+                    say(f"measuring {name} on {t} thread(s), {prompt_len}-token prompt"
+                        + (f" (round {round_ + 1} of {rounds})" if rounds > 1 else ""))
+                    measured.setdefault((name, t, prompt_len), []).append(_measure_in_child(
+                        python, kind, artifact_path(work, name), t, prompt_len, new_tokens, runs,
+                        config["vocab_size"]))
     rows = []
     for name in only:
         read, size = artifacts[name]
         for t in threads:
             for prompt_len in prompt_lengths:
-                speed = measured[name, t, prompt_len]
+                speed = _over_rounds(measured[name, t, prompt_len])
                 bw = bandwidth[str(t)]
                 tok_s = speed["decode_tokens_per_s"]["median"]
                 rows.append({
@@ -348,7 +357,8 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
                                 "decode_tokens_per_s": tok_s,
                                 "decode_tokens_per_s_spread": speed["decode_tokens_per_s"],
                                 "decode_ms_p50": speed["decode_ms_p50"], "decode_ms_p95": speed["decode_ms_p95"],
-                                "new_tokens": new_tokens, "runs": runs},
+                                "new_tokens": new_tokens, "runs": runs, "rounds": rounds,
+                                "decode_tokens_per_s_rounds": speed["rounds"]},
                     "memory": {"peak_rss_bytes": speed["peak_rss_bytes"], "size_bytes": size},
                     "bandwidth_limit": {"read_bytes_per_token": read, "bandwidth_gb_s": bw,
                                         "limit_tokens_per_s": bw * 1e9 / read if isinstance(bw, float) else None,
@@ -357,19 +367,35 @@ def compare(model: str, work: str | Path, threads: Sequence[int] = (1, 2), group
     ours_onnx = artifact_path(work, "ours-onnx") / "manifest.json"
     if ours_onnx.is_file():  # what "auto" chose
         onnx_kv_cache = json.loads(ours_onnx.read_text())["kv_cache"]["dtype"]
-    for row in rows:  # against the faster peer at the same thread count and prompt length
+    for row in rows:  # against the faster peer at the same thread count and prompt length, round by round
         key = (row["latency"]["threads"], row["latency"]["prompt_tokens"])
-        peers = [r["latency"]["decode_tokens_per_s"] for r in rows
+        peers = [r["latency"]["decode_tokens_per_s_rounds"] for r in rows
                  if r["peer"] and (r["latency"]["threads"], r["latency"]["prompt_tokens"]) == key]
-        row["vs_faster_peer"] = row["latency"]["decode_tokens_per_s"] / max(peers) if peers else None
+        row["vs_faster_peer"] = statistics.median(
+            ours / max(peer[i] for peer in peers)
+            for i, ours in enumerate(row["latency"]["decode_tokens_per_s_rounds"])) if peers else None
     return {"created_by": "python -m tools.bench_peers", "date": time.strftime("%Y-%m-%d"),
             "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
                         "processor": platform.processor() or "unknown"},
             "model": str(model),
             "settings": {"threads": list(threads), "group_size": group, "prompt_lengths": list(prompt_lengths),
-                         "new_tokens": new_tokens, "runs": runs, "context": context,
+                         "new_tokens": new_tokens, "runs": runs, "rounds": rounds, "context": context,
                          "ours_onnx_kv_cache": onnx_kv_cache},
             "bandwidth_gb_s": bandwidth, "bundles": rows}
+
+
+def _over_rounds(speeds: list[dict]) -> dict:
+    """One artifact's measurements at one setting, a fresh process per round, as one: the median of the rounds'
+    medians with the extremes of all runs; each round's decode median kept for the ratios."""
+    def joined(key: str) -> dict:
+        return {"median": statistics.median(s[key]["median"] for s in speeds),
+                "min": min(s[key]["min"] for s in speeds), "max": max(s[key]["max"] for s in speeds)}
+
+    return {**{key: joined(key) for key in ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s")},
+            "decode_ms_p50": statistics.median(s["decode_ms_p50"] for s in speeds),
+            "decode_ms_p95": statistics.median(s["decode_ms_p95"] for s in speeds),
+            "peak_rss_bytes": max(s["peak_rss_bytes"] for s in speeds),
+            "rounds": [s["decode_tokens_per_s"]["median"] for s in speeds]}
 
 
 def _ratio(value: float | None) -> str:
@@ -384,7 +410,10 @@ def markdown(result: dict) -> str:
     created_by = result["created_by"].replace("python -m exporter bench-peers", "python -m tools.bench_peers")
     lines = [f"# qwen-edge against its peers ({result['date']})", "",
              f"Model {Path(result['model']).name}; prompts of {', '.join(map(str, s['prompt_lengths']))} tokens, "
-             f"{s['new_tokens']} greedy new tokens, a warm-up then {s['runs']} runs, medians [min, max]; group/block "
+             f"{s['new_tokens']} greedy new tokens, a warm-up then {s['runs']} runs"
+             + (f" in each of {s['rounds']} rounds (a fresh process per artifact, setting and round; the artifacts "
+                "interleaved), medians of the rounds' medians [min, max of all runs], × faster peer the median of the "
+                "rounds' ratios" if s.get("rounds", 1) > 1 else ", medians [min, max]") + "; group/block "
              f"{s['group_size']}; ours' ONNX KV cache {s['ours_onnx_kv_cache']}. Read bandwidth (GB/s): "
              + ", ".join(f"{t} thread(s) {bw:.1f}" if isinstance(bw, float) else f"{t}: {bw}"
                          for t, bw in result["bandwidth_gb_s"].items())
@@ -425,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="our ONNX bundle's KV cache (default: auto, the exporter's default: int8 for int4)")
     max_new_tokens_argument(parser, 128, "greedy new tokens")
     parser.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs after a warm-up (default: 3)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="sweeps over every artifact and setting, each measurement in a fresh process: a row "
+                             "is the median of its rounds, and its ratio to the faster peer the median of the "
+                             "rounds' ratios (default: 1; 3 evens out a shared host's drift)")
     parser.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {', '.join(ARTIFACTS)}")
     parser.add_argument("--genai-python", metavar="PYTHON", help="an interpreter with onnxruntime-genai "
                                                                  "(default: this one; pip install -e '.[peers]')")
@@ -449,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
 
         model = str(resolve_model_dir(args.model)) if args.model == "tiny" else args.model
         result = compare(model, args.work, threads=threads, group=args.group_size, prompt_lengths=lengths,
-                         new_tokens=args.max_new_tokens, runs=args.runs, genai_python=args.genai_python,
+                         new_tokens=args.max_new_tokens, runs=args.runs, rounds=args.rounds,
+                         genai_python=args.genai_python,
                          onnx_kv_cache=args.kv_cache,
                          export=not args.no_export, only=args.only.split(",") if args.only else ARTIFACTS)
     except UserError as exc:

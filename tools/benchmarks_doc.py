@@ -229,7 +229,11 @@ def readme_peers_table(examples: Path) -> list[str]:
     names = list(dict.fromkeys(r["name"] for r in rows))
     cell = {(r["name"], r["latency"]["prompt_tokens"]): r for r in rows}
     lines = [f"Random-weight Qwen3-0.6B shape (28 layers), {s['threads'][-1]} threads, {s['new_tokens']} greedy tokens "
-             f"after a prompt of N tokens, median of {s['runs']} runs, measured in one run on {result['date']} "
+             f"after a prompt of N tokens, "
+             + (f"the median of {s['rounds']} fresh processes × {s['runs']} runs, interleaved with the peers' and "
+                "the ratio the median of the rounds' ratios" if s.get("rounds", 1) > 1
+                else f"median of {s['runs']} runs")
+             + f", measured in one run on {result['date']} "
              f"(our ONNX KV cache: {s['ours_onnx_kv_cache']}). Decode tok/s (× the faster peer), and the time to "
              "the first token:", "",
              "| artifact | " + " | ".join(f"N = {n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
@@ -248,7 +252,8 @@ def readme_peers_table(examples: Path) -> list[str]:
               f"python -m tools.bench_peers --model m06 --work peers06 --threads {s['threads'][-1]} "
               f"--prompt-lengths {','.join(map(str, lengths))}"
               + (f" --max-new-tokens {s['new_tokens']}" if s["new_tokens"] != 128 else "")
-              + (f" --runs {s['runs']}" if s["runs"] != 3 else "") + " --json peers-0.6b.json", "```"]
+              + (f" --runs {s['runs']}" if s["runs"] != 3 else "")
+              + (f" --rounds {s['rounds']}" if s.get("rounds", 1) != 1 else "") + " --json peers-0.6b.json", "```"]
     return lines
 
 
