@@ -40,16 +40,19 @@ SECTIONS = [
      "kernels; and the same ExecuTorch export with `--kv-cache float32`, ExecuTorch's stock cache ops, as its "
      "prebuilt Android library runs them) against ONNX Runtime GenAI's model builder (int4 CPU) and ExecuTorch's "
      "`export_llm` (its Qwen3 XNNPACK 8da4w config), each exported to hold the longest prompt plus the new tokens; "
-     "decode is measured after each prompt length, and TTFT is the prompt's prefill plus the first new token. Export "
-     "cost is not measured by this run: the artifacts were exported beforehand while other jobs shared the 2 cores "
-     "(ours with the commit that measured them; `ours-executorch-f32` with an earlier one whose float-cache program "
-     "is the same), then measured with `--no-export` on a quiet host (the earlier run below has quiet export costs). "
-     "Earlier runs on this host measured ours-onnx at 0.92×–0.96× / 1.33×–1.72× / 1.35×–1.78× (128 / 2048 / 4096) "
-     "and ORT-GenAI's own speed at 2048 from 19.7 to 26.7 tok/s: this host's spread.",
+     "decode is measured after each prompt length, and TTFT is the prompt's prefill plus the first new token. "
+     "`--rounds 3`: every artifact ran in three fresh processes per prompt length, the artifacts interleaved, because "
+     "one process's speed on this host is bimodal (ours-onnx after 4096 tokens ran at 21-24 or 27-31 tok/s in seven "
+     "fresh processes); a row is the median of its rounds, its ratio the median of the rounds' own ratios. The "
+     "exports were measured in the same run on a new host; a pip install shared the 2 cores for two minutes of "
+     "ours-executorch's exports. Earlier runs on this host measured ours-onnx at 0.90×–0.98× / 1.21×–1.73× / "
+     "1.23×–1.78× (128 / 2048 / 4096; 0.97× / 1.43× / 1.48× in the other three-round run) and ORT-GenAI's own speed "
+     "at 2048 from 19.7 to 27.8 tok/s: at 128 tokens ours-onnx and ORT-GenAI, the same runtime's MatMulNBits, tie "
+     "within this host's spread.",
      "pip install -e \".[dev,peers]\" -c constraints.txt\n"
      "python -m exporter make-model --shape 0.6b --out m06\n"
      "python -m tools.bench_peers --model m06 --work peers06 --threads 2 --prompt-lengths 128,2048,4096 "
-     "--max-new-tokens 64 --runs 2 --json peers-0.6b.json"),
+     "--max-new-tokens 64 --runs 1 --rounds 3 --json peers-0.6b.json"),
     ("peers-0.6b-2026-11-23.json", "Against the peers: an earlier run, with export cost",
      "A run of 2026-11-23 on a faster host of this machine kind (read bandwidth 31 / 63 GB/s on 1 / 2 threads, "
      "against 12 GB/s on 2 threads in the run above): 128-token prompts, 1 and 2 threads, and what each export cost. "
@@ -230,7 +233,7 @@ def readme_peers_table(examples: Path) -> list[str]:
     cell = {(r["name"], r["latency"]["prompt_tokens"]): r for r in rows}
     lines = [f"Random-weight Qwen3-0.6B shape (28 layers), {s['threads'][-1]} threads, {s['new_tokens']} greedy tokens "
              f"after a prompt of N tokens, "
-             + (f"the median of {s['rounds']} fresh processes × {s['runs']} runs, interleaved with the peers' and "
+             + (f"the median of {s['rounds']} fresh processes × {s['runs']} run{'s' if s['runs'] != 1 else ''}, interleaved with the peers' and "
                 "the ratio the median of the rounds' ratios" if s.get("rounds", 1) > 1
                 else f"median of {s['runs']} runs")
              + f", measured in one run on {result['date']} "
