@@ -45,7 +45,7 @@ SECTIONS = [
      "one process's speed on this host is bimodal (ours-onnx after 4096 tokens ran at 21-24 or 27-31 tok/s in seven "
      "fresh processes); a row is the median of its rounds, its ratio the median of the rounds' own ratios. The "
      "exports were measured in the same run on a new host; a pip install shared the 2 cores for two minutes of "
-     "ours-executorch's exports. Earlier runs on this host measured ours-onnx at 0.90×–0.98× / 1.21×–1.73× / "
+     "ours-executorch's exports. Earlier runs on this machine kind measured ours-onnx at 0.90×–0.98× / 1.21×–1.73× / "
      "1.23×–1.78× (128 / 2048 / 4096; 0.97× / 1.43× / 1.48× in the other three-round run) and ORT-GenAI's own speed "
      "at 2048 from 19.7 to 27.8 tok/s: at 128 tokens ours-onnx and ORT-GenAI, the same runtime's MatMulNBits, tie "
      "within this host's spread.",
@@ -55,7 +55,7 @@ SECTIONS = [
      "--max-new-tokens 64 --runs 1 --rounds 3 --json peers-0.6b.json"),
     ("peers-0.6b-2026-11-23.json", "Against the peers: an earlier run, with export cost",
      "A run of 2026-11-23 on a faster host of this machine kind (read bandwidth 31 / 63 GB/s on 1 / 2 threads, "
-     "against 12 GB/s on 2 threads in the run above): 128-token prompts, 1 and 2 threads, and what each export cost. "
+     "against 27 GB/s on 2 threads in the run above): 128-token prompts, 1 and 2 threads, and what each export cost. "
      "Ours were that day's defaults (float32 KV cache); compare its rows with each other, not with the run above.",
      "python -m exporter make-model --shape 0.6b --out m06\n"
      "python -m tools.bench_peers --model m06 --work peers06 --json peers-0.6b.json"),
@@ -233,8 +233,8 @@ def readme_peers_table(examples: Path) -> list[str]:
     cell = {(r["name"], r["latency"]["prompt_tokens"]): r for r in rows}
     lines = [f"Random-weight Qwen3-0.6B shape (28 layers), {s['threads'][-1]} threads, {s['new_tokens']} greedy tokens "
              f"after a prompt of N tokens, "
-             + (f"the median of {s['rounds']} fresh processes × {s['runs']} run{'s' if s['runs'] != 1 else ''}, interleaved with the peers' and "
-                "the ratio the median of the rounds' ratios" if s.get("rounds", 1) > 1
+             + (f"the median of {s['rounds']} fresh processes × {s['runs']} run{'s' if s['runs'] != 1 else ''}, "
+                "interleaved with the peers' and the ratio the median of the rounds' ratios" if s.get("rounds", 1) > 1
                 else f"median of {s['runs']} runs")
              + f", measured in one run on {result['date']} "
              f"(our ONNX KV cache: {s['ours_onnx_kv_cache']}). Decode tok/s (× the faster peer), and the time to "
